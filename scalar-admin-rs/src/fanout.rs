@@ -1,0 +1,447 @@
+//! One call to every pod at once, and the report of what each pod answered and when.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::client::{ClientConfig, PauseOptions, PodClient};
+use crate::error::{CallError, CallErrorKind, Error};
+use crate::target::Target;
+
+/// The admin calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum Operation {
+    /// Close each pod's gate.
+    Pause,
+    /// Open each pod's gate.
+    Unpause,
+    /// Ask each pod whether its gate is closed.
+    CheckPaused,
+}
+
+/// What a pod answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Pause or Unpause succeeded.
+    Done,
+    /// CheckPaused's answer.
+    Paused(bool),
+}
+
+/// One pod's part in a fan-out.
+#[derive(Debug, Clone)]
+pub struct PodReport {
+    target: Target,
+    sent_at: SystemTime,
+    received_at: SystemTime,
+    outcome: Result<Reply, CallError>,
+}
+
+impl PodReport {
+    /// The pod.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// What the pod answered, or why the call failed.
+    pub fn outcome(&self) -> &Result<Reply, CallError> {
+        &self.outcome
+    }
+
+    /// CheckPaused's answer, when this was a successful CheckPaused.
+    pub fn paused(&self) -> Option<bool> {
+        match self.outcome {
+            Ok(Reply::Paused(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// UTC wall-clock time the request was handed to the connection.
+    pub fn sent_at(&self) -> SystemTime {
+        self.sent_at
+    }
+
+    /// UTC wall-clock time the reply (or the failure) arrived.
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+
+    /// Time from sending to the reply.
+    pub fn latency(&self) -> Duration {
+        self.received_at
+            .duration_since(self.sent_at)
+            .unwrap_or_default()
+    }
+}
+
+/// The result of one fan-out: every pod's outcome and the instants that matter for a
+/// backup.
+///
+/// All timestamps come from one wall-clock reading plus a monotonic clock, so they are
+/// ordered even if the system clock steps during the fan-out: every `sent_at` is at or
+/// after [`started_at`](Self::started_at), every `received_at` at or after its `sent_at`,
+/// and [`completed_at`](Self::completed_at) at or after every reply.
+#[derive(Debug, Clone)]
+pub struct Report {
+    operation: Operation,
+    started_at: SystemTime,
+    completed_at: SystemTime,
+    pods: Vec<PodReport>,
+}
+
+impl Report {
+    /// Which call this was.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// Every pod, in target order.
+    pub fn pods(&self) -> &[PodReport] {
+        &self.pods
+    }
+
+    /// The pods whose call failed.
+    pub fn failures(&self) -> impl Iterator<Item = &PodReport> {
+        self.pods.iter().filter(|p| p.outcome.is_err())
+    }
+
+    /// Whether every pod's call succeeded.
+    pub fn is_success(&self) -> bool {
+        self.failures().next().is_none()
+    }
+
+    /// Taken right before the first request was written. For Unpause this is the
+    /// instant the paused period ends ("Unpause started at").
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// Taken right after the last reply. For Pause this is the instant from which every
+    /// pod is quiet ("Pause completed at").
+    pub fn completed_at(&self) -> SystemTime {
+        self.completed_at
+    }
+
+    /// Time between the first and the last successful reply: how far apart the pods'
+    /// gates closed, as seen by the client. `None` without successful replies.
+    pub fn reply_spread(&self) -> Option<Duration> {
+        let ok = self.pods.iter().filter(|p| p.outcome.is_ok());
+        let first = ok.clone().map(|p| p.received_at).min()?;
+        let last = ok.map(|p| p.received_at).max()?;
+        last.duration_since(first).ok()
+    }
+
+    /// Time from the first request to the last reply.
+    pub fn wall_time(&self) -> Duration {
+        self.completed_at
+            .duration_since(self.started_at)
+            .unwrap_or_default()
+    }
+}
+
+/// A monotonic clock anchored to one wall-clock reading.
+#[derive(Clone, Copy)]
+struct Clock {
+    wall: SystemTime,
+    mono: Instant,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.wall + self.mono.elapsed()
+    }
+}
+
+struct Pod {
+    target: Target,
+    client: Result<PodClient, CallError>,
+}
+
+/// Every pod of a deployment, connected and ready to be called at once.
+///
+/// [`Fleet::connect`] opens a connection to each pod before any call, so that Pause
+/// requests leave together and the pods' gates close within a short spread. Each
+/// operation calls every pod concurrently, never stops early, and returns a [`Report`]
+/// with every pod's outcome; it fails only when a pod failed, with the reports in the
+/// [`Error`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), scalar_admin::Error> {
+/// use scalar_admin::{ClientConfig, Fleet, PauseOptions, parse_addresses};
+///
+/// let pods = parse_addresses("10.0.0.5:60051,10.0.0.6:60051")?;
+/// let mut fleet = Fleet::connect(pods, ClientConfig::default()).await;
+/// // On failure every pod that may have paused is unpaused again (rollback).
+/// let pause = fleet.pause(PauseOptions::default()).await?;
+/// println!("pause completed at {:?}", pause.completed_at());
+/// let unpause = fleet.unpause().await?;
+/// println!("unpause started at {:?}", unpause.started_at());
+/// # Ok(()) }
+/// ```
+pub struct Fleet {
+    config: Arc<ClientConfig>,
+    pods: Vec<Pod>,
+    connect_time: Duration,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field(
+                "pods",
+                &self
+                    .pods
+                    .iter()
+                    .map(|p| p.target.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// Connects to every target concurrently. Never fails: a pod that cannot be
+    /// connected to is retried by the next operation, and Pause refuses to start while
+    /// any pod is unreachable.
+    pub async fn connect(targets: Vec<Target>, config: ClientConfig) -> Self {
+        let config = Arc::new(config);
+        let start = Instant::now();
+        let clients: Vec<_> = futures::future::join_all(targets.iter().map(|target| {
+            let config = &config;
+            async move {
+                let client = PodClient::connect(config, target).await;
+                if let Err(e) = &client {
+                    warn!(error = %e, "cannot connect");
+                }
+                client
+            }
+            .instrument(info_span!("connect", pod = %target))
+        }))
+        .await;
+        let connect_time = start.elapsed();
+        debug!(pods = targets.len(), ?connect_time, "connected");
+        let pods = targets
+            .into_iter()
+            .zip(clients)
+            .map(|(target, client)| Pod { target, client })
+            .collect();
+        Self {
+            config,
+            pods,
+            connect_time,
+        }
+    }
+
+    /// The pods, in the order reports list them.
+    pub fn targets(&self) -> impl ExactSizeIterator<Item = &Target> {
+        self.pods.iter().map(|p| &p.target)
+    }
+
+    /// How long [`Fleet::connect`] took to connect every pod.
+    pub fn connect_time(&self) -> Duration {
+        self.connect_time
+    }
+
+    /// Pauses every pod.
+    ///
+    /// Starts only when every pod is connected; otherwise nothing is sent and the error
+    /// names the unreachable pods. When Pause fails on any pod, every pod is unpaused
+    /// again unless [`PauseOptions::rollback`] is off, and the error carries both
+    /// reports. Every pod is unpaused, not only those that answered OK: a pod whose call
+    /// timed out may still have closed its gate.
+    pub async fn pause(&mut self, options: PauseOptions) -> Result<Report, Error> {
+        self.reconnect().await;
+        if self.pods.iter().any(|p| p.client.is_err()) {
+            let report = self.unsent(Operation::Pause);
+            warn!(
+                failed = report.failures().count(),
+                "pods unreachable; no Pause sent"
+            );
+            return Err(Error::Pause {
+                pause: Box::new(report),
+                rollback: None,
+            });
+        }
+        let deadline = self.config.pause_deadline(&options);
+        let request = options.request();
+        let report = self
+            .fan_out(Operation::Pause, move |client| async move {
+                client.pause(request, deadline).await.map(|()| Reply::Done)
+            })
+            .await;
+        if report.is_success() {
+            info!(spread = ?report.reply_spread(), "pause completed");
+            return Ok(report);
+        }
+        let rollback = if options.rollback_enabled() {
+            warn!("pause failed; rolling back");
+            Some(Box::new(self.unpause_report().await))
+        } else {
+            None
+        };
+        Err(Error::Pause {
+            pause: Box::new(report),
+            rollback,
+        })
+    }
+
+    /// Unpauses every pod, reconnecting to pods that were unreachable.
+    pub async fn unpause(&mut self) -> Result<Report, Error> {
+        let report = self.unpause_report().await;
+        if report.is_success() {
+            Ok(report)
+        } else {
+            Err(Error::Unpause {
+                unpause: Box::new(report),
+            })
+        }
+    }
+
+    /// Asks every pod whether it is paused.
+    pub async fn check_paused(&mut self) -> Result<Report, Error> {
+        let deadline = self.config.call_deadline();
+        let report = self
+            .fan_out(Operation::CheckPaused, move |client| async move {
+                client.check_paused(deadline).await.map(Reply::Paused)
+            })
+            .await;
+        if report.is_success() {
+            Ok(report)
+        } else {
+            Err(Error::Check {
+                check: Box::new(report),
+            })
+        }
+    }
+
+    async fn unpause_report(&mut self) -> Report {
+        let deadline = self.config.call_deadline();
+        self.fan_out(Operation::Unpause, move |client| async move {
+            client.unpause(deadline).await.map(|()| Reply::Done)
+        })
+        .await
+    }
+
+    /// Retries the connection to every pod that has none.
+    async fn reconnect(&mut self) {
+        let config = &self.config;
+        futures::future::join_all(self.pods.iter_mut().filter(|p| p.client.is_err()).map(
+            |pod| async move {
+                pod.client = PodClient::connect(config, &pod.target)
+                    .instrument(info_span!("connect", pod = %pod.target))
+                    .await;
+            },
+        ))
+        .await;
+    }
+
+    /// A Pause report for when some pods are unreachable: their connection error, and
+    /// `NotSent` for the rest.
+    fn unsent(&self, operation: Operation) -> Report {
+        let now = SystemTime::now();
+        let pods = self
+            .pods
+            .iter()
+            .map(|p| PodReport {
+                target: p.target.clone(),
+                sent_at: now,
+                received_at: now,
+                outcome: match &p.client {
+                    Ok(_) => Err(CallError::new(CallErrorKind::NotSent)),
+                    Err(e) => Err(e.clone()),
+                },
+            })
+            .collect();
+        Report {
+            operation,
+            started_at: now,
+            completed_at: now,
+            pods,
+        }
+    }
+
+    /// Calls every pod at once and waits for all of them.
+    ///
+    /// Pods without a connection are connected first, inside their own call, so one
+    /// unreachable pod delays nobody else.
+    async fn fan_out<F, Fut>(&mut self, operation: Operation, call: F) -> Report
+    where
+        F: Fn(PodClient) -> Fut,
+        Fut: Future<Output = Result<Reply, CallError>>,
+    {
+        let config = &self.config;
+        let call = &call;
+        let clock = Clock::start();
+        let mut pending: FuturesUnordered<_> = self
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let target = &pod.target;
+                let client = pod.client.clone();
+                async move {
+                    let client = match client {
+                        Ok(c) => Ok(c),
+                        Err(_) => PodClient::connect(config, target).await,
+                    };
+                    let sent_at = clock.now();
+                    let outcome = match &client {
+                        Ok(c) => call(c.clone()).await,
+                        Err(e) => Err(e.clone()),
+                    };
+                    let received_at = clock.now();
+                    match &outcome {
+                        Ok(reply) => debug!(?reply, latency = ?received_at.duration_since(sent_at).unwrap_or_default(), "ok"),
+                        Err(e) => warn!(error = %e, "failed"),
+                    }
+                    let report = PodReport {
+                        target: target.clone(),
+                        sent_at,
+                        received_at,
+                        outcome,
+                    };
+                    (i, client, report)
+                }
+                .instrument(info_span!("call", pod = %pod.target, op = ?operation))
+            })
+            .collect();
+
+        let mut reports: Vec<Option<PodReport>> = vec![None; self.pods.len()];
+        let mut clients = Vec::with_capacity(self.pods.len());
+        while let Some((i, client, report)) = pending.next().await {
+            reports[i] = Some(report);
+            clients.push((i, client));
+        }
+        let completed_at = clock.now();
+        drop(pending);
+        for (i, client) in clients {
+            if client.is_ok() || self.pods[i].client.is_err() {
+                self.pods[i].client = client;
+            }
+        }
+        Report {
+            operation,
+            started_at: clock.wall,
+            completed_at,
+            pods: reports
+                .into_iter()
+                .map(|r| r.expect("every pod reports"))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the library and the `scalar-admin` binary against real admin pods
+//! and a real DNS server on loopback (see `tests/rig`). One test binary, so the 2-core
+//! CI machine links everything once.
+
+mod util;
+
+mod discovery;
+mod fanout;
+mod gate;
+mod tls;

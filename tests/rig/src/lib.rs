@@ -1,0 +1,15 @@
+//! The test rig shared by the end-to-end tests and the benches: real admin pods (tonic
+//! servers on loopback ports, built on `scalar_admin::gate`), a real DNS server on a
+//! loopback port answering like a Kubernetes headless service, and certificates made
+//! on the spot.
+//!
+//! Nothing here mocks the network path: clients under test speak gRPC over TCP (and TLS)
+//! to the pods, and DNS over UDP and TCP to the DNS server.
+
+mod certs;
+mod dns;
+mod pod;
+
+pub use certs::{Ca, ServerCert};
+pub use dns::{DnsMode, DnsServer};
+pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};
