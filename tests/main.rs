@@ -4,6 +4,7 @@
 
 mod util;
 
+mod cli;
 mod discovery;
 mod fanout;
 mod gate;

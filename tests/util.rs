@@ -28,3 +28,86 @@ pub(crate) fn subscribe() {
             .try_init();
     });
 }
+
+/// The outcome of one `scalar-admin` run.
+pub(crate) struct Run {
+    pub(crate) args: Vec<String>,
+    pub(crate) status: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Run {
+    /// Panics, showing the command and its output, unless it exited with `code`.
+    pub(crate) fn assert_status(&self, code: i32) {
+        assert_eq!(
+            self.status,
+            Some(code),
+            "scalar-admin {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Asserts exit status 0 and returns the run.
+    pub(crate) fn success(self) -> Self {
+        self.assert_status(0);
+        self
+    }
+}
+
+/// A `scalar-admin` process still running.
+pub(crate) struct Child {
+    args: Vec<String>,
+    child: tokio::process::Child,
+}
+
+impl Child {
+    /// Sends a signal (`TERM`, `INT`) to the process.
+    pub(crate) fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and collects its output.
+    pub(crate) async fn wait(self) -> Run {
+        let out = self
+            .child
+            .wait_with_output()
+            .await
+            .expect("scalar-admin ran");
+        Run {
+            args: self.args,
+            status: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Starts the `scalar-admin` binary built with these tests.
+pub(crate) fn start_scalar_admin(args: &[&str]) -> Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scalar-admin"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start scalar-admin");
+    Child {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        child,
+    }
+}
+
+/// Runs the `scalar-admin` binary to completion.
+pub(crate) async fn scalar_admin(args: &[&str]) -> Run {
+    start_scalar_admin(args).wait().await
+}

@@ -249,7 +249,7 @@ fn validate_srv_name(name: &str) -> Result<(), InvalidInput> {
 /// }
 /// # Ok(()) }
 /// ```
-#[instrument(skip(dns), err(Display))]
+#[instrument(skip(dns), err(Display, level = "debug"))]
 pub async fn resolve_srv(name: &str, dns: &DnsConfig) -> Result<Vec<Target>, Error> {
     validate_srv_name(name)?;
     let resolved = dns.resolver(name)?;

@@ -198,6 +198,13 @@ pub enum Error {
         /// The Unpause fan-out.
         unpause: Box<Report>,
     },
+    /// The operation was interrupted (by a signal, say) while pods may have been paused;
+    /// `rollback` is the Unpause then sent to every pod.
+    #[error("interrupted; {}", rollback_state(rollback))]
+    Interrupted {
+        /// The Unpause fan-out sent after the interruption.
+        rollback: Box<Report>,
+    },
     /// CheckPaused failed on at least one pod.
     #[error(
         "check failed on {} of {} pods; the pods' state is unchanged",
@@ -224,6 +231,7 @@ impl Error {
                 .collect(),
             Error::Unpause { unpause } => vec![unpause],
             Error::Check { check } => vec![check],
+            Error::Interrupted { rollback } => vec![rollback],
             Error::InvalidInput(_) | Error::Discovery(_) => Vec::new(),
         }
     }
@@ -249,6 +257,7 @@ impl Error {
                 rollback: Some(r), ..
             } => r.failures().map(|p| p.target()).collect(),
             Error::Unpause { unpause } => unpause.failures().map(|p| p.target()).collect(),
+            Error::Interrupted { rollback } => rollback.failures().map(|p| p.target()).collect(),
             _ => Vec::new(),
         }
     }
@@ -258,8 +267,7 @@ fn pause_summary(pause: &Report, rollback: Option<&Report>) -> String {
     let failed = pause.failures().count();
     let total = pause.pods().len();
     let state = match rollback {
-        Some(r) if r.failures().count() == 0 => "rolled back: no pod is left paused".to_owned(),
-        Some(r) => format!("rollback {}", left_paused(r)),
+        Some(r) => rollback_state(r),
         None => {
             let paused = pause.pods().iter().filter(|p| p.outcome().is_ok()).count();
             if pause.pods().iter().all(|p| {
@@ -274,6 +282,14 @@ fn pause_summary(pause: &Report, rollback: Option<&Report>) -> String {
         }
     };
     format!("pause failed on {failed} of {total} pods; {state}")
+}
+
+fn rollback_state(rollback: &Report) -> String {
+    if rollback.is_success() {
+        "rolled back: no pod is left paused".to_owned()
+    } else {
+        format!("rollback failed: {}", left_paused(rollback))
+    }
 }
 
 fn left_paused(report: &Report) -> String {

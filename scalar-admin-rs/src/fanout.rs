@@ -226,7 +226,7 @@ impl Fleet {
             async move {
                 let client = PodClient::connect(config, target).await;
                 if let Err(e) = &client {
-                    warn!(error = %e, "cannot connect");
+                    debug!(error = %e, "cannot connect");
                 }
                 client
             }
@@ -297,6 +297,24 @@ impl Fleet {
         Err(Error::Pause {
             pause: Box::new(report),
             rollback,
+        })
+    }
+
+    /// Like [`Fleet::pause`], but gives up when `cancel` completes first (a signal, say):
+    /// the Pause calls are dropped and every pod is unpaused, since any of them may
+    /// already have closed its gate. Returns [`Error::Interrupted`] with that Unpause.
+    pub async fn pause_with_cancel(
+        &mut self,
+        options: PauseOptions,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<Report, Error> {
+        tokio::select! {
+            result = self.pause(options) => return result,
+            () = cancel => {}
+        }
+        warn!("interrupted during pause; unpausing every pod");
+        Err(Error::Interrupted {
+            rollback: Box::new(self.unpause_report().await),
         })
     }
 
@@ -407,7 +425,7 @@ impl Fleet {
                     let received_at = clock.now();
                     match &outcome {
                         Ok(reply) => debug!(?reply, latency = ?received_at.duration_since(sent_at).unwrap_or_default(), "ok"),
-                        Err(e) => warn!(error = %e, "failed"),
+                        Err(e) => debug!(error = %e, "failed"),
                     }
                     let report = PodReport {
                         target: target.clone(),
@@ -442,6 +460,78 @@ impl Fleet {
                 .into_iter()
                 .map(|r| r.expect("every pod reports"))
                 .collect(),
+        }
+    }
+}
+
+/// JSON shapes for reports: timestamps as microseconds since the Unix epoch (UTC),
+/// durations in microseconds, so that scripts need no date parsing.
+#[cfg(feature = "serde")]
+mod json {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    use super::{PodReport, Reply, Report};
+    use crate::error::{CallErrorKind, code_name};
+
+    /// Microseconds since the Unix epoch; negative before it.
+    pub(super) fn micros(t: SystemTime) -> i64 {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_micros() as i64,
+            Err(e) => -(e.duration().as_micros() as i64),
+        }
+    }
+
+    fn us(d: Duration) -> u64 {
+        d.as_micros() as u64
+    }
+
+    impl Serialize for PodReport {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("PodReport", 8)?;
+            st.serialize_field("pod", self.target.name())?;
+            st.serialize_field(
+                "address",
+                &format!("{}:{}", self.target.host(), self.target.port()),
+            )?;
+            st.serialize_field("ok", &self.outcome.is_ok())?;
+            match &self.outcome {
+                Ok(Reply::Paused(p)) => st.serialize_field("paused", p)?,
+                Ok(Reply::Done) => st.skip_field("paused")?,
+                Err(e) => {
+                    let kind = match e.kind() {
+                        CallErrorKind::Connect(_) => "connect",
+                        CallErrorKind::Timeout(_) => "timeout",
+                        CallErrorKind::Status { .. } => "status",
+                        CallErrorKind::Transport(_) => "transport",
+                        CallErrorKind::NotSent => "not_sent",
+                    };
+                    st.serialize_field("error_kind", kind)?;
+                    st.serialize_field("code", &e.code().map(code_name))?;
+                    st.serialize_field("error", &e.to_string())?;
+                }
+            }
+            let (sent, received) = (micros(self.sent_at), micros(self.received_at));
+            st.serialize_field("sent_at_us", &sent)?;
+            st.serialize_field("received_at_us", &received)?;
+            // From the rounded timestamps, so that the three fields agree exactly.
+            st.serialize_field("latency_us", &(received - sent))?;
+            st.end()
+        }
+    }
+
+    impl Serialize for Report {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("Report", 7)?;
+            st.serialize_field("operation", &self.operation)?;
+            st.serialize_field("ok", &self.is_success())?;
+            st.serialize_field("started_at_us", &micros(self.started_at))?;
+            st.serialize_field("completed_at_us", &micros(self.completed_at))?;
+            st.serialize_field("wall_time_us", &us(self.wall_time()))?;
+            st.serialize_field("reply_spread_us", &self.reply_spread().map(us))?;
+            st.serialize_field("pods", &self.pods)?;
+            st.end()
         }
     }
 }

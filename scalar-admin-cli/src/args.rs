@@ -1,0 +1,233 @@
+//! Flags in two stages (ripgrep's): [`LowArgs`] holds what was typed and only checks
+//! its shape; [`Config::from_low_args`] turns it into library options, reading and
+//! checking everything (addresses, names, certificates) before any pod is contacted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser, ValueEnum};
+use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Target, Tls};
+
+/// Pause, unpause or check every pod of a ScalarDB or ScalarDL deployment.
+///
+/// Accepts the command line of the Java `scalar-admin` tool and prints the lines its
+/// users' scripts read: "Pause completed at ..." after a pause, "Unpause started at ..."
+/// for an unpause, and a JSON object of each pod's state for CHECK_PAUSED.
+///
+/// Exit status: 0 on success; 1 when the command failed on any pod (the message says
+/// which pods, and what state the cluster is left in); 2 for a usage error, found
+/// before any pod is contacted.
+#[derive(Debug, Parser)]
+#[command(name = "scalar-admin", version, max_term_width = 100)]
+#[command(group(ArgGroup::new("pods").required(true).args(["srv_service_url", "addresses"])))]
+pub(crate) struct LowArgs {
+    /// The command: PAUSE, UNPAUSE or CHECK_PAUSED (any case).
+    #[arg(short, long, value_enum, ignore_case = true)]
+    pub(crate) command: Command,
+
+    /// The DNS SRV name listing the pods, e.g.
+    /// _scalardb._tcp.scalardb-headless.ns.svc.cluster.local, or the short
+    /// _scalardb._tcp.scalardb-headless inside the namespace.
+    #[arg(short, long, value_name = "NAME")]
+    pub(crate) srv_service_url: Option<String>,
+
+    /// The pods' admin addresses, host:port,host:port (IPv6 as [::1]:60051).
+    #[arg(short, long, value_name = "LIST")]
+    pub(crate) addresses: Option<String>,
+
+    /// Pause without waiting for in-flight requests to finish.
+    #[arg(short, long)]
+    pub(crate) no_wait: bool,
+
+    /// How long each pod waits for in-flight requests before refusing to pause, in
+    /// milliseconds (the pod's default, 30000, when unset).
+    #[arg(short, long, value_name = "MS")]
+    pub(crate) max_pause_wait_time: Option<u64>,
+
+    /// Connect with TLS. The server certificate is always verified.
+    #[arg(long)]
+    pub(crate) tls: bool,
+
+    /// A PEM file of CA certificates to verify the pods with (system roots otherwise).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub(crate) ca_root_cert_path: Option<PathBuf>,
+
+    /// The CA certificates as PEM text; a literal \n stands for a newline. Wins over
+    /// --ca-root-cert-path.
+    #[arg(long, value_name = "PEM", requires = "tls", allow_hyphen_values = true)]
+    pub(crate) ca_root_cert_pem: Option<String>,
+
+    /// The name expected in the pods' certificates, instead of the host connected to.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub(crate) override_authority: Option<String>,
+
+    /// Output for humans and the Java tool's scripts (text), or one JSON document for
+    /// programs (json).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+
+    /// Deadline of each call, e.g. 10s or 500ms (default: 10s; for a waiting pause,
+    /// the pods' wait limit plus 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+
+    /// Time allowed to connect to each pod.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub(crate) connect_timeout: Duration,
+
+    /// Ask this name server (ip:port) instead of the system's for -s.
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) dns_server: Option<SocketAddr>,
+
+    /// Leave the pods that paused paused when the pause fails on another pod. By default
+    /// every pod is unpaused again.
+    #[arg(long)]
+    pub(crate) no_rollback: bool,
+
+    /// Log more to stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+
+    /// Log only errors to stderr.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+/// The admin commands, spelled as the Java tool spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum Command {
+    /// Pause every pod.
+    Pause,
+    /// Unpause every pod.
+    Unpause,
+    /// Report whether each pod is paused.
+    CheckPaused,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// For humans and for the Java tool's scripts.
+    Text,
+    /// For computers: one JSON document on stdout.
+    Json,
+}
+
+/// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    };
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!("{text:?} must be more than 0 and at most a day"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Where the pods come from.
+pub(crate) enum Pods {
+    Srv(String),
+    Addresses(Vec<Target>),
+}
+
+/// Everything a command needs, checked.
+pub(crate) struct Config {
+    pub(crate) command: Command,
+    pub(crate) pods: Pods,
+    pub(crate) client: ClientConfig,
+    pub(crate) dns: DnsConfig,
+    pub(crate) pause: PauseOptions,
+    pub(crate) output: Output,
+    /// The TLS flags as typed, for the recovery command printed on failure.
+    pub(crate) tls_flags: Vec<String>,
+}
+
+impl Config {
+    pub(crate) fn from_low_args(low: &LowArgs) -> Result<Config, InvalidInput> {
+        let pods = match (&low.srv_service_url, &low.addresses) {
+            (Some(name), _) => Pods::Srv(name.clone()),
+            (None, Some(list)) => Pods::Addresses(scalar_admin::parse_addresses(list)?),
+            (None, None) => unreachable!("clap requires -s or -a"),
+        };
+
+        let mut client = ClientConfig::default().connect_timeout(low.connect_timeout);
+        if let Some(timeout) = low.timeout {
+            client = client.call_timeout(timeout);
+        }
+        let mut tls_flags = Vec::new();
+        if low.tls {
+            tls_flags.push("--tls".to_owned());
+            let mut tls = if let Some(pem) = &low.ca_root_cert_pem {
+                tls_flags.push("--ca-root-cert-pem '<same PEM>'".to_owned());
+                Tls::with_ca_pem(pem.replace("\\n", "\n"))?
+            } else if let Some(path) = &low.ca_root_cert_path {
+                tls_flags.push(format!("--ca-root-cert-path {}", path.display()));
+                Tls::with_ca_file(path)?
+            } else {
+                Tls::system_roots()
+            };
+            if let Some(authority) = &low.override_authority {
+                tls_flags.push(format!("--override-authority {authority}"));
+                tls = tls.authority(authority.clone());
+            }
+            client = client.tls(tls);
+        }
+
+        let mut dns = DnsConfig::default();
+        if let Some(server) = low.dns_server {
+            dns = dns.name_server(server);
+        }
+
+        let mut pause = PauseOptions::default()
+            .wait_outstanding(!low.no_wait)
+            .rollback(!low.no_rollback);
+        if let Some(ms) = low.max_pause_wait_time {
+            pause = pause.max_pause_wait(Duration::from_millis(ms));
+        }
+
+        Ok(Config {
+            command: low.command,
+            pods,
+            client,
+            dns,
+            pause,
+            output: low.output,
+            tls_flags,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "s", "0", "-1s", "10h", "1e9", "NaN", "99999999m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        LowArgs::command().debug_assert();
+    }
+}

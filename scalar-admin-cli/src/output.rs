@@ -1,0 +1,212 @@
+//! What the binary prints. stdout carries results only: the Java tool's lines that
+//! scripts parse, or one JSON document. Diagnostics go to stderr.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use scalar_admin::{Error, Report, Target};
+use serde::Serialize;
+
+use crate::args::{Command, Config, Output, Pods};
+
+/// The exit status, decided once: each value has one meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitStatus {
+    /// The command succeeded on every pod.
+    Success,
+    /// The command failed on at least one pod, or the pods could not be found.
+    Failure,
+    /// Bad flags or input, found before any pod was contacted.
+    Usage,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> ExitCode {
+        match status {
+            ExitStatus::Success => ExitCode::SUCCESS,
+            ExitStatus::Failure => ExitCode::from(1),
+            ExitStatus::Usage => ExitCode::from(2),
+        }
+    }
+}
+
+/// `2026-11-24T20:01:48.123Z` and epoch milliseconds, as the Java tool prints instants.
+pub(crate) fn java_instant(t: SystemTime) -> (String, i64) {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => (
+            ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            ts.as_millisecond(),
+        ),
+        // Out of jiff's range (years past 9999): print something rather than nothing.
+        Err(_) => (format!("{t:?}"), 0),
+    }
+}
+
+fn command_name(command: Command) -> &'static str {
+    match command {
+        Command::Pause => "pause",
+        Command::Unpause => "unpause",
+        Command::CheckPaused => "check_paused",
+    }
+}
+
+/// Prints a command's outcome and decides the exit status.
+pub(crate) fn report(config: &Config, result: &Result<Report, Error>) -> ExitStatus {
+    match config.output {
+        Output::Text => text(config, result),
+        Output::Json => json(config, result),
+    }
+    match result {
+        Ok(_) => ExitStatus::Success,
+        Err(e) if e.is_invalid_input() => ExitStatus::Usage,
+        Err(_) => ExitStatus::Failure,
+    }
+}
+
+fn text(config: &Config, result: &Result<Report, Error>) {
+    match result {
+        Ok(report) => match config.command {
+            Command::Pause => {
+                println!("{}", instant_line("Pause completed", report.completed_at()))
+            }
+            Command::Unpause => {
+                println!("{}", instant_line("Unpause started", report.started_at()))
+            }
+            Command::CheckPaused => println!("{}", check_json(report)),
+        },
+        Err(e) => {
+            // The unpause was sent even though it failed somewhere: scripts still need
+            // its start, as the Java tool logs it before sending.
+            if let Error::Unpause { unpause } = e {
+                println!("{}", instant_line("Unpause started", unpause.started_at()));
+            }
+            eprint!("{}", failure_text(config, e));
+        }
+    }
+}
+
+fn instant_line(what: &str, t: SystemTime) -> String {
+    let (iso, ms) = java_instant(t);
+    format!("{what} at {iso} UTC ({ms})")
+}
+
+/// CHECK_PAUSED's answer as the Java tool prints it: each pod's key mapped to "true" or
+/// "false", in target order.
+fn check_json(report: &Report) -> String {
+    let entries: Vec<String> = report
+        .pods()
+        .iter()
+        .map(|p| {
+            let paused = p.paused().unwrap_or(false).to_string();
+            format!(
+                "{}:{}",
+                serde_json::Value::from(p.target().name()),
+                serde_json::Value::from(paused)
+            )
+        })
+        .collect();
+    format!("{{{}}}", entries.join(","))
+}
+
+/// `error: <summary>`, one line per failed pod, and, when pods may be left paused, the
+/// command that unpauses them.
+pub(crate) fn failure_text(config: &Config, e: &Error) -> String {
+    let mut out = format!("error: {e}\n");
+    for report in e.reports() {
+        let label = match report.operation() {
+            scalar_admin::Operation::Unpause if !matches!(e, Error::Unpause { .. }) => "rollback ",
+            _ => "",
+        };
+        for pod in report.failures() {
+            if let Err(err) = pod.outcome() {
+                out.push_str(&format!("{label}{}: {err}\n", pod.target()));
+            }
+        }
+    }
+    let stuck = e.maybe_paused();
+    if !stuck.is_empty() {
+        out.push_str(&format!(
+            "{} pod(s) may still be paused; to unpause them run:\n  {}\n",
+            stuck.len(),
+            recovery_command(config, &stuck)
+        ));
+    }
+    out
+}
+
+fn recovery_command(config: &Config, stuck: &[&Target]) -> String {
+    let addresses: Vec<String> = stuck
+        .iter()
+        .map(|t| format!("{}:{}", t.host(), t.port()))
+        .collect();
+    let mut command = format!("scalar-admin -c UNPAUSE -a {}", addresses.join(","));
+    for flag in &config.tls_flags {
+        command.push(' ');
+        command.push_str(flag);
+    }
+    command
+}
+
+/// One JSON document: the outcome, and every report the command produced.
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    command: &'static str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    srv_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Pods that may be left paused; empty when the cluster is known to be unpaused.
+    maybe_paused: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pause_completed_at_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unpause_started_at_us: Option<i64>,
+    reports: Vec<&'a Report>,
+}
+
+fn micros(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn json(config: &Config, result: &Result<Report, Error>) {
+    let reports: Vec<&Report> = match result {
+        Ok(r) => vec![r],
+        Err(e) => e.reports(),
+    };
+    let pause_completed_at_us = match (config.command, result) {
+        (Command::Pause, Ok(r)) => Some(micros(r.completed_at())),
+        _ => None,
+    };
+    let unpause_started_at_us = reports
+        .iter()
+        .find(|r| {
+            config.command == Command::Unpause && r.operation() == scalar_admin::Operation::Unpause
+        })
+        .map(|r| micros(r.started_at()));
+    let doc = JsonOutput {
+        command: command_name(config.command),
+        ok: result.is_ok(),
+        srv_name: match &config.pods {
+            Pods::Srv(name) => Some(name),
+            Pods::Addresses(_) => None,
+        },
+        error: result.as_ref().err().map(|e| e.to_string()),
+        maybe_paused: result
+            .as_ref()
+            .err()
+            .map(|e| e.maybe_paused().into_iter().map(Target::name).collect())
+            .unwrap_or_default(),
+        pause_completed_at_us,
+        unpause_started_at_us,
+        reports,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).expect("reports serialize")
+    );
+    if let Err(e) = result {
+        eprint!("{}", failure_text(config, e));
+    }
+}
