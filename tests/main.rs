@@ -9,3 +9,4 @@ mod discovery;
 mod fanout;
 mod gate;
 mod tls;
+mod window;

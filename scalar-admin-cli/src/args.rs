@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser, ValueEnum};
-use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Target, Tls};
+use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
+use scalar_admin::window::{Group, WindowOptions};
+use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 
 /// Pause, unpause or check every pod of a ScalarDB or ScalarDL deployment.
 ///
@@ -15,26 +16,31 @@ use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Target, 
 /// users' scripts read: "Pause completed at ..." after a pause, "Unpause started at ..."
 /// for an unpause, and a JSON object of each pod's state for CHECK_PAUSED.
 ///
-/// Exit status: 0 on success; 1 when the command failed on any pod (the message says
-/// which pods, and what state the cluster is left in); 2 for a usage error, found
-/// before any pod is contacted.
+/// WINDOW runs a whole backup window in one command: pause every group given (repeat -s
+/// and -a, one per product), hold for --duration, check that no pod was added or
+/// restarted, unpause, and print the restorable window, its midpoint and a verdict.
+///
+/// Exit status: 0 on success (for WINDOW: a VALID window); 1 when the command failed
+/// on any pod (the message says which pods, and what state the cluster is left in);
+/// 2 for a usage error, found before any pod is contacted.
 #[derive(Debug, Parser)]
 #[command(name = "scalar-admin", version, max_term_width = 100)]
-#[command(group(ArgGroup::new("pods").required(true).args(["srv_service_url", "addresses"])))]
+#[command(group(ArgGroup::new("pods").required(true).multiple(true).args(["srv_service_url", "addresses"])))]
 pub(crate) struct LowArgs {
-    /// The command: PAUSE, UNPAUSE or CHECK_PAUSED (any case).
+    /// The command: PAUSE, UNPAUSE, CHECK_PAUSED or WINDOW (any case).
     #[arg(short, long, value_enum, ignore_case = true)]
     pub(crate) command: Command,
 
     /// The DNS SRV name listing the pods, e.g.
     /// _scalardb._tcp.scalardb-headless.ns.svc.cluster.local, or the short
     /// _scalardb._tcp.scalardb-headless inside the namespace.
-    #[arg(short, long, value_name = "NAME")]
-    pub(crate) srv_service_url: Option<String>,
+    /// Only WINDOW takes several -s and -a, one per group.
+    #[arg(short, long, value_name = "NAME", action = ArgAction::Append)]
+    pub(crate) srv_service_url: Vec<String>,
 
     /// The pods' admin addresses, host:port,host:port (IPv6 as [::1]:60051).
-    #[arg(short, long, value_name = "LIST")]
-    pub(crate) addresses: Option<String>,
+    #[arg(short, long, value_name = "LIST", action = ArgAction::Append)]
+    pub(crate) addresses: Vec<String>,
 
     /// Pause without waiting for in-flight requests to finish.
     #[arg(short, long)]
@@ -85,6 +91,22 @@ pub(crate) struct LowArgs {
     #[arg(long)]
     pub(crate) no_rollback: bool,
 
+    /// WINDOW: how long the pods stay paused, the period backups can restore to.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) duration: Option<Duration>,
+
+    /// WINDOW: how many windows to try while they come out INVALID.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) attempts: Option<u32>,
+
+    /// WINDOW: start even when a pod already reports paused.
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// WINDOW: the time zone of the printed window, e.g. Asia/Tokyo.
+    #[arg(long, value_name = "TZ", value_parser = parse_time_zone, default_value = "UTC")]
+    pub(crate) time_zone: jiff::tz::TimeZone,
+
     /// Log more to stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub(crate) verbose: u8,
@@ -104,6 +126,8 @@ pub(crate) enum Command {
     Unpause,
     /// Report whether each pod is paused.
     CheckPaused,
+    /// Pause every group, hold, verify, unpause: one backup window.
+    Window,
 }
 
 /// Output formats.
@@ -137,31 +161,72 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// Where the pods come from.
-pub(crate) enum Pods {
-    Srv(String),
-    Addresses(Vec<Target>),
+fn parse_time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name)
+        .map_err(|_| format!("unknown time zone {name:?}: use an IANA name like Asia/Tokyo"))
+}
+
+/// A usage error found after parsing: bad input, or flags that do not fit together.
+#[derive(Debug)]
+pub(crate) struct Usage(String);
+
+impl From<InvalidInput> for Usage {
+    fn from(e: InvalidInput) -> Self {
+        Usage(e.to_string())
+    }
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Everything a command needs, checked.
 pub(crate) struct Config {
     pub(crate) command: Command,
-    pub(crate) pods: Pods,
+    /// Where the pods are: exactly one group except for WINDOW.
+    pub(crate) groups: Vec<Group>,
     pub(crate) client: ClientConfig,
     pub(crate) dns: DnsConfig,
     pub(crate) pause: PauseOptions,
+    pub(crate) window: WindowOptions,
+    pub(crate) time_zone: jiff::tz::TimeZone,
     pub(crate) output: Output,
     /// The TLS flags as typed, for the recovery command printed on failure.
     pub(crate) tls_flags: Vec<String>,
 }
 
 impl Config {
-    pub(crate) fn from_low_args(low: &LowArgs) -> Result<Config, InvalidInput> {
-        let pods = match (&low.srv_service_url, &low.addresses) {
-            (Some(name), _) => Pods::Srv(name.clone()),
-            (None, Some(list)) => Pods::Addresses(scalar_admin::parse_addresses(list)?),
-            (None, None) => unreachable!("clap requires -s or -a"),
-        };
+    pub(crate) fn from_low_args(low: &LowArgs) -> Result<Config, Usage> {
+        let usage = |flags: &str, reason: &str| Usage(format!("{flags}: {reason}"));
+        let mut groups: Vec<Group> = low
+            .srv_service_url
+            .iter()
+            .cloned()
+            .map(Group::Srv)
+            .collect();
+        for list in &low.addresses {
+            groups.push(Group::Addresses(scalar_admin::parse_addresses(list)?));
+        }
+        if low.command == Command::Window {
+            if groups.is_empty() {
+                return Err(usage("-s/-a", "WINDOW needs at least one group"));
+            }
+        } else {
+            if groups.len() != 1 {
+                return Err(usage(
+                    "-s/-a",
+                    "give exactly one of -s NAME or -a LIST (only WINDOW takes several)",
+                ));
+            }
+            if low.duration.is_some() || low.attempts.is_some() || low.force {
+                return Err(usage(
+                    "--duration/--attempts/--force",
+                    "only apply to -c WINDOW",
+                ));
+            }
+        }
 
         let mut client = ClientConfig::default().connect_timeout(low.connect_timeout);
         if let Some(timeout) = low.timeout {
@@ -197,13 +262,22 @@ impl Config {
         if let Some(ms) = low.max_pause_wait_time {
             pause = pause.max_pause_wait(Duration::from_millis(ms));
         }
+        let mut window = WindowOptions::default().pause(pause).force(low.force);
+        if let Some(hold) = low.duration {
+            window = window.hold(hold);
+        }
+        if let Some(attempts) = low.attempts {
+            window = window.attempts(attempts as usize);
+        }
 
         Ok(Config {
             command: low.command,
-            pods,
+            groups,
             client,
             dns,
             pause,
+            window,
+            time_zone: low.time_zone.clone(),
             output: low.output,
             tls_flags,
         })

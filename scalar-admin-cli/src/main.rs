@@ -9,11 +9,12 @@ mod output;
 use std::process::ExitCode;
 
 use clap::Parser;
-use scalar_admin::{Error, Fleet, resolve_srv};
+use scalar_admin::window::run_windows;
+use scalar_admin::{Error, Fleet};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use args::{Command, Config, LowArgs, Pods};
+use args::{Command, Config, LowArgs};
 use output::ExitStatus;
 
 fn main() -> ExitCode {
@@ -74,18 +75,28 @@ async fn run(config: Config) -> ExitStatus {
         }
     };
 
-    let targets = match &config.pods {
-        Pods::Addresses(targets) => targets.clone(),
-        Pods::Srv(name) => match resolve_srv(name, &config.dns).await {
-            Ok(targets) => targets,
-            Err(e) => return output::report(&config, &Err(e)),
-        },
+    if config.command == Command::Window {
+        let result = run_windows(
+            &config.groups,
+            &config.client,
+            &config.dns,
+            &config.window,
+            interrupted,
+        )
+        .await;
+        return output::windows(&config, &result);
+    }
+    // The Java commands take exactly one group; `Config` checked that.
+    let targets = match config.groups[0].resolve(&config.dns).await {
+        Ok(targets) => targets,
+        Err(e) => return output::report(&config, &Err(e)),
     };
     let mut fleet = Fleet::connect(targets, config.client.clone()).await;
     let result: Result<_, Error> = match config.command {
         Command::Pause => fleet.pause_with_cancel(config.pause, interrupted).await,
         Command::Unpause => fleet.unpause().await,
         Command::CheckPaused => fleet.check_paused().await,
+        Command::Window => unreachable!("handled above"),
     };
     output::report(&config, &result)
 }

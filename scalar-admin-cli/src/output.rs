@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use scalar_admin::window::{Group, Verdict, WindowReport};
 use scalar_admin::{Error, Report, Target};
 use serde::Serialize;
 
-use crate::args::{Command, Config, Output, Pods};
+use crate::args::{Command, Config, Output};
 
 /// The exit status, decided once: each value has one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,7 @@ fn command_name(command: Command) -> &'static str {
         Command::Pause => "pause",
         Command::Unpause => "unpause",
         Command::CheckPaused => "check_paused",
+        Command::Window => "window",
     }
 }
 
@@ -56,8 +58,13 @@ pub(crate) fn report(config: &Config, result: &Result<Report, Error>) -> ExitSta
         Output::Text => text(config, result),
         Output::Json => json(config, result),
     }
+    status(result.as_ref().map(|_| true))
+}
+
+fn status(result: Result<bool, &Error>) -> ExitStatus {
     match result {
-        Ok(_) => ExitStatus::Success,
+        Ok(true) => ExitStatus::Success,
+        Ok(false) => ExitStatus::Failure,
         Err(e) if e.is_invalid_input() => ExitStatus::Usage,
         Err(_) => ExitStatus::Failure,
     }
@@ -73,6 +80,7 @@ fn text(config: &Config, result: &Result<Report, Error>) {
                 println!("{}", instant_line("Unpause started", report.started_at()))
             }
             Command::CheckPaused => println!("{}", check_json(report)),
+            Command::Window => unreachable!("windows are printed by `windows`"),
         },
         Err(e) => {
             // The unpause was sent even though it failed somewhere: scripts still need
@@ -152,6 +160,7 @@ fn recovery_command(config: &Config, stuck: &[&Target]) -> String {
 struct JsonOutput<'a> {
     command: &'static str,
     ok: bool,
+    /// The SRV name, when the pods came from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     srv_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,6 +172,11 @@ struct JsonOutput<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     unpause_started_at_us: Option<i64>,
     reports: Vec<&'a Report>,
+}
+
+fn maybe_paused(e: Option<&Error>) -> Vec<&str> {
+    e.map(|e| e.maybe_paused().into_iter().map(Target::name).collect())
+        .unwrap_or_default()
 }
 
 fn micros(t: SystemTime) -> i64 {
@@ -188,16 +202,12 @@ fn json(config: &Config, result: &Result<Report, Error>) {
     let doc = JsonOutput {
         command: command_name(config.command),
         ok: result.is_ok(),
-        srv_name: match &config.pods {
-            Pods::Srv(name) => Some(name),
-            Pods::Addresses(_) => None,
-        },
+        srv_name: config.groups.iter().find_map(|g| match g {
+            Group::Srv(name) => Some(name.as_str()),
+            Group::Addresses(_) => None,
+        }),
         error: result.as_ref().err().map(|e| e.to_string()),
-        maybe_paused: result
-            .as_ref()
-            .err()
-            .map(|e| e.maybe_paused().into_iter().map(Target::name).collect())
-            .unwrap_or_default(),
+        maybe_paused: maybe_paused(result.as_ref().err()),
         pause_completed_at_us,
         unpause_started_at_us,
         reports,
@@ -209,4 +219,170 @@ fn json(config: &Config, result: &Result<Report, Error>) {
     if let Err(e) = result {
         eprint!("{}", failure_text(config, e));
     }
+}
+
+/// An instant in the chosen time zone, to the microsecond:
+/// `2026-11-25T05:01:48.123456+09:00[Asia/Tokyo]`.
+fn zoned(t: SystemTime, tz: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => {
+            let z = ts.to_zoned(tz.clone());
+            let name = tz.iana_name().unwrap_or("UTC");
+            format!("{}[{name}]", z.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z"))
+        }
+        Err(_) => format!("{t:?}"),
+    }
+}
+
+/// One window in the JSON document: the instants in both forms, then the detail.
+#[derive(Serialize)]
+struct WindowJson<'a> {
+    attempt: usize,
+    verdict: &'static str,
+    reasons: &'a [String],
+    pause_completed_at_us: i64,
+    unpause_started_at_us: i64,
+    midpoint_us: i64,
+    length_us: i64,
+    pause_completed_at: String,
+    unpause_started_at: String,
+    midpoint: String,
+    detail: &'a WindowReport,
+}
+
+#[derive(Serialize)]
+struct WindowsJson<'a> {
+    command: &'static str,
+    ok: bool,
+    time_zone: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    maybe_paused: Vec<&'a str>,
+    /// Every window tried; the last one counts.
+    windows: Vec<WindowJson<'a>>,
+    /// The fan-outs of a window that failed before it could be judged.
+    reports: Vec<&'a Report>,
+}
+
+fn reasons(verdict: &Verdict) -> &[String] {
+    match verdict {
+        Verdict::Valid => &[],
+        Verdict::Invalid(reasons) => reasons,
+    }
+}
+
+/// Prints backup windows and decides the exit status: success only for a VALID last
+/// window.
+pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>) -> ExitStatus {
+    let tz = &config.time_zone;
+    let valid = result
+        .as_ref()
+        .map(|w| w.last().is_some_and(|w| w.verdict.is_valid()));
+    match config.output {
+        Output::Text => {
+            if let Ok(windows) = result {
+                let many = windows.len() > 1;
+                for (i, w) in windows.iter().enumerate() {
+                    if many {
+                        println!("Attempt {} of {}:", i + 1, windows.len());
+                    }
+                    println!(
+                        "{}",
+                        instant_line("Pause completed", w.pause_completed_at())
+                    );
+                    println!(
+                        "{}",
+                        instant_line("Unpause started", w.unpause_started_at())
+                    );
+                    println!(
+                        "Window: {} to {} ({:.6} s)",
+                        zoned(w.pause_completed_at(), tz),
+                        zoned(w.unpause_started_at(), tz),
+                        w.length().as_secs_f64()
+                    );
+                    let (_, mid_ms) = java_instant(w.midpoint());
+                    println!(
+                        "Restore point (midpoint): {} ({mid_ms})",
+                        zoned(w.midpoint(), tz)
+                    );
+                    match &w.verdict {
+                        Verdict::Valid => println!("Verdict: VALID"),
+                        Verdict::Invalid(reasons) => {
+                            println!("Verdict: INVALID");
+                            for reason in reasons {
+                                println!("  {reason}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Output::Json => {
+            let windows: Vec<WindowJson> = result
+                .as_ref()
+                .map(|ws| {
+                    ws.iter()
+                        .enumerate()
+                        .map(|(i, w)| {
+                            let (start, end) = (
+                                micros(w.pause_completed_at()),
+                                micros(w.unpause_started_at()),
+                            );
+                            WindowJson {
+                                attempt: i + 1,
+                                verdict: if w.verdict.is_valid() {
+                                    "VALID"
+                                } else {
+                                    "INVALID"
+                                },
+                                reasons: reasons(&w.verdict),
+                                pause_completed_at_us: start,
+                                unpause_started_at_us: end,
+                                midpoint_us: micros(w.midpoint()),
+                                // From the rounded instants, so that the fields agree exactly.
+                                length_us: end - start,
+                                pause_completed_at: zoned(w.pause_completed_at(), tz),
+                                unpause_started_at: zoned(w.unpause_started_at(), tz),
+                                midpoint: zoned(w.midpoint(), tz),
+                                detail: w,
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let doc = WindowsJson {
+                command: "window",
+                ok: matches!(valid, Ok(true)),
+                time_zone: tz.iana_name().unwrap_or("UTC"),
+                error: result.as_ref().err().map(|e| e.to_string()),
+                maybe_paused: maybe_paused(result.as_ref().err()),
+                windows,
+                reports: result
+                    .as_ref()
+                    .err()
+                    .map(Error::reports)
+                    .unwrap_or_default(),
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("reports serialize")
+            );
+        }
+    }
+    match result {
+        Ok(windows) if !windows.last().is_some_and(|w| w.verdict.is_valid()) => {
+            eprintln!(
+                "error: the backup window is INVALID after {} attempt(s); every pod is unpaused; do not restore to it",
+                windows.len()
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprint!("{}", failure_text(config, e));
+            if matches!(e, Error::AlreadyPaused { .. }) {
+                eprintln!("check who paused them; pass --force to run the window anyway");
+            }
+        }
+    }
+    status(valid)
 }

@@ -205,6 +205,17 @@ pub enum Error {
         /// The Unpause fan-out sent after the interruption.
         rollback: Box<Report>,
     },
+    /// A backup window did not start because pods already report paused: someone else
+    /// may be running a backup, and this window's Unpause would end theirs.
+    #[error(
+        "{} pod(s) already report paused: {}; the window did not start and nothing was changed",
+        pods.len(),
+        pods.join(", ")
+    )]
+    AlreadyPaused {
+        /// The pods reporting paused.
+        pods: Vec<String>,
+    },
     /// CheckPaused failed on at least one pod.
     #[error(
         "check failed on {} of {} pods; the pods' state is unchanged",
@@ -232,7 +243,9 @@ impl Error {
             Error::Unpause { unpause } => vec![unpause],
             Error::Check { check } => vec![check],
             Error::Interrupted { rollback } => vec![rollback],
-            Error::InvalidInput(_) | Error::Discovery(_) => Vec::new(),
+            Error::InvalidInput(_) | Error::Discovery(_) | Error::AlreadyPaused { .. } => {
+                Vec::new()
+            }
         }
     }
 

@@ -347,7 +347,8 @@ impl Fleet {
         }
     }
 
-    async fn unpause_report(&mut self) -> Report {
+    /// Unpauses every pod and reports, whatever the outcome.
+    pub(crate) async fn unpause_report(&mut self) -> Report {
         let deadline = self.config.call_deadline();
         self.fan_out(Operation::Unpause, move |client| async move {
             client.unpause(deadline).await.map(|()| Reply::Done)

@@ -17,6 +17,7 @@
 //! - [`discovery`]: SRV name or address list to pod endpoints ([`Target`]).
 //! - [`client`]: connection, TLS and deadlines for one pod.
 //! - [`fanout`]: one call to every pod at once, and its [`Report`].
+//! - [`window`]: a whole backup window: pause every product, hold, verify, unpause.
 //! - [`gate`] (feature `server`): what a Rust service embeds to answer the admin calls.
 //! - [`pb`]: the generated protobuf messages, client and server.
 //!
@@ -65,6 +66,7 @@ pub mod fanout;
 #[cfg(feature = "server")]
 pub mod gate;
 mod target;
+pub mod window;
 
 /// The generated protobuf messages, client (`admin_client`) and server (`admin_server`).
 pub mod pb {

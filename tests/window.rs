@@ -1,0 +1,465 @@
+//! Backup windows: pause every group, hold, verify, unpause.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use scalar_admin::window::{Group, Verdict, WindowOptions, run_windows};
+use scalar_admin::{ClientConfig, DnsConfig, Error, PauseOptions};
+use scalar_admin_rig::{Call, DnsServer, Pod};
+use serde_json::Value;
+
+use crate::util::{bounded, scalar_admin, start_scalar_admin};
+
+struct Cluster {
+    dns: DnsServer,
+    ledger: Vec<Pod>,
+    auditor: Vec<Pod>,
+    srv: String,
+}
+
+/// Ledger pods behind an SRV name, auditor pods by address: two groups.
+async fn cluster(ledgers: usize, auditors: usize) -> Cluster {
+    let dns = DnsServer::start().await;
+    let mut ledger = Vec::new();
+    for _ in 0..ledgers {
+        ledger.push(Pod::start().await);
+    }
+    let mut auditor = Vec::new();
+    for _ in 0..auditors {
+        auditor.push(Pod::start().await);
+    }
+    let addrs: Vec<SocketAddr> = ledger.iter().map(Pod::addr).collect();
+    let srv = dns.headless_service("scalardl-admin", "ledger", "ns", &addrs);
+    Cluster {
+        dns,
+        ledger,
+        auditor,
+        srv,
+    }
+}
+
+impl Cluster {
+    fn groups(&self) -> Vec<Group> {
+        let mut groups = vec![Group::Srv(self.srv.clone())];
+        if !self.auditor.is_empty() {
+            groups.push(Group::Addresses(
+                self.auditor.iter().map(Pod::target).collect(),
+            ));
+        }
+        groups
+    }
+
+    fn dns_config(&self) -> DnsConfig {
+        DnsConfig::default()
+            .name_server(self.dns.addr())
+            .timeout(Duration::from_secs(1))
+    }
+
+    fn pods(&self) -> impl Iterator<Item = &Pod> {
+        self.ledger.iter().chain(&self.auditor)
+    }
+
+    fn auditor_list(&self) -> String {
+        self.auditor
+            .iter()
+            .map(|p| p.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The CLI flags naming both groups and this DNS server.
+    fn cli_args(&self) -> Vec<String> {
+        let mut args = vec!["-c".into(), "window".into(), "-s".into(), self.srv.clone()];
+        if !self.auditor.is_empty() {
+            args.extend(["-a".into(), self.auditor_list()]);
+        }
+        args.extend(["--dns-server".into(), self.dns.addr().to_string()]);
+        args
+    }
+}
+
+/// Waits until a pod receives Pause (skipping the CheckPaused before it).
+async fn until_pause(pod: &mut Pod) {
+    loop {
+        if let (Call::Pause { .. }, _) = pod.next_call().await {
+            return;
+        }
+    }
+}
+
+fn options(hold_ms: u64) -> WindowOptions {
+    WindowOptions::default()
+        .hold(Duration::from_millis(hold_ms))
+        .unpause_retries(3, Duration::from_millis(50))
+}
+
+#[tokio::test]
+async fn two_groups_share_one_valid_window() {
+    bounded(async {
+        let mut c = cluster(2, 2).await;
+        let windows = run_windows(
+            &c.groups(),
+            &ClientConfig::default(),
+            &c.dns_config(),
+            &options(300),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(windows.len(), 1);
+        let w = &windows[0];
+        assert_eq!(w.verdict, Verdict::Valid);
+        assert_eq!(w.groups.len(), 2);
+        assert_eq!(w.pause.pods().len(), 4, "one fan-out over both groups");
+        assert!(w.length() >= Duration::from_millis(300));
+        assert!(w.pause_completed_at() < w.midpoint() && w.midpoint() < w.unpause_started_at());
+        for pod in w.pause.pods() {
+            assert!(pod.received_at() <= w.pause_completed_at());
+        }
+        for pod in c.ledger.iter_mut().chain(&mut c.auditor) {
+            assert!(!pod.gate().is_paused());
+            assert_eq!(
+                pod.take_calls(),
+                [
+                    Call::CheckPaused,
+                    Call::Pause {
+                        wait_outstanding: true,
+                        max_pause_wait_time: None
+                    },
+                    Call::CheckPaused,
+                    Call::Unpause,
+                    Call::CheckPaused,
+                ]
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_restarted_during_the_hold_makes_the_window_invalid() {
+    bounded(async {
+        let mut c = cluster(2, 0).await;
+        let groups = c.groups();
+        let dns = c.dns_config();
+        let window = tokio::spawn(async move {
+            run_windows(
+                &groups,
+                &ClientConfig::default(),
+                &dns,
+                &options(1000),
+                std::future::pending::<()>(),
+            )
+            .await
+        });
+        until_pause(&mut c.ledger[1]).await;
+        c.ledger[1].restart().await;
+        let windows = window.await.unwrap().unwrap();
+        let Verdict::Invalid(reasons) = &windows[0].verdict else {
+            panic!("{:?}", windows[0].verdict)
+        };
+        let restarted = format!(
+            "ledger-1.ledger-headless.ns.svc.cluster.local:{}",
+            c.ledger[1].addr().port()
+        );
+        assert_eq!(
+            reasons,
+            &[format!(
+                "{restarted} reported unpaused during the window: restarted?"
+            )]
+        );
+        assert!(c.pods().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_added_to_the_srv_answer_during_the_hold_makes_the_window_invalid() {
+    bounded(async {
+        let mut c = cluster(1, 0).await;
+        let groups = c.groups();
+        let dns = c.dns_config();
+        let window = tokio::spawn(async move {
+            run_windows(
+                &groups,
+                &ClientConfig::default(),
+                &dns,
+                &options(1000),
+                std::future::pending::<()>(),
+            )
+            .await
+        });
+        until_pause(&mut c.ledger[0]).await;
+        let added = Pod::start().await;
+        let addrs = [c.ledger[0].addr(), added.addr()];
+        c.dns
+            .headless_service("scalardl-admin", "ledger", "ns", &addrs);
+        let windows = window.await.unwrap().unwrap();
+        let Verdict::Invalid(reasons) = &windows[0].verdict else {
+            panic!("{:?}", windows[0].verdict)
+        };
+        let name = format!(
+            "ledger-1.ledger-headless.ns.svc.cluster.local:{}",
+            added.addr().port()
+        );
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].ends_with(&format!("endpoint set changed: +{name}")),
+            "{reasons:?}"
+        );
+        assert!(!c.ledger[0].gate().is_paused());
+        assert!(!added.gate().is_paused(), "the added pod was never paused");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_drain_rolls_the_window_back() {
+    bounded(async {
+        let c = cluster(2, 1).await;
+        let _work = c.auditor[0].begin_work();
+        let options =
+            options(300).pause(PauseOptions::default().max_pause_wait(Duration::from_millis(100)));
+        let err = run_windows(
+            &c.groups(),
+            &ClientConfig::default(),
+            &c.dns_config(),
+            &options,
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::Pause { .. }), "{err}");
+        assert!(err.to_string().contains("no pod is left paused"), "{err}");
+        assert!(c.pods().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_window_does_not_start_over_pods_already_paused() {
+    bounded(async {
+        let mut c = cluster(2, 0).await;
+        c.ledger[0].gate().pause(false, None).await.unwrap();
+        let err = run_windows(
+            &c.groups(),
+            &ClientConfig::default(),
+            &c.dns_config(),
+            &options(100),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::AlreadyPaused { .. }), "{err}");
+        assert!(
+            err.to_string().contains("ledger-0.ledger-headless"),
+            "{err}"
+        );
+        assert!(c.ledger[0].gate().is_paused(), "left as it was");
+        assert_eq!(c.ledger[1].take_calls(), [Call::CheckPaused]);
+
+        let windows = run_windows(
+            &c.groups(),
+            &ClientConfig::default(),
+            &c.dns_config(),
+            &options(100).force(true),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap();
+        assert!(windows[0].verdict.is_valid());
+        assert!(c.pods().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_lost_during_the_hold_fails_unpause_after_retries_and_is_named() {
+    bounded(async {
+        let mut c = cluster(2, 0).await;
+        let groups = c.groups();
+        let dns = c.dns_config();
+        let config = ClientConfig::default().connect_timeout(Duration::from_millis(500));
+        let window = tokio::spawn(async move {
+            run_windows(
+                &groups,
+                &config,
+                &dns,
+                &options(500),
+                std::future::pending::<()>(),
+            )
+            .await
+        });
+        until_pause(&mut c.ledger[1]).await;
+        c.ledger[1].stop().await;
+        let err = window.await.unwrap().unwrap_err();
+        let Error::Unpause { unpause } = &err else {
+            panic!("{err}")
+        };
+        let lost = format!(
+            "ledger-1.ledger-headless.ns.svc.cluster.local:{}",
+            c.ledger[1].addr().port()
+        );
+        assert_eq!(
+            err.maybe_paused()
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>(),
+            [lost.as_str()]
+        );
+        assert!(err.to_string().contains(&lost), "{err}");
+        assert_eq!(unpause.failures().count(), 1);
+        assert!(!c.ledger[0].gate().is_paused());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cli_prints_the_window_and_its_midpoint_in_the_chosen_time_zone() {
+    bounded(async {
+        let c = cluster(1, 1).await;
+        let mut args = c.cli_args();
+        args.extend([
+            "--duration".into(),
+            "200ms".into(),
+            "--time-zone".into(),
+            "Asia/Tokyo".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = scalar_admin(&args).await.success();
+        assert!(run.stdout.contains("Pause completed at "), "{}", run.stdout);
+        assert!(run.stdout.contains("Unpause started at "), "{}", run.stdout);
+        let window = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Window: "))
+            .unwrap();
+        assert_eq!(window.matches("+09:00[Asia/Tokyo]").count(), 2, "{window}");
+        assert!(
+            run.stdout.contains("Restore point (midpoint): "),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.lines().any(|l| l == "Verdict: VALID"),
+            "{}",
+            run.stdout
+        );
+
+        let mut args = c.cli_args();
+        args.extend([
+            "--duration".into(),
+            "100ms".into(),
+            "--output".into(),
+            "json".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = scalar_admin(&args).await.success();
+        let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        let w = &doc["windows"][0];
+        assert_eq!(w["verdict"], "VALID");
+        let (start, mid, end) = (
+            w["pause_completed_at_us"].as_i64().unwrap(),
+            w["midpoint_us"].as_i64().unwrap(),
+            w["unpause_started_at_us"].as_i64().unwrap(),
+        );
+        assert!(start < mid && mid < end && end - start >= 100_000, "{w}");
+        assert_eq!(w["length_us"].as_i64().unwrap(), end - start);
+        assert_eq!(doc["time_zone"], "UTC");
+        assert!(c.pods().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cli_attempts_recover_from_one_invalid_window() {
+    bounded(async {
+        let mut c = cluster(2, 0).await;
+        let mut args = c.cli_args();
+        args.extend([
+            "--duration".into(),
+            "1s".into(),
+            "--attempts".into(),
+            "2".into(),
+            "--output".into(),
+            "json".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = start_scalar_admin(&args);
+        until_pause(&mut c.ledger[0]).await;
+        c.ledger[0].restart().await;
+        let run = child.wait().await.success();
+        let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        let windows = doc["windows"].as_array().unwrap();
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[0]["verdict"], "INVALID");
+        assert!(
+            windows[0]["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("restarted?")
+        );
+        assert_eq!(windows[1]["verdict"], "VALID");
+        assert_eq!(doc["ok"], true);
+        assert!(c.pods().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cli_invalid_window_exits_1() {
+    bounded(async {
+        let mut c = cluster(1, 0).await;
+        let mut args = c.cli_args();
+        args.extend(["--duration".into(), "1s".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = start_scalar_admin(&args);
+        until_pause(&mut c.ledger[0]).await;
+        c.ledger[0].restart().await;
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(
+            run.stdout.lines().any(|l| l == "Verdict: INVALID"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains("reported unpaused during the window: restarted?"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stderr.contains("INVALID"), "{}", run.stderr);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sigterm_during_the_hold_unpauses_every_pod() {
+    bounded(async {
+        let mut c = cluster(2, 1).await;
+        let mut args = c.cli_args();
+        // Far longer than the test: only the signal ends the hold.
+        args.extend(["--duration".into(), "10m".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = start_scalar_admin(&args);
+        for pod in c.ledger.iter_mut().chain(&mut c.auditor) {
+            until_pause(pod).await;
+        }
+        // Every Pause arrived; wait for each gate to be closed by it.
+        for pod in c.pods() {
+            pod.gate().wait_until_paused(true).await;
+        }
+        child.signal("TERM");
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(
+            run.stderr
+                .contains("interrupted; rolled back: no pod is left paused"),
+            "{}",
+            run.stderr
+        );
+        assert!(c.pods().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
