@@ -491,3 +491,82 @@ async fn sigterm_during_pause_unpauses_every_pod() {
     })
     .await
 }
+
+#[tokio::test]
+async fn check_paused_reports_each_pods_real_state() {
+    bounded(async {
+        let pods = pods(3).await;
+        pods[1].gate().pause(false, None).await.unwrap();
+        let run = scalar_admin(&["-c", "check_paused", "-a", &address_list(&pods)])
+            .await
+            .success();
+        let check: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        for pod in &pods {
+            let expected = pod.gate().is_paused().to_string();
+            assert_eq!(
+                check[pod.addr().to_string()],
+                Value::String(expected),
+                "{check}"
+            );
+        }
+        assert_eq!(check[pods[1].addr().to_string()], "true");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn timeout_cuts_off_a_pod_that_never_answers() {
+    bounded(async {
+        let pods = pods(2).await;
+        // Pod 0 accepts Pause and, with work that never ends and a one-minute drain
+        // limit, would answer only after a minute.
+        let _work = pods[0].begin_work();
+        let list = address_list(&pods);
+        let run = scalar_admin(&[
+            "-c",
+            "pause",
+            "-a",
+            &list,
+            "-m",
+            "60000",
+            "--timeout",
+            "300ms",
+        ])
+        .await;
+        run.assert_status(1);
+        let line = format!("{}: no answer within the 300ms deadline", pods[0].addr());
+        assert!(run.stderr.contains(&line), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("no pod is left paused"),
+            "{}",
+            run.stderr
+        );
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn logs_go_to_stderr_and_stdout_stays_parseable() {
+    bounded(async {
+        let pods = pods(1).await;
+        let list = address_list(&pods);
+        let run = scalar_admin(&["-c", "pause", "-a", &list, "-v"])
+            .await
+            .success();
+        assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+        assert!(run.stderr.contains("pause completed"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("pod={}", pods[0].addr())),
+            "{}",
+            run.stderr
+        );
+
+        let run = scalar_admin(&["-c", "unpause", "-a", &list, "-q"])
+            .await
+            .success();
+        assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+        assert!(run.stderr.is_empty(), "{}", run.stderr);
+    })
+    .await
+}
