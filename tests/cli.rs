@@ -570,3 +570,44 @@ async fn logs_go_to_stderr_and_stdout_stays_parseable() {
     })
     .await
 }
+
+/// Runs `scalar-admin` under `ulimit` settings, through the shell.
+async fn scalar_admin_with_ulimit(ulimit: &str, args: &[&str]) -> crate::util::Run {
+    let script = format!("ulimit {ulimit} && exec \"$0\" \"$@\"");
+    let mut all = vec!["-c", &script, env!("CARGO_BIN_EXE_scalar-admin")];
+    all.extend_from_slice(args);
+    crate::util::run_program("sh", &all).await
+}
+
+#[tokio::test]
+async fn a_low_open_files_soft_limit_is_raised_for_many_pods() {
+    bounded(async {
+        let pods = pods(300).await;
+        let list = address_list(&pods);
+        let run = scalar_admin_with_ulimit("-Sn 256", &["-c", "pause", "-a", &list]).await;
+        run.assert_status(0);
+        assert!(pods.iter().all(|p| p.gate().is_paused()));
+        scalar_admin_with_ulimit("-Sn 256", &["-c", "unpause", "-a", &list])
+            .await
+            .assert_status(0);
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_open_files_limit_too_low_for_the_pods_fails_before_any_pod_is_contacted() {
+    bounded(async {
+        let mut pods = pods(1).await;
+        // 300 distinct addresses, one of them a real pod.
+        let port = pods[0].addr().port();
+        let mut list = vec![pods[0].addr().to_string()];
+        list.extend((1..300).map(|i| format!("127.0.{}.{}:{port}", 1 + i / 250, 1 + i % 250)));
+        let run = scalar_admin_with_ulimit("-n 256", &["-c", "pause", "-a", &list.join(",")]).await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("300 pods need about"), "{}", run.stderr);
+        assert!(run.stderr.contains("ulimit -n"), "{}", run.stderr);
+        assert!(pods[0].take_calls().is_empty());
+    })
+    .await
+}

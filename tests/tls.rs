@@ -106,12 +106,15 @@ async fn override_authority_accepts_a_certificate_for_another_name() {
             "{message}"
         );
 
-        let err = pause(&pod, config(tls.clone().authority("wrong.scalar.test")))
-            .await
-            .unwrap_err();
+        let err = pause(
+            &pod,
+            config(tls.clone().authority("wrong.scalar.test").unwrap()),
+        )
+        .await
+        .unwrap_err();
         assert!(connect_error(err).to_lowercase().contains("certificate"));
 
-        pause(&pod, config(tls.authority("scalardb.scalar.test")))
+        pause(&pod, config(tls.authority("scalardb.scalar.test").unwrap()))
             .await
             .unwrap();
     })

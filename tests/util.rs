@@ -15,10 +15,16 @@ pub(crate) async fn bounded<T>(body: impl Future<Output = T>) -> T {
         .expect("test exceeded its time limit")
 }
 
-/// Installs a tracing subscriber writing through the test harness, once per process.
+/// Once per process: a tracing subscriber writing through the test harness, and
+/// enough open files.
 pub(crate) fn subscribe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // Tests run in parallel, some with hundreds of pods in this process, each pod
+        // a listener and a connection: lift the soft open-files limit to the hard one.
+        if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+            let _ = rlimit::Resource::NOFILE.set(hard, hard);
+        }
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -92,7 +98,16 @@ impl Child {
 
 /// Starts the `scalar-admin` binary built with these tests.
 pub(crate) fn start_scalar_admin(args: &[&str]) -> Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scalar-admin"))
+    start(env!("CARGO_BIN_EXE_scalar-admin"), args)
+}
+
+/// Runs any program to completion, as `scalar_admin` does.
+pub(crate) async fn run_program(program: &str, args: &[&str]) -> Run {
+    start(program, args).wait().await
+}
+
+fn start(program: &str, args: &[&str]) -> Child {
+    let child = tokio::process::Command::new(program)
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())

@@ -103,9 +103,11 @@ pub(crate) struct LowArgs {
     #[arg(long)]
     pub(crate) force: bool,
 
-    /// WINDOW: the time zone of the printed window, e.g. Asia/Tokyo.
-    #[arg(long, value_name = "TZ", value_parser = parse_time_zone, default_value = "UTC")]
-    pub(crate) time_zone: jiff::tz::TimeZone,
+    /// WINDOW: the time zone of the printed window, e.g. Asia/Tokyo (default UTC).
+    // No `default_value`: looking a zone up scans the system's zoneinfo, a cost every
+    // command would pay at start-up.
+    #[arg(long, value_name = "TZ", value_parser = parse_time_zone)]
+    pub(crate) time_zone: Option<jiff::tz::TimeZone>,
 
     /// Log more to stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -242,11 +244,11 @@ impl Config {
                 tls_flags.push(format!("--ca-root-cert-path {}", path.display()));
                 Tls::with_ca_file(path)?
             } else {
-                Tls::system_roots()
+                Tls::system_roots()?
             };
             if let Some(authority) = &low.override_authority {
                 tls_flags.push(format!("--override-authority {authority}"));
-                tls = tls.authority(authority.clone());
+                tls = tls.authority(authority)?;
             }
             client = client.tls(tls);
         }
@@ -277,7 +279,7 @@ impl Config {
             dns,
             pause,
             window,
-            time_zone: low.time_zone.clone(),
+            time_zone: low.time_zone.clone().unwrap_or(jiff::tz::TimeZone::UTC),
             output: low.output,
             tls_flags,
         })

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use scalar_admin::window::run_windows;
-use scalar_admin::{Error, Fleet};
+use scalar_admin::{Error, Fleet, Target};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -38,25 +38,57 @@ fn main() -> ExitCode {
             return ExitStatus::Usage.into();
         }
     };
-    // One thread: the work is waiting on sockets, and a current-thread runtime starts
-    // faster and smaller than a pool, which matters for a command run per backup step.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let current_thread = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitStatus::Failure.into();
-        }
+        .build();
+    let Ok(current_thread) = current_thread else {
+        eprintln!("error: cannot start the runtime");
+        return ExitStatus::Failure.into();
     };
-    let status = runtime.block_on(run(config));
+    // The Java commands take exactly one group (`Config` checked); resolve it first, so
+    // that the pod count can choose the runtime and check the open-files limit.
+    let targets = match config.command {
+        Command::Window => None,
+        _ => match current_thread.block_on(config.groups[0].resolve(&config.dns)) {
+            Ok(targets) => Some(targets),
+            Err(e) => return output::report(&config, &Err(e)).into(),
+        },
+    };
+    if let Err(message) = open_files_for(targets.as_ref().map_or(0, Vec::len)) {
+        eprintln!("error: {message}; no pod was contacted");
+        return ExitStatus::Failure.into();
+    }
+    // One thread: it starts fastest (a command runs per backup step), and on a small
+    // machine it closes the gates closer together than a pool does, since no second
+    // thread competes for the cores the pods and the kernel need (README, bench section).
+    let runtime = current_thread;
+    let status = runtime.block_on(run(config, targets));
     // Connection tasks may linger after the last reply; they must not delay the exit.
     runtime.shutdown_background();
     status.into()
 }
 
-async fn run(config: Config) -> ExitStatus {
+/// Makes sure `pods` connections fit under the open-files limit, raising the soft limit
+/// towards the hard one when needed; else says what to do, before any pod is contacted.
+fn open_files_for(pods: usize) -> Result<(), String> {
+    // Standard streams, the runtime, DNS sockets: a margin for what is not a pod.
+    let needed = pods as u64 + 64;
+    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else {
+        return Ok(());
+    };
+    if needed <= soft {
+        return Ok(());
+    }
+    if needed <= hard && rlimit::Resource::NOFILE.set(needed, hard).is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "{pods} pods need about {needed} open files, but the limit is {soft} (hard limit {hard}); \
+         raise it, e.g. `ulimit -n {needed}`"
+    ))
+}
+
+async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
     // Take over SIGINT and SIGTERM before anything is sent: from here on a signal never
     // kills the process mid-command. During a pause it triggers the rollback; during
     // an unpause or a check it is ignored, since finishing (within the call deadlines)
@@ -75,7 +107,7 @@ async fn run(config: Config) -> ExitStatus {
         }
     };
 
-    if config.command == Command::Window {
+    let Some(targets) = targets else {
         let result = run_windows(
             &config.groups,
             &config.client,
@@ -85,11 +117,6 @@ async fn run(config: Config) -> ExitStatus {
         )
         .await;
         return output::windows(&config, &result);
-    }
-    // The Java commands take exactly one group; `Config` checked that.
-    let targets = match config.groups[0].resolve(&config.dns).await {
-        Ok(targets) => targets,
-        Err(e) => return output::report(&config, &Err(e)),
     };
     let mut fleet = Fleet::connect(targets, config.client.clone()).await;
     let result: Result<_, Error> = match config.command {

@@ -172,6 +172,12 @@ struct Pod {
     client: Result<PodClient, CallError>,
 }
 
+impl Pod {
+    fn is_connected(&self) -> bool {
+        self.client.as_ref().is_ok_and(|c| !c.is_closed())
+    }
+}
+
 /// Every pod of a deployment, connected and ready to be called at once.
 ///
 /// [`Fleet::connect`] opens a connection to each pod before any call, so that Pause
@@ -356,10 +362,10 @@ impl Fleet {
         .await
     }
 
-    /// Retries the connection to every pod that has none.
+    /// Connects again to every pod that has no open connection.
     async fn reconnect(&mut self) {
         let config = &self.config;
-        futures::future::join_all(self.pods.iter_mut().filter(|p| p.client.is_err()).map(
+        futures::future::join_all(self.pods.iter_mut().filter(|p| !p.is_connected()).map(
             |pod| async move {
                 pod.client = PodClient::connect(config, &pod.target)
                     .instrument(info_span!("connect", pod = %pod.target))
@@ -396,8 +402,8 @@ impl Fleet {
 
     /// Calls every pod at once and waits for all of them.
     ///
-    /// Pods without a connection are connected first, inside their own call, so one
-    /// unreachable pod delays nobody else.
+    /// Pods without an open connection (unreachable before, or restarted since) are
+    /// connected first, inside their own call, so that one delays nobody else.
     async fn fan_out<F, Fut>(&mut self, operation: Operation, call: F) -> Report
     where
         F: Fn(PodClient) -> Fut,
@@ -412,11 +418,11 @@ impl Fleet {
             .enumerate()
             .map(|(i, pod)| {
                 let target = &pod.target;
-                let client = pod.client.clone();
+                let client = pod.client.clone().ok().filter(|_| pod.is_connected());
                 async move {
                     let client = match client {
-                        Ok(c) => Ok(c),
-                        Err(_) => PodClient::connect(config, target).await,
+                        Some(c) => Ok(c),
+                        None => PodClient::connect(config, target).await,
                     };
                     let sent_at = clock.now();
                     let outcome = match &client {

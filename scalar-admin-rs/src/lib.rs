@@ -60,6 +60,8 @@
 #![deny(missing_docs)]
 
 pub mod client;
+#[doc(hidden)]
+pub mod codec;
 pub mod discovery;
 mod error;
 pub mod fanout;
