@@ -59,12 +59,16 @@ async fn pause_check_unpause_by_addresses_print_what_scripts_read() {
         assert!(before <= paused_at && paused_at <= now_ms());
         for pod in &mut pods {
             assert!(pod.gate().is_paused());
+            // The CheckPaused is the connection probe.
             assert_eq!(
                 pod.take_calls(),
-                [Call::Pause {
-                    wait_outstanding: true,
-                    max_pause_wait_time: None
-                }]
+                [
+                    Call::CheckPaused,
+                    Call::Pause {
+                        wait_outstanding: true,
+                        max_pause_wait_time: None
+                    }
+                ]
             );
         }
 
@@ -154,8 +158,13 @@ async fn pause_flags_reach_the_wire() {
         ])
         .await
         .success();
+        let pauses: Vec<Call> = pods[0]
+            .take_calls()
+            .into_iter()
+            .filter(|c| *c != Call::CheckPaused)
+            .collect();
         assert_eq!(
-            pods[0].take_calls(),
+            pauses,
             [
                 Call::Pause {
                     wait_outstanding: false,
@@ -472,7 +481,7 @@ async fn sigterm_during_pause_unpauses_every_pod() {
         let list = address_list(&pods);
         let child = start_scalar_admin(&["-c", "pause", "-a", &list]);
         for pod in &mut pods {
-            assert!(matches!(pod.next_call().await.0, Call::Pause { .. }));
+            pod.next_pause().await;
         }
         assert!(pods[1].gate().is_paused());
         child.signal("TERM");

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use scalar_admin::{
-    CallErrorKind, ClientConfig, Error, Fleet, Operation, PauseOptions, Report, Target,
-};
+use scalar_admin::{ClientConfig, Error, Fleet, Operation, PauseOptions, Report, Target};
 use scalar_admin_rig::{Call, Pod, blackhole, refused_addr};
 
 use crate::util::bounded;
@@ -70,12 +68,16 @@ async fn pause_check_unpause_by_addresses() {
         assert!(pause.reply_spread().unwrap() <= pause.wall_time());
         for pod in &mut pods {
             assert!(pod.gate().is_paused());
+            // The CheckPaused is the connection probe.
             assert_eq!(
                 pod.take_calls(),
-                [Call::Pause {
-                    wait_outstanding: true,
-                    max_pause_wait_time: None
-                }]
+                [
+                    Call::CheckPaused,
+                    Call::Pause {
+                        wait_outstanding: true,
+                        max_pause_wait_time: None
+                    }
+                ]
             );
         }
 
@@ -110,6 +112,7 @@ async fn no_wait_and_max_pause_wait_reach_the_wire() {
         assert_eq!(
             pods[0].take_calls(),
             [
+                Call::CheckPaused,
                 Call::Pause {
                     wait_outstanding: false,
                     max_pause_wait_time: None
@@ -256,7 +259,12 @@ async fn a_pod_that_is_down_stops_pause_before_any_pod_is_paused() {
         );
         assert!(err.maybe_paused().is_empty());
         for pod in &mut pods {
-            assert!(pod.take_calls().is_empty(), "{} was called", pod.addr());
+            let calls = pod.take_calls();
+            assert!(
+                !calls.iter().any(|c| matches!(c, Call::Pause { .. })),
+                "{} got {calls:?}",
+                pod.addr()
+            );
         }
 
         // Unpause still reaches every pod that is up, and names the one that is down.
@@ -298,36 +306,41 @@ async fn a_pod_that_never_answers_is_cut_off_at_the_deadline_and_rolled_back() {
 }
 
 #[tokio::test]
-async fn a_pod_that_never_speaks_http2_fails_within_bounds() {
+async fn a_pod_that_never_speaks_http2_is_found_before_any_pause() {
     bounded(async {
-        let pods = pods(1).await;
+        let mut pods = pods(2).await;
         let (silent, _hold) = blackhole().await;
         let mut all = targets(&pods);
         all.push(Target::from_socket_addr(silent));
+        // A long call deadline: were Pause sent, the healthy pods would stay paused
+        // until it passed. The connection probe finds the silent pod first.
         let config = ClientConfig::default()
             .connect_timeout(Duration::from_millis(300))
-            .call_timeout(Duration::from_millis(300));
+            .call_timeout(Duration::from_secs(50));
         let mut fleet = Fleet::connect(all, config).await;
         let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
-        let Error::Pause { pause, .. } = &err else {
+        let Error::Pause { pause, rollback } = &err else {
             panic!("{err:?}")
         };
+        assert!(rollback.is_none());
         let failure = pause
             .pods()
             .iter()
             .find(|p| p.target().socket_addr() == Some(silent))
             .unwrap();
-        let kind = failure.outcome().as_ref().unwrap_err().kind().clone();
+        let error = failure.outcome().as_ref().unwrap_err();
+        assert!(error.is_connect(), "{error}");
         assert!(
-            matches!(kind, CallErrorKind::Connect(_) | CallErrorKind::Timeout(_)),
-            "{kind:?}"
+            error.to_string().contains("timed out after 300ms"),
+            "{error}"
         );
         assert!(
-            err.maybe_paused()
-                .iter()
-                .all(|t| t.socket_addr() == Some(silent))
+            err.to_string().contains("no Pause request was sent"),
+            "{err}"
         );
-        assert!(!pods[0].gate().is_paused());
+        for pod in &mut pods {
+            assert_eq!(pod.take_calls(), [Call::CheckPaused], "only the probe");
+        }
     })
     .await
 }

@@ -54,7 +54,8 @@ async fn a_pod_certified_by_the_given_ca_is_paused() {
         pause(&pod, config(Tls::with_ca_pem(ca.cert_pem()).unwrap()))
             .await
             .unwrap();
-        assert_eq!(pod.take_calls().len(), 2);
+        // The connection probe, Pause, Unpause.
+        assert_eq!(pod.take_calls().len(), 3);
     })
     .await
 }

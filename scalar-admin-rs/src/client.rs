@@ -193,6 +193,10 @@ impl ClientConfig {
         })
     }
 
+    pub(crate) fn connect_timeout_value(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The deadline of an Unpause or CheckPaused call.
     pub fn call_deadline(&self) -> Duration {
         self.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)
@@ -299,6 +303,7 @@ fn connect_error(cause: impl Into<String>) -> CallError {
 
 impl PodClient {
     /// Connects: TCP, then TLS, then the HTTP/2 handshake, within the connect timeout.
+    /// For one pod; a fleet connects all of its pods under one deadline.
     pub(crate) async fn connect(config: &ClientConfig, target: &Target) -> Result<Self, CallError> {
         match tokio::time::timeout(config.connect_timeout, Self::open(config, target)).await {
             Ok(result) => result,
@@ -309,7 +314,8 @@ impl PodClient {
         }
     }
 
-    async fn open(config: &ClientConfig, target: &Target) -> Result<Self, CallError> {
+    /// Connects with no time limit: the caller sets one.
+    pub(crate) async fn open(config: &ClientConfig, target: &Target) -> Result<Self, CallError> {
         let tcp = tcp_connect(target).await?;
         // Requests are single small frames: send them now, not after a delayed ACK.
         let _ = tcp.set_nodelay(true);
@@ -327,10 +333,20 @@ impl PodClient {
         let origin: http::Uri = format!("{scheme}://{}", target.authority())
             .parse()
             .map_err(|e| connect_error(format!("invalid address: {e}")))?;
-        Ok(Self {
+        let client = Self {
             inner: AdminClient::with_origin(Http2(send.clone()), origin),
             connection: send,
-        })
+        };
+        // One CheckPaused before the connection counts as made. It completes the HTTP/2
+        // handshake on both sides (the SETTINGS exchange, which would otherwise happen
+        // inside the first Pause and add a write and a read per pod there), and proves
+        // the pod answers the admin interface, so a port that accepts TCP but is no
+        // admin server is found before any Pause is sent.
+        client
+            .check_paused(config.connect_timeout)
+            .await
+            .map_err(|e| connect_error(format!("no admin interface there: {e}")))?;
+        Ok(client)
     }
 
     /// Whether the connection is gone (the pod closed it or restarted), so the next call
@@ -345,29 +361,19 @@ impl PodClient {
         deadline: Duration,
     ) -> Result<(), CallError> {
         let mut client = self.inner.clone();
-        call(deadline, async move {
-            client.pause(with_deadline(req, deadline)).await
-        })
-        .await?;
-        Ok(())
+        call(client.pause(with_deadline(req, deadline))).await
     }
 
     pub(crate) async fn unpause(&self, deadline: Duration) -> Result<(), CallError> {
         let mut client = self.inner.clone();
-        call(deadline, async move {
-            client.unpause(with_deadline((), deadline)).await
-        })
-        .await?;
-        Ok(())
+        call(client.unpause(with_deadline((), deadline))).await
     }
 
     pub(crate) async fn check_paused(&self, deadline: Duration) -> Result<bool, CallError> {
         let mut client = self.inner.clone();
-        let reply = call(deadline, async move {
-            client.check_paused(with_deadline((), deadline)).await
-        })
-        .await?;
-        Ok(reply.paused)
+        call(client.check_paused(with_deadline((), deadline)))
+            .await
+            .map(|reply| reply.paused)
     }
 }
 
@@ -420,17 +426,16 @@ fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
     request
 }
 
-/// Enforces the deadline locally too: `grpc-timeout` only helps with a pod that reads
-/// it, and a pod that accepted the connection but never answers must not hang the call.
+/// The reply, or why there is none. The deadline is not enforced here but by the
+/// caller, for a whole fan-out at once (`fanout::all_within`): `grpc-timeout` only helps
+/// with a pod that reads it, and a pod that accepted the connection but never answers
+/// must not hang the call.
 async fn call<T>(
-    deadline: Duration,
     fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, CallError> {
-    match tokio::time::timeout(deadline, fut).await {
-        Ok(Ok(reply)) => Ok(reply.into_inner()),
-        Ok(Err(status)) => Err(from_status(status)),
-        Err(_) => Err(CallError::new(CallErrorKind::Timeout(deadline))),
-    }
+    fut.await
+        .map(tonic::Response::into_inner)
+        .map_err(from_status)
 }
 
 fn from_status(status: Status) -> CallError {

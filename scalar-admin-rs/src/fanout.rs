@@ -227,19 +227,25 @@ impl Fleet {
     pub async fn connect(targets: Vec<Target>, config: ClientConfig) -> Self {
         let config = Arc::new(config);
         let start = Instant::now();
-        let clients: Vec<_> = futures::future::join_all(targets.iter().map(|target| {
-            let config = &config;
-            async move {
-                let client = PodClient::connect(config, target).await;
-                if let Err(e) = &client {
-                    debug!(error = %e, "cannot connect");
-                }
-                client
-            }
-            .instrument(info_span!("connect", pod = %target))
-        }))
+        let timeout = config.connect_timeout_value();
+        let clients = all_within(
+            targets.iter().map(|target| {
+                PodClient::open(&config, target).instrument(info_span!("connect", pod = %target))
+            }),
+            timeout,
+            |_| {
+                Err(CallError::new(CallErrorKind::Connect(format!(
+                    "timed out after {timeout:?}"
+                ))))
+            },
+        )
         .await;
         let connect_time = start.elapsed();
+        for (target, client) in targets.iter().zip(&clients) {
+            if let Err(e) = client {
+                debug!(pod = %target, error = %e, "cannot connect");
+            }
+        }
         debug!(pods = targets.len(), ?connect_time, "connected");
         let pods = targets
             .into_iter()
@@ -286,7 +292,7 @@ impl Fleet {
         let deadline = self.config.pause_deadline(&options);
         let request = options.request();
         let report = self
-            .fan_out(Operation::Pause, move |client| async move {
+            .fan_out(Operation::Pause, deadline, move |client| async move {
                 client.pause(request, deadline).await.map(|()| Reply::Done)
             })
             .await;
@@ -340,7 +346,7 @@ impl Fleet {
     pub async fn check_paused(&mut self) -> Result<Report, Error> {
         let deadline = self.config.call_deadline();
         let report = self
-            .fan_out(Operation::CheckPaused, move |client| async move {
+            .fan_out(Operation::CheckPaused, deadline, move |client| async move {
                 client.check_paused(deadline).await.map(Reply::Paused)
             })
             .await;
@@ -356,7 +362,7 @@ impl Fleet {
     /// Unpauses every pod and reports, whatever the outcome.
     pub(crate) async fn unpause_report(&mut self) -> Report {
         let deadline = self.config.call_deadline();
-        self.fan_out(Operation::Unpause, move |client| async move {
+        self.fan_out(Operation::Unpause, deadline, move |client| async move {
             client.unpause(deadline).await.map(|()| Reply::Done)
         })
         .await
@@ -404,7 +410,7 @@ impl Fleet {
     ///
     /// Pods without an open connection (unreachable before, or restarted since) are
     /// connected first, inside their own call, so that one delays nobody else.
-    async fn fan_out<F, Fut>(&mut self, operation: Operation, call: F) -> Report
+    async fn fan_out<F, Fut>(&mut self, operation: Operation, deadline: Duration, call: F) -> Report
     where
         F: Fn(PodClient) -> Fut,
         Fut: Future<Output = Result<Reply, CallError>>,
@@ -412,63 +418,102 @@ impl Fleet {
         let config = &self.config;
         let call = &call;
         let clock = Clock::start();
-        let mut pending: FuturesUnordered<_> = self
-            .pods
-            .iter()
-            .enumerate()
-            .map(|(i, pod)| {
-                let target = &pod.target;
-                let client = pod.client.clone().ok().filter(|_| pod.is_connected());
-                async move {
-                    let client = match client {
-                        Some(c) => Ok(c),
-                        None => PodClient::connect(config, target).await,
-                    };
-                    let sent_at = clock.now();
-                    let outcome = match &client {
-                        Ok(c) => call(c.clone()).await,
-                        Err(e) => Err(e.clone()),
-                    };
-                    let received_at = clock.now();
-                    match &outcome {
-                        Ok(reply) => debug!(?reply, latency = ?received_at.duration_since(sent_at).unwrap_or_default(), "ok"),
-                        Err(e) => debug!(error = %e, "failed"),
-                    }
-                    let report = PodReport {
-                        target: target.clone(),
-                        sent_at,
-                        received_at,
-                        outcome,
-                    };
-                    (i, client, report)
+        let calls = self.pods.iter().map(|pod| {
+            let target = &pod.target;
+            let client = pod.client.clone().ok().filter(|_| pod.is_connected());
+            async move {
+                let client = match client {
+                    Some(c) => Ok(c),
+                    None => PodClient::connect(config, target).await,
+                };
+                let sent_at = clock.now();
+                let outcome = match &client {
+                    Ok(c) => call(c.clone()).await,
+                    Err(e) => Err(e.clone()),
+                };
+                let received_at = clock.now();
+                match &outcome {
+                    Ok(reply) => debug!(?reply, latency = ?received_at.duration_since(sent_at).unwrap_or_default(), "ok"),
+                    Err(e) => debug!(error = %e, "failed"),
                 }
-                .instrument(info_span!("call", pod = %pod.target, op = ?operation))
-            })
-            .collect();
-
-        let mut reports: Vec<Option<PodReport>> = vec![None; self.pods.len()];
-        let mut clients = Vec::with_capacity(self.pods.len());
-        while let Some((i, client, report)) = pending.next().await {
-            reports[i] = Some(report);
-            clients.push((i, client));
-        }
-        let completed_at = clock.now();
-        drop(pending);
-        for (i, client) in clients {
-            if client.is_ok() || self.pods[i].client.is_err() {
-                self.pods[i].client = client;
+                let report = PodReport {
+                    target: target.clone(),
+                    sent_at,
+                    received_at,
+                    outcome,
+                };
+                (Some(client), report)
             }
+            .instrument(info_span!("call", pod = %pod.target, op = ?operation))
+        });
+        let results = all_within(calls, deadline, |i| {
+            // Still waiting at the deadline: the request may have reached the pod.
+            let now = clock.now();
+            let report = PodReport {
+                target: self.pods[i].target.clone(),
+                sent_at: clock.wall,
+                received_at: now,
+                outcome: Err(CallError::new(CallErrorKind::Timeout(deadline))),
+            };
+            (None, report)
+        })
+        .await;
+        let completed_at = clock.now();
+        let mut reports = Vec::with_capacity(results.len());
+        for (pod, (client, report)) in self.pods.iter_mut().zip(results) {
+            // Keep a new connection, or the newest error when there was none before.
+            if let Some(client) = client
+                && (client.is_ok() || pod.client.is_err())
+            {
+                pod.client = client;
+            }
+            reports.push(report);
         }
         Report {
             operation,
             started_at: clock.wall,
             completed_at,
-            pods: reports
-                .into_iter()
-                .map(|r| r.expect("every pod reports"))
-                .collect(),
+            pods: reports,
         }
     }
+}
+
+/// Runs every future at once and returns their outputs in order; those still pending
+/// when `deadline` has passed are dropped (cancelling their calls) and get `expired(i)`.
+///
+/// One timer for the whole set: a timer per pod would cost a timer-wheel entry, and
+/// often a wake-up of the I/O driver, for each of a thousand pods.
+async fn all_within<F: Future>(
+    futures: impl IntoIterator<Item = F>,
+    deadline: Duration,
+    expired: impl Fn(usize) -> F::Output,
+) -> Vec<F::Output> {
+    let mut pending: FuturesUnordered<_> = futures
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| async move { (i, f.await) })
+        .collect();
+    let mut outputs: Vec<Option<F::Output>> = std::iter::repeat_with(|| None)
+        .take(pending.len())
+        .collect();
+    let timer = tokio::time::sleep(deadline);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            next = pending.next() => match next {
+                Some((i, output)) => outputs[i] = Some(output),
+                None => break,
+            },
+            () = &mut timer => break,
+        }
+    }
+    drop(pending);
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, output)| output.unwrap_or_else(|| expired(i)))
+        .collect()
 }
 
 /// JSON shapes for reports: timestamps as microseconds since the Unix epoch (UTC),

@@ -169,6 +169,11 @@ impl Pod {
         self.calls.recv().await.expect("pod running")
     }
 
+    /// Waits for the next Pause, skipping other calls (the connection probe, checks).
+    pub async fn next_pause(&mut self) {
+        while !matches!(self.next_call().await.0, Call::Pause { .. }) {}
+    }
+
     /// Every admin call received so far and not yet taken.
     pub fn take_calls(&mut self) -> Vec<Call> {
         let mut calls = Vec::new();
