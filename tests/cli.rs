@@ -589,9 +589,9 @@ async fn scalar_admin_with_ulimit(ulimit: &str, args: &[&str]) -> crate::util::R
 }
 
 #[tokio::test]
-async fn a_low_open_files_soft_limit_is_raised_for_many_pods() {
+async fn a_low_open_files_soft_limit_is_raised_for_1000_pods() {
     bounded(async {
-        let pods = pods(300).await;
+        let pods = pods(1000).await;
         let list = address_list(&pods);
         let run = scalar_admin_with_ulimit("-Sn 256", &["-c", "pause", "-a", &list]).await;
         run.assert_status(0);
@@ -617,6 +617,80 @@ async fn an_open_files_limit_too_low_for_the_pods_fails_before_any_pod_is_contac
         assert!(run.stderr.contains("300 pods need about"), "{}", run.stderr);
         assert!(run.stderr.contains("ulimit -n"), "{}", run.stderr);
         assert!(pods[0].take_calls().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_certificate_or_key_text_reaches_the_logs() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let cert = ca.server_cert(&["127.0.0.1"]);
+        let pod = Pod::builder()
+            .tls(&cert.cert_pem, &cert.key_pem)
+            .start()
+            .await;
+        let pem_text = ca.cert_pem().trim_end().replace('\n', "\\n");
+        let list = pod.addr().to_string();
+        // Every base64 line of the CA, the certificate and the key.
+        let secrets: Vec<String> = [ca.cert_pem(), cert.cert_pem.clone(), cert.key_pem.clone()]
+            .iter()
+            .flat_map(|pem| {
+                pem.lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for args in [
+            vec![
+                "-c",
+                "pause",
+                "-a",
+                &list,
+                "--tls",
+                "--ca-root-cert-pem",
+                &pem_text,
+                "-vv",
+            ],
+            vec![
+                "-c",
+                "unpause",
+                "-a",
+                &list,
+                "--tls",
+                "--ca-root-cert-pem",
+                &pem_text,
+                "-vv",
+            ],
+            // A wrong CA: the failure path logs too.
+            vec![
+                "-c",
+                "pause",
+                "-a",
+                &list,
+                "--tls",
+                "--ca-root-cert-pem",
+                &Ca::new("other").cert_pem(),
+                "-vv",
+            ],
+        ] {
+            let run = scalar_admin(&args).await;
+            assert!(
+                run.stderr.lines().count() > 10,
+                "trace logging is on: {}",
+                run.stderr
+            );
+            for secret in &secrets {
+                assert!(
+                    !run.stderr.contains(secret),
+                    "certificate or key text in the log: {secret}"
+                );
+                assert!(!run.stdout.contains(secret));
+            }
+            assert!(!run.stderr.contains("BEGIN"), "{}", run.stderr);
+        }
+        assert!(!pod.gate().is_paused());
     })
     .await
 }

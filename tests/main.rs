@@ -7,6 +7,7 @@ mod util;
 mod cli;
 mod discovery;
 mod fanout;
+mod faults;
 mod gate;
 mod tls;
 mod window;

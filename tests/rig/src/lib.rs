@@ -12,4 +12,4 @@ mod pod;
 
 pub use certs::{Ca, ServerCert};
 pub use dns::{DnsMode, DnsServer};
-pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};
+pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr, reset_proxy};

@@ -29,11 +29,13 @@ pub enum Call {
     CheckPaused,
 }
 
-/// Records every call, with the instant it arrived, then lets the gate answer.
+/// Records every call, with the instant it arrived, then lets the gate answer, or
+/// answers Pause with a set status instead.
 #[derive(Clone)]
 struct Recording {
     inner: AdminService,
     calls: mpsc::UnboundedSender<(Call, Instant)>,
+    fail_pause: Option<(tonic::Code, String)>,
 }
 
 impl Recording {
@@ -51,6 +53,9 @@ impl Admin for Recording {
             wait_outstanding: r.wait_outstanding,
             max_pause_wait_time: r.max_pause_wait_time,
         });
+        if let Some((code, message)) = &self.fail_pause {
+            return Err(Status::new(*code, message.clone()));
+        }
         self.inner.pause(request).await
     }
 
@@ -73,6 +78,7 @@ impl Admin for Recording {
 pub struct PodBuilder {
     addr: Option<SocketAddr>,
     tls: Option<Identity>,
+    fail_pause: Option<(tonic::Code, String)>,
 }
 
 impl PodBuilder {
@@ -88,6 +94,12 @@ impl PodBuilder {
         self
     }
 
+    /// Answers every Pause with this status, without pausing.
+    pub fn fail_pause(mut self, code: tonic::Code, message: &str) -> Self {
+        self.fail_pause = Some((code, message.to_owned()));
+        self
+    }
+
     /// Binds, then serves in a background task. The listener is bound before this
     /// returns, so the pod accepts connections at once: no sleep needed.
     pub async fn start(self) -> Pod {
@@ -99,6 +111,7 @@ impl PodBuilder {
         let service = AdminServer::new(Recording {
             inner: gate.admin_service(),
             calls: tx,
+            fail_pause: self.fail_pause,
         });
         let (shutdown, stop) = oneshot::channel::<()>();
         let mut server = Server::builder();
@@ -238,4 +251,84 @@ pub async fn blackhole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         }
     });
     (addr, task)
+}
+
+/// A TCP proxy in front of `upstream` that breaks one call: on the first connection it
+/// forwards the HTTP/2 stream until the `nth` request (HEADERS frame) starts, then
+/// resets the connection (RST) without forwarding it, as a pod crashing mid-call looks.
+/// Later connections pass through untouched.
+pub async fn reset_proxy(
+    upstream: SocketAddr,
+    nth: usize,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let break_this = !done.swap(true, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if !break_this {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    return;
+                }
+                let reached = {
+                    let (mut from_server, mut to_server) = server.split();
+                    let (mut from_client, mut to_client) = client.split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut from_server, &mut to_client) => false,
+                        reached = forward_until_request(&mut from_client, &mut to_server, nth) => reached,
+                    }
+                };
+                if reached {
+                    // Zero linger makes the close a reset. Its blocking-on-drop caveat
+                    // does not apply with nothing left to send.
+                    #[allow(deprecated)]
+                    let _ = client.set_linger(Some(std::time::Duration::ZERO));
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Copies the client's HTTP/2 stream frame by frame until the `nth` HEADERS frame, which
+/// it keeps back. True when that frame came.
+async fn forward_until_request(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    nth: usize,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut preface = [0u8; 24];
+    if from.read_exact(&mut preface).await.is_err() || to.write_all(&preface).await.is_err() {
+        return false;
+    }
+    let mut seen = 0;
+    loop {
+        let mut header = [0u8; 9];
+        if from.read_exact(&mut header).await.is_err() {
+            return false;
+        }
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if from.read_exact(&mut payload).await.is_err() {
+            return false;
+        }
+        // Frame type 1 is HEADERS: a request starts.
+        if header[3] == 1 {
+            seen += 1;
+            if seen == nth {
+                return true;
+            }
+        }
+        if to.write_all(&header).await.is_err() || to.write_all(&payload).await.is_err() {
+            return false;
+        }
+    }
 }
