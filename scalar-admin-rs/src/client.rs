@@ -466,3 +466,54 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_as_a_ca_fail_cleanly(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..2000)) {
+            let _ = Tls::with_ca_pem(&bytes);
+        }
+
+        #[test]
+        fn pem_shaped_garbage_fails_cleanly(body in "[A-Za-z0-9+/=\\n]{0,400}") {
+            let pem = format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+            if let Err(e) = Tls::with_ca_pem(&pem) {
+                let message = e.to_string();
+                proptest::prop_assert!(message.starts_with("CA certificate"));
+                proptest::prop_assert!(body.len() < 16 || !message.contains(&body), "PEM text echoed");
+            }
+        }
+
+        #[test]
+        fn any_authority_is_accepted_or_rejected_cleanly(name in "\\PC{0,100}") {
+            let _ = TLS.clone().authority(&name);
+        }
+    }
+
+    static TLS: std::sync::LazyLock<Tls> =
+        std::sync::LazyLock::new(|| Tls::with_ca_pem(ca_pem()).unwrap());
+
+    fn ca_pem() -> String {
+        rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()])
+            .unwrap()
+            .cert
+            .pem()
+    }
+
+    #[test]
+    fn a_generated_certificate_loads() {
+        Tls::with_ca_pem(ca_pem())
+            .unwrap()
+            .authority("scalardb.ns.svc")
+            .unwrap();
+        assert!(
+            Tls::with_ca_pem(ca_pem())
+                .unwrap()
+                .authority("not a name!")
+                .is_err()
+        );
+    }
+}

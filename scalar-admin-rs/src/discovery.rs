@@ -381,3 +381,52 @@ fn describe(e: &NetError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(search: &[&str], ndots: usize) -> Vec<String> {
+        let r = Resolved {
+            resolver: Resolver::builder_with_config(
+                ResolverConfig::default(),
+                TokioRuntimeProvider::default(),
+            )
+            .build()
+            .unwrap(),
+            search: search
+                .iter()
+                .map(|s| Name::from_ascii(s).unwrap())
+                .collect(),
+            ndots,
+        };
+        r.candidates("_scalardb._tcp.scalardb-headless")
+            .unwrap()
+            .iter()
+            .map(|n| n.to_ascii())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn candidates_follow_ndots_like_a_stub_resolver() {
+        let search = ["ns.svc.cluster.local", "svc.cluster.local"];
+        assert_eq!(
+            resolved(&search, 5),
+            [
+                "_scalardb._tcp.scalardb-headless.ns.svc.cluster.local.",
+                "_scalardb._tcp.scalardb-headless.svc.cluster.local.",
+                "_scalardb._tcp.scalardb-headless.",
+            ]
+        );
+        assert_eq!(resolved(&search, 2)[0], "_scalardb._tcp.scalardb-headless.");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_srv_name_is_checked_without_panic(name in "\\PC{0,300}") {
+            if let Err(e) = validate_srv_name(&name) {
+                proptest::prop_assert!(!e.to_string().contains('\n'));
+            }
+        }
+    }
+}

@@ -235,6 +235,37 @@ mod tests {
         assert_eq!(parse_addresses("a:1, a:1,a:2").unwrap().len(), 2);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(input in "\\PC{0,200}") {
+            if let Err(e) = parse_addresses(&input) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+                proptest::prop_assert!(!e.to_string().contains('\n'), "one line");
+            }
+        }
+
+        #[test]
+        fn address_like_text_parses_or_fails_cleanly(input in "[\\[\\]0-9a-fA-F:.,a-z_ -]{0,80}") {
+            let _ = parse_addresses(&input);
+        }
+
+        #[test]
+        fn well_formed_addresses_round_trip(
+            ip in proptest::arbitrary::any::<std::net::IpAddr>(),
+            port in 1u16..,
+        ) {
+            let addr = std::net::SocketAddr::new(ip, port);
+            let parsed = parse_addresses(&addr.to_string()).unwrap();
+            proptest::prop_assert_eq!(parsed[0].socket_addr(), Some(addr));
+            proptest::prop_assert_eq!(parsed[0].name(), addr.to_string());
+        }
+
+        #[test]
+        fn any_host_name_is_checked_without_panic(name in "\\PC{0,300}") {
+            let _ = validate_host_name(&name);
+        }
+    }
+
     #[test]
     fn errors_name_the_entry_and_the_fault() {
         for (input, needle) in [
