@@ -9,5 +9,6 @@ mod discovery;
 mod fanout;
 mod faults;
 mod gate;
+mod soak;
 mod tls;
 mod window;
