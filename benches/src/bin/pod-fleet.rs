@@ -1,5 +1,7 @@
-//! `pod-fleet --pods N`: N admin pods on loopback ports, plus a DNS server publishing
-//! the first three as a headless service, in one process apart from the client.
+//! `pod-fleet --pods N [--busy I,J]`: N admin pods on loopback ports, plus a DNS server
+//! publishing the first three as a headless service, in one process apart from the
+//! client. Pods listed by `--busy` (0-based) hold a request in flight forever, so a
+//! waiting Pause fails there with FAILED_PRECONDITION (the interop tests use this).
 //!
 //! Prints one JSON line on stdout: `{"pods": ["127.0.0.1:port", ...], "dns": "ip:port",
 //! "srv": "<SRV name of the first three pods>"}`. Then answers commands on stdin, one
@@ -70,14 +72,17 @@ impl Admin for Timed {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip_while(|a| a != "--pods")
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| args.iter().skip_while(|a| *a != flag).nth(1).cloned();
+    let n: usize = value("--pods")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| {
-            eprintln!("usage: pod-fleet --pods N");
+            eprintln!("usage: pod-fleet --pods N [--busy I,J]");
             std::process::exit(2);
         });
+    let busy: Vec<usize> = value("--busy")
+        .map(|list| list.split(',').filter_map(|i| i.trim().parse().ok()).collect())
+        .unwrap_or_default();
     // Each pod holds a listener and a connection.
     scalar_admin_bench::raise_open_files();
 
@@ -85,11 +90,16 @@ fn main() {
     let rounds = Arc::new(Mutex::new(Rounds::default()));
     let _dns = runtime.block_on(async {
         let mut addrs = Vec::with_capacity(n);
-        for _ in 0..n {
+        for i in 0..n {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             addrs.push(listener.local_addr().unwrap());
+            let gate = Gate::new();
+            if busy.contains(&i) {
+                // A request that never finishes.
+                std::mem::forget(gate.enter());
+            }
             let service = AdminServer::new(Timed {
-                inner: Gate::new().admin_service(),
+                inner: gate.admin_service(),
                 rounds: rounds.clone(),
             });
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
