@@ -7,14 +7,6 @@ use serde_json::Value;
 
 use crate::util::{bounded, scalar_admin, start_scalar_admin};
 
-async fn pods(n: usize) -> Vec<Pod> {
-    let mut pods = Vec::new();
-    for _ in 0..n {
-        pods.push(Pod::start().await);
-    }
-    pods
-}
-
 fn address_list(pods: &[Pod]) -> String {
     pods.iter()
         .map(|p| p.addr().to_string())
@@ -50,7 +42,7 @@ fn now_ms() -> i64 {
 #[tokio::test]
 async fn pause_check_unpause_by_addresses_print_what_scripts_read() {
     bounded(async {
-        let mut pods = pods(3).await;
+        let mut pods = Pod::start_many(3).await;
         let list = address_list(&pods);
 
         let before = now_ms();
@@ -99,7 +91,7 @@ async fn pause_check_unpause_by_addresses_print_what_scripts_read() {
 #[tokio::test]
 async fn srv_keys_are_target_names_with_ports() {
     bounded(async {
-        let pods = pods(2).await;
+        let pods = Pod::start_many(2).await;
         let dns = DnsServer::start().await;
         let addrs: Vec<SocketAddr> = pods.iter().map(Pod::addr).collect();
         let name = dns.headless_service("scalardl-admin", "ledger", "ns", &addrs);
@@ -139,7 +131,7 @@ async fn srv_keys_are_target_names_with_ports() {
 #[tokio::test]
 async fn pause_flags_reach_the_wire() {
     bounded(async {
-        let mut pods = pods(1).await;
+        let mut pods = Pod::start_many(1).await;
         let list = address_list(&pods);
         scalar_admin(&["-c", "pause", "-a", &list, "-n"])
             .await
@@ -187,7 +179,7 @@ async fn pause_flags_reach_the_wire() {
 #[tokio::test]
 async fn json_output_for_every_command() {
     bounded(async {
-        let pods = pods(2).await;
+        let pods = Pod::start_many(2).await;
         let list = address_list(&pods);
 
         let run = scalar_admin(&["-c", "pause", "-a", &list, "--output", "json"])
@@ -235,7 +227,7 @@ async fn json_output_for_every_command() {
 #[tokio::test]
 async fn a_pod_that_cannot_drain_fails_the_command_and_nothing_stays_paused() {
     bounded(async {
-        let pods = pods(3).await;
+        let pods = Pod::start_many(3).await;
         let _work = pods[2].begin_work();
         let list = address_list(&pods);
         for output in ["text", "json"] {
@@ -271,7 +263,7 @@ async fn a_pod_that_cannot_drain_fails_the_command_and_nothing_stays_paused() {
 #[tokio::test]
 async fn no_rollback_names_the_paused_pods_and_the_command_that_recovers_them() {
     bounded(async {
-        let pods = pods(2).await;
+        let pods = Pod::start_many(2).await;
         let _work = pods[1].begin_work();
         let list = address_list(&pods);
         let run = scalar_admin(&["-c", "pause", "-a", &list, "-m", "100", "--no-rollback"]).await;
@@ -293,7 +285,7 @@ async fn no_rollback_names_the_paused_pods_and_the_command_that_recovers_them() 
 #[tokio::test]
 async fn a_pod_that_is_down_fails_with_its_name_and_nobody_is_paused() {
     bounded(async {
-        let pods = pods(2).await;
+        let pods = Pod::start_many(2).await;
         let down = scalar_admin_rig::refused_addr().await;
         let list = format!("{},{down}", address_list(&pods));
         let run = scalar_admin(&["-c", "pause", "-a", &list, "--connect-timeout", "2s"]).await;
@@ -312,7 +304,7 @@ async fn a_pod_that_is_down_fails_with_its_name_and_nobody_is_paused() {
 #[tokio::test]
 async fn usage_errors_exit_2_before_any_pod_is_contacted() {
     bounded(async {
-        let mut pods = pods(1).await;
+        let mut pods = Pod::start_many(1).await;
         let dns = DnsServer::start().await;
         let pod = pods[0].addr().to_string();
         let dns_server = dns.addr().to_string();
@@ -410,10 +402,7 @@ async fn tls_with_pem_text_and_override_authority() {
     bounded(async {
         let ca = Ca::new("test CA");
         let cert = ca.server_cert(&["ledger.scalar.test"]);
-        let pod = Pod::builder()
-            .tls(&cert.cert_pem, &cert.key_pem)
-            .start()
-            .await;
+        let pod = Pod::start_tls(&cert).await;
         let list = pod.addr().to_string();
         // The Java tool's users pass PEM text with literal \n sequences.
         let pem_text = ca.cert_pem().trim_end().replace('\n', "\\n");
@@ -475,7 +464,7 @@ async fn tls_with_pem_text_and_override_authority() {
 #[tokio::test]
 async fn sigterm_during_pause_unpauses_every_pod() {
     bounded(async {
-        let mut pods = pods(3).await;
+        let mut pods = Pod::start_many(3).await;
         // Pod 0 cannot drain, so the pause is still running when the signal comes.
         let _work = pods[0].begin_work();
         let list = address_list(&pods);
@@ -504,7 +493,7 @@ async fn sigterm_during_pause_unpauses_every_pod() {
 #[tokio::test]
 async fn check_paused_reports_each_pods_real_state() {
     bounded(async {
-        let pods = pods(3).await;
+        let pods = Pod::start_many(3).await;
         pods[1].gate().pause(false, None).await.unwrap();
         let run = scalar_admin(&["-c", "check_paused", "-a", &address_list(&pods)])
             .await
@@ -526,7 +515,7 @@ async fn check_paused_reports_each_pods_real_state() {
 #[tokio::test]
 async fn timeout_cuts_off_a_pod_that_never_answers() {
     bounded(async {
-        let pods = pods(2).await;
+        let pods = Pod::start_many(2).await;
         // Pod 0 accepts Pause and, with work that never ends and a one-minute drain
         // limit, would answer only after a minute.
         let _work = pods[0].begin_work();
@@ -558,7 +547,7 @@ async fn timeout_cuts_off_a_pod_that_never_answers() {
 #[tokio::test]
 async fn logs_go_to_stderr_and_stdout_stays_parseable() {
     bounded(async {
-        let pods = pods(1).await;
+        let pods = Pod::start_many(1).await;
         let list = address_list(&pods);
         let run = scalar_admin(&["-c", "pause", "-a", &list, "-v"])
             .await
@@ -591,7 +580,7 @@ async fn scalar_admin_with_ulimit(ulimit: &str, args: &[&str]) -> crate::util::R
 #[tokio::test]
 async fn a_low_open_files_soft_limit_is_raised_for_1000_pods() {
     bounded(async {
-        let pods = pods(1000).await;
+        let pods = Pod::start_many(1000).await;
         let list = address_list(&pods);
         let run = scalar_admin_with_ulimit("-Sn 256", &["-c", "pause", "-a", &list]).await;
         run.assert_status(0);
@@ -607,7 +596,7 @@ async fn a_low_open_files_soft_limit_is_raised_for_1000_pods() {
 #[tokio::test]
 async fn an_open_files_limit_too_low_for_the_pods_fails_before_any_pod_is_contacted() {
     bounded(async {
-        let mut pods = pods(1).await;
+        let mut pods = Pod::start_many(1).await;
         // 300 distinct addresses, one of them a real pod.
         let port = pods[0].addr().port();
         let mut list = vec![pods[0].addr().to_string()];
@@ -626,10 +615,7 @@ async fn no_certificate_or_key_text_reaches_the_logs() {
     bounded(async {
         let ca = Ca::new("test CA");
         let cert = ca.server_cert(&["127.0.0.1"]);
-        let pod = Pod::builder()
-            .tls(&cert.cert_pem, &cert.key_pem)
-            .start()
-            .await;
+        let pod = Pod::start_tls(&cert).await;
         let pem_text = ca.cert_pem().trim_end().replace('\n', "\\n");
         let list = pod.addr().to_string();
         // Every base64 line of the CA, the certificate and the key.

@@ -7,14 +7,6 @@ use scalar_admin_rig::{Call, Pod, blackhole, refused_addr};
 
 use crate::util::bounded;
 
-async fn pods(n: usize) -> Vec<Pod> {
-    let mut pods = Vec::new();
-    for _ in 0..n {
-        pods.push(Pod::start().await);
-    }
-    pods
-}
-
 fn targets(pods: &[Pod]) -> Vec<Target> {
     pods.iter().map(Pod::target).collect()
 }
@@ -52,7 +44,7 @@ fn assert_ordered(report: &Report) {
 #[tokio::test]
 async fn pause_check_unpause_by_addresses() {
     bounded(async {
-        let mut pods = pods(3).await;
+        let mut pods = Pod::start_many(3).await;
         let list = pods
             .iter()
             .map(|p| p.addr().to_string())
@@ -99,7 +91,7 @@ async fn pause_check_unpause_by_addresses() {
 #[tokio::test]
 async fn no_wait_and_max_pause_wait_reach_the_wire() {
     bounded(async {
-        let mut pods = pods(1).await;
+        let mut pods = Pod::start_many(1).await;
         let mut fleet = Fleet::connect(targets(&pods), quick()).await;
         fleet
             .pause(PauseOptions::default().wait_outstanding(false))
@@ -149,7 +141,7 @@ async fn ipv6_pod() {
 #[tokio::test]
 async fn pause_waits_for_in_flight_work() {
     bounded(async {
-        let mut pods = pods(2).await;
+        let mut pods = Pod::start_many(2).await;
         let work = pods[0].begin_work();
         let mut fleet = Fleet::connect(targets(&pods), quick()).await;
         let pause = tokio::spawn(async move { fleet.pause(PauseOptions::default()).await });
@@ -178,7 +170,7 @@ async fn pause_waits_for_in_flight_work() {
 #[tokio::test]
 async fn pod_that_cannot_drain_fails_and_the_rest_roll_back() {
     bounded(async {
-        let mut pods = pods(3).await;
+        let mut pods = Pod::start_many(3).await;
         let _work = pods[1].begin_work();
         let mut fleet = Fleet::connect(targets(&pods), quick()).await;
         let err = fleet
@@ -215,7 +207,7 @@ async fn pod_that_cannot_drain_fails_and_the_rest_roll_back() {
 #[tokio::test]
 async fn without_rollback_the_paused_pods_stay_paused_and_are_named() {
     bounded(async {
-        let pods = pods(2).await;
+        let pods = Pod::start_many(2).await;
         let _work = pods[1].begin_work();
         let mut fleet = Fleet::connect(targets(&pods), quick()).await;
         let err = fleet
@@ -238,7 +230,7 @@ async fn without_rollback_the_paused_pods_stay_paused_and_are_named() {
 #[tokio::test]
 async fn a_pod_that_is_down_stops_pause_before_any_pod_is_paused() {
     bounded(async {
-        let mut pods = pods(2).await;
+        let mut pods = Pod::start_many(2).await;
         let mut all = targets(&pods);
         let down = Target::from_socket_addr(refused_addr().await);
         all.push(down.clone());
@@ -283,7 +275,7 @@ async fn a_pod_that_is_down_stops_pause_before_any_pod_is_paused() {
 #[tokio::test]
 async fn a_pod_that_never_answers_is_cut_off_at_the_deadline_and_rolled_back() {
     bounded(async {
-        let pods = pods(2).await;
+        let pods = Pod::start_many(2).await;
         // Pause on pod 0 waits for work that never ends, with a drain limit far beyond
         // the client's deadline: the call is accepted and never answered in time.
         let _work = pods[0].begin_work();
@@ -308,7 +300,7 @@ async fn a_pod_that_never_answers_is_cut_off_at_the_deadline_and_rolled_back() {
 #[tokio::test]
 async fn a_pod_that_never_speaks_http2_is_found_before_any_pause() {
     bounded(async {
-        let mut pods = pods(2).await;
+        let mut pods = Pod::start_many(2).await;
         let (silent, _hold) = blackhole().await;
         let mut all = targets(&pods);
         all.push(Target::from_socket_addr(silent));

@@ -3,16 +3,9 @@
 use std::time::Duration;
 
 use scalar_admin::{ClientConfig, Error, Fleet, PauseOptions, Target, Tls};
-use scalar_admin_rig::{Ca, Pod, ServerCert};
+use scalar_admin_rig::{Ca, Pod};
 
 use crate::util::bounded;
-
-async fn tls_pod(cert: &ServerCert) -> Pod {
-    Pod::builder()
-        .tls(&cert.cert_pem, &cert.key_pem)
-        .start()
-        .await
-}
 
 fn config(tls: Tls) -> ClientConfig {
     ClientConfig::default()
@@ -50,7 +43,7 @@ fn connect_error(err: Error) -> String {
 async fn a_pod_certified_by_the_given_ca_is_paused() {
     bounded(async {
         let ca = Ca::new("test CA");
-        let mut pod = tls_pod(&ca.server_cert(&["127.0.0.1"])).await;
+        let mut pod = Pod::start_tls(&ca.server_cert(&["127.0.0.1"])).await;
         pause(&pod, config(Tls::with_ca_pem(ca.cert_pem()).unwrap()))
             .await
             .unwrap();
@@ -65,7 +58,7 @@ async fn a_wrong_ca_is_refused_and_nothing_is_paused() {
     bounded(async {
         let ca = Ca::new("test CA");
         let other = Ca::new("another CA");
-        let mut pod = tls_pod(&ca.server_cert(&["127.0.0.1"])).await;
+        let mut pod = Pod::start_tls(&ca.server_cert(&["127.0.0.1"])).await;
         let err = pause(&pod, config(Tls::with_ca_pem(other.cert_pem()).unwrap()))
             .await
             .unwrap_err();
@@ -83,7 +76,7 @@ async fn a_wrong_ca_is_refused_and_nothing_is_paused() {
 async fn an_expired_certificate_is_refused() {
     bounded(async {
         let ca = Ca::new("test CA");
-        let pod = tls_pod(&ca.expired_server_cert(&["127.0.0.1"])).await;
+        let pod = Pod::start_tls(&ca.expired_server_cert(&["127.0.0.1"])).await;
         let err = pause(&pod, config(Tls::with_ca_pem(ca.cert_pem()).unwrap()))
             .await
             .unwrap_err();
@@ -97,7 +90,7 @@ async fn an_expired_certificate_is_refused() {
 async fn override_authority_accepts_a_certificate_for_another_name() {
     bounded(async {
         let ca = Ca::new("test CA");
-        let pod = tls_pod(&ca.server_cert(&["scalardb.scalar.test"])).await;
+        let pod = Pod::start_tls(&ca.server_cert(&["scalardb.scalar.test"])).await;
         let tls = Tls::with_ca_pem(ca.cert_pem()).unwrap();
 
         let err = pause(&pod, config(tls.clone())).await.unwrap_err();
@@ -126,7 +119,7 @@ async fn override_authority_accepts_a_certificate_for_another_name() {
 async fn no_plaintext_fallback_either_way() {
     bounded(async {
         let ca = Ca::new("test CA");
-        let mut tls = tls_pod(&ca.server_cert(&["127.0.0.1"])).await;
+        let mut tls = Pod::start_tls(&ca.server_cert(&["127.0.0.1"])).await;
         let plain_config = ClientConfig::default()
             .connect_timeout(Duration::from_secs(2))
             .call_timeout(Duration::from_secs(2));

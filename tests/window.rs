@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use scalar_admin::window::{Group, Verdict, WindowOptions, run_windows};
+use scalar_admin::window::{Group, Verdict, WindowOptions, WindowReport, run_windows};
 use scalar_admin::{ClientConfig, DnsConfig, Error, PauseOptions};
 use scalar_admin_rig::{Call, DnsServer, Pod};
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 use crate::util::{bounded, scalar_admin, start_scalar_admin};
 
@@ -39,6 +40,30 @@ async fn cluster(ledgers: usize, auditors: usize) -> Cluster {
 }
 
 impl Cluster {
+    /// Runs windows over both groups to the end, with no signal.
+    async fn run(&self, options: WindowOptions) -> Result<Vec<WindowReport>, Error> {
+        self.spawn(ClientConfig::default(), options).await.unwrap()
+    }
+
+    /// Starts windows over both groups in a task, so the test can act during the hold.
+    fn spawn(
+        &self,
+        client: ClientConfig,
+        options: WindowOptions,
+    ) -> JoinHandle<Result<Vec<WindowReport>, Error>> {
+        let (groups, dns) = (self.groups(), self.dns_config());
+        tokio::spawn(async move {
+            run_windows(
+                &groups,
+                &client,
+                &dns,
+                &options,
+                std::future::pending::<()>(),
+            )
+            .await
+        })
+    }
+
     fn groups(&self) -> Vec<Group> {
         let mut groups = vec![Group::Srv(self.srv.clone())];
         if !self.auditor.is_empty() {
@@ -88,15 +113,7 @@ fn options(hold_ms: u64) -> WindowOptions {
 async fn two_groups_share_one_valid_window() {
     bounded(async {
         let mut c = cluster(2, 2).await;
-        let windows = run_windows(
-            &c.groups(),
-            &ClientConfig::default(),
-            &c.dns_config(),
-            &options(300),
-            std::future::pending::<()>(),
-        )
-        .await
-        .unwrap();
+        let windows = c.run(options(300)).await.unwrap();
         assert_eq!(windows.len(), 1);
         let w = &windows[0];
         assert_eq!(w.verdict, Verdict::Valid);
@@ -132,18 +149,7 @@ async fn two_groups_share_one_valid_window() {
 async fn a_pod_restarted_during_the_hold_makes_the_window_invalid() {
     bounded(async {
         let mut c = cluster(2, 0).await;
-        let groups = c.groups();
-        let dns = c.dns_config();
-        let window = tokio::spawn(async move {
-            run_windows(
-                &groups,
-                &ClientConfig::default(),
-                &dns,
-                &options(1000),
-                std::future::pending::<()>(),
-            )
-            .await
-        });
+        let window = c.spawn(ClientConfig::default(), options(1000));
         c.ledger[1].next_pause().await;
         c.ledger[1].restart().await;
         let windows = window.await.unwrap().unwrap();
@@ -169,18 +175,7 @@ async fn a_pod_restarted_during_the_hold_makes_the_window_invalid() {
 async fn a_pod_added_to_the_srv_answer_during_the_hold_makes_the_window_invalid() {
     bounded(async {
         let mut c = cluster(1, 0).await;
-        let groups = c.groups();
-        let dns = c.dns_config();
-        let window = tokio::spawn(async move {
-            run_windows(
-                &groups,
-                &ClientConfig::default(),
-                &dns,
-                &options(1000),
-                std::future::pending::<()>(),
-            )
-            .await
-        });
+        let window = c.spawn(ClientConfig::default(), options(1000));
         c.ledger[0].next_pause().await;
         let added = Pod::start().await;
         let addrs = [c.ledger[0].addr(), added.addr()];
@@ -212,15 +207,7 @@ async fn a_pod_that_cannot_drain_rolls_the_window_back() {
         let _work = c.auditor[0].begin_work();
         let options =
             options(300).pause(PauseOptions::default().max_pause_wait(Duration::from_millis(100)));
-        let err = run_windows(
-            &c.groups(),
-            &ClientConfig::default(),
-            &c.dns_config(),
-            &options,
-            std::future::pending::<()>(),
-        )
-        .await
-        .unwrap_err();
+        let err = c.run(options).await.unwrap_err();
         assert!(matches!(err, Error::Pause { .. }), "{err}");
         assert!(err.to_string().contains("no pod is left paused"), "{err}");
         assert!(c.pods().all(|p| !p.gate().is_paused()));
@@ -233,15 +220,7 @@ async fn a_window_does_not_start_over_pods_already_paused() {
     bounded(async {
         let mut c = cluster(2, 0).await;
         c.ledger[0].gate().pause(false, None).await.unwrap();
-        let err = run_windows(
-            &c.groups(),
-            &ClientConfig::default(),
-            &c.dns_config(),
-            &options(100),
-            std::future::pending::<()>(),
-        )
-        .await
-        .unwrap_err();
+        let err = c.run(options(100)).await.unwrap_err();
         assert!(matches!(err, Error::AlreadyPaused { .. }), "{err}");
         assert!(
             err.to_string().contains("ledger-0.ledger-headless"),
@@ -254,15 +233,7 @@ async fn a_window_does_not_start_over_pods_already_paused() {
             [Call::CheckPaused, Call::CheckPaused]
         );
 
-        let windows = run_windows(
-            &c.groups(),
-            &ClientConfig::default(),
-            &c.dns_config(),
-            &options(100).force(true),
-            std::future::pending::<()>(),
-        )
-        .await
-        .unwrap();
+        let windows = c.run(options(100).force(true)).await.unwrap();
         assert!(windows[0].verdict.is_valid());
         assert!(c.pods().all(|p| !p.gate().is_paused()));
     })
@@ -273,19 +244,8 @@ async fn a_window_does_not_start_over_pods_already_paused() {
 async fn a_pod_lost_during_the_hold_fails_unpause_after_retries_and_is_named() {
     bounded(async {
         let mut c = cluster(2, 0).await;
-        let groups = c.groups();
-        let dns = c.dns_config();
         let config = ClientConfig::default().connect_timeout(Duration::from_millis(500));
-        let window = tokio::spawn(async move {
-            run_windows(
-                &groups,
-                &config,
-                &dns,
-                &options(500),
-                std::future::pending::<()>(),
-            )
-            .await
-        });
+        let window = c.spawn(config, options(500));
         c.ledger[1].next_pause().await;
         c.ledger[1].stop().await;
         let err = window.await.unwrap().unwrap_err();

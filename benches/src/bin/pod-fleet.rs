@@ -81,7 +81,11 @@ fn main() {
             std::process::exit(2);
         });
     let busy: Vec<usize> = value("--busy")
-        .map(|list| list.split(',').filter_map(|i| i.trim().parse().ok()).collect())
+        .map(|list| {
+            list.split(',')
+                .filter_map(|i| i.trim().parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     // Each pod holds a listener and a connection.
     scalar_admin_bench::raise_open_files();

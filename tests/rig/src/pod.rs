@@ -152,6 +152,23 @@ impl Pod {
         Self::builder().start().await
     }
 
+    /// A TLS pod on `127.0.0.1:0` serving this certificate.
+    pub async fn start_tls(cert: &crate::ServerCert) -> Pod {
+        Self::builder()
+            .tls(&cert.cert_pem, &cert.key_pem)
+            .start()
+            .await
+    }
+
+    /// `n` plaintext pods.
+    pub async fn start_many(n: usize) -> Vec<Pod> {
+        let mut pods = Vec::with_capacity(n);
+        for _ in 0..n {
+            pods.push(Pod::start().await);
+        }
+        pods
+    }
+
     /// Configures a pod.
     pub fn builder() -> PodBuilder {
         PodBuilder::default()
