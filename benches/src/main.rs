@@ -168,23 +168,31 @@ fn sibling(name: &str) -> PathBuf {
     std::env::current_exe().unwrap().with_file_name(name)
 }
 
-/// Builds the `scalar-admin` binary with the same profile as this one.
-fn scalar_admin_binary() -> PathBuf {
-    let path = sibling("scalar-admin");
+/// Builds the binaries the report runs, `pod-fleet` and `scalar-admin`, with the same
+/// profile as this one (`cargo run` builds only the binary it runs), and returns their
+/// paths.
+fn build_binaries() -> (PathBuf, PathBuf) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let release = !cfg!(debug_assertions);
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--bin", "scalar-admin"]);
-    if release {
+    build.args([
+        "build",
+        "--quiet",
+        "--bins",
+        "-p",
+        "scalar-admin-bench",
+        "-p",
+        "scalar-admin-cli",
+    ]);
+    if !cfg!(debug_assertions) {
         build.arg("--release");
     }
     let status = build.status().expect("cargo build");
+    let (fleet, cli) = (sibling("pod-fleet"), sibling("scalar-admin"));
     assert!(
-        status.success() && path.exists(),
-        "cannot build {}",
-        path.display()
+        status.success() && fleet.exists() && cli.exists(),
+        "cannot build the binaries"
     );
-    path
+    (fleet, cli)
 }
 
 fn machine() -> String {
@@ -218,7 +226,8 @@ fn main() {
     let max = *sizes.iter().max().unwrap();
 
     raise_open_files();
-    let mut fleet = FleetProcess::start(&sibling("pod-fleet"), max.max(3));
+    let (pod_fleet, binary) = build_binaries();
+    let mut fleet = FleetProcess::start(&pod_fleet, max.max(3));
     println!("Machine: {}", machine());
     println!(
         "Rounds per N: {rounds} (plus 2 warm-up rounds); pods in a separate process; loopback\n"
@@ -266,7 +275,6 @@ fn main() {
         );
     }
 
-    let binary = scalar_admin_binary();
     let dns = fleet.dns.to_string();
     let mut times = [Vec::new(), Vec::new()];
     for _ in 0..rounds {

@@ -17,7 +17,7 @@ const YIELD_THRESHOLD: usize = 32 * 1024;
 /// [`ProstCodec`] with small buffers. Named by the generated code (`codec_path` in
 /// `build.rs`).
 #[derive(Debug, Clone, Default)]
-pub struct SmallCodec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct SmallCodec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Codec for SmallCodec<T, U>
 where

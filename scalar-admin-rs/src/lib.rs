@@ -60,8 +60,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
-#[doc(hidden)]
-pub mod codec;
+mod codec;
 pub mod discovery;
 mod error;
 pub mod fanout;
