@@ -680,3 +680,24 @@ async fn no_certificate_or_key_text_reaches_the_logs() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_closed_stdout_does_not_panic_after_the_pause() {
+    bounded(async {
+        let pods = Pod::start_many(2).await;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_scalar-admin"))
+            .args(["-c", "pause", "-a", &address_list(&pods)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A script that stopped reading: the pipe is closed before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(pods.iter().all(|p| p.gate().is_paused()));
+    })
+    .await
+}

@@ -3,6 +3,23 @@
 //!
 //! This file only wires things up: parse flags, call the library, print the outcome.
 
+/// `println!` that never panics: a script that stopped reading (a closed pipe) must not
+/// turn into a panic after the pods were paused; the exit status still tells.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics, for the same reason.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod output;
 
@@ -34,7 +51,7 @@ fn main() -> ExitCode {
     let config = match Config::from_low_args(&low) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            tell!("error: {e}");
             return ExitStatus::Usage.into();
         }
     };
@@ -42,7 +59,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build();
     let Ok(current_thread) = current_thread else {
-        eprintln!("error: cannot start the runtime");
+        tell!("error: cannot start the runtime");
         return ExitStatus::Failure.into();
     };
     // The Java commands take exactly one group (`Config` checked); resolve it first, so
@@ -55,7 +72,7 @@ fn main() -> ExitCode {
         },
     };
     if let Err(message) = open_files_for(targets.as_ref().map_or(0, Vec::len)) {
-        eprintln!("error: {message}; no pod was contacted");
+        tell!("error: {message}; no pod was contacted");
         return ExitStatus::Failure.into();
     }
     // One thread: it starts fastest (a command runs per backup step), and on a small
@@ -97,7 +114,7 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
-        eprintln!("error: cannot install signal handlers");
+        tell!("error: cannot install signal handlers");
         return ExitStatus::Failure;
     };
     let interrupted = async move {

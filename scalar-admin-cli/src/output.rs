@@ -74,21 +74,21 @@ fn text(config: &Config, result: &Result<Report, Error>) {
     match result {
         Ok(report) => match config.command {
             Command::Pause => {
-                println!("{}", instant_line("Pause completed", report.completed_at()))
+                say!("{}", instant_line("Pause completed", report.completed_at()))
             }
             Command::Unpause => {
-                println!("{}", instant_line("Unpause started", report.started_at()))
+                say!("{}", instant_line("Unpause started", report.started_at()))
             }
-            Command::CheckPaused => println!("{}", check_json(report)),
+            Command::CheckPaused => say!("{}", check_json(report)),
             Command::Window => unreachable!("windows are printed by `windows`"),
         },
         Err(e) => {
             // The unpause was sent even though it failed somewhere: scripts still need
             // its start, as the Java tool logs it before sending.
             if let Error::Unpause { unpause } = e {
-                println!("{}", instant_line("Unpause started", unpause.started_at()));
+                say!("{}", instant_line("Unpause started", unpause.started_at()));
             }
-            eprint!("{}", failure_text(config, e));
+            tell!("{}", failure_text(config, e).trim_end());
         }
     }
 }
@@ -212,12 +212,12 @@ fn json(config: &Config, result: &Result<Report, Error>) {
         unpause_started_at_us,
         reports,
     };
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(&doc).expect("reports serialize")
     );
     if let Err(e) = result {
-        eprint!("{}", failure_text(config, e));
+        tell!("{}", failure_text(config, e).trim_end());
     }
 }
 
@@ -284,33 +284,33 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                 let many = windows.len() > 1;
                 for (i, w) in windows.iter().enumerate() {
                     if many {
-                        println!("Attempt {} of {}:", i + 1, windows.len());
+                        say!("Attempt {} of {}:", i + 1, windows.len());
                     }
-                    println!(
+                    say!(
                         "{}",
                         instant_line("Pause completed", w.pause_completed_at())
                     );
-                    println!(
+                    say!(
                         "{}",
                         instant_line("Unpause started", w.unpause_started_at())
                     );
-                    println!(
+                    say!(
                         "Window: {} to {} ({:.6} s)",
                         zoned(w.pause_completed_at(), tz),
                         zoned(w.unpause_started_at(), tz),
                         w.length().as_secs_f64()
                     );
                     let (_, mid_ms) = java_instant(w.midpoint());
-                    println!(
+                    say!(
                         "Restore point (midpoint): {} ({mid_ms})",
                         zoned(w.midpoint(), tz)
                     );
                     match &w.verdict {
-                        Verdict::Valid => println!("Verdict: VALID"),
+                        Verdict::Valid => say!("Verdict: VALID"),
                         Verdict::Invalid(reasons) => {
-                            println!("Verdict: INVALID");
+                            say!("Verdict: INVALID");
                             for reason in reasons {
-                                println!("  {reason}");
+                                say!("  {reason}");
                             }
                         }
                     }
@@ -363,7 +363,7 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                     .map(Error::reports)
                     .unwrap_or_default(),
             };
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string_pretty(&doc).expect("reports serialize")
             );
@@ -371,16 +371,16 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
     }
     match result {
         Ok(windows) if !windows.last().is_some_and(|w| w.verdict.is_valid()) => {
-            eprintln!(
+            tell!(
                 "error: the backup window is INVALID after {} attempt(s); every pod is unpaused; do not restore to it",
                 windows.len()
             );
         }
         Ok(_) => {}
         Err(e) => {
-            eprint!("{}", failure_text(config, e));
+            tell!("{}", failure_text(config, e).trim_end());
             if matches!(e, Error::AlreadyPaused { .. }) {
-                eprintln!("check who paused them; pass --force to run the window anyway");
+                tell!("check who paused them; pass --force to run the window anyway");
             }
         }
     }
