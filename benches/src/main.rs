@@ -172,27 +172,25 @@ fn sibling(name: &str) -> PathBuf {
 /// profile as this one (`cargo run` builds only the binary it runs), and returns their
 /// paths.
 fn build_binaries() -> (PathBuf, PathBuf) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "--quiet",
-        "--bins",
-        "-p",
-        "scalar-admin-bench",
-        "-p",
-        "scalar-admin-cli",
-    ]);
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
+    // One package per build: built together, their features would be unified and this
+    // very binary rebuilt under our feet.
+    for (package, bin) in [
+        ("scalar-admin-bench", "pod-fleet"),
+        ("scalar-admin-cli", "scalar-admin"),
+    ] {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", package, "--bin", bin]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build");
+        assert!(
+            status.success() && sibling(bin).exists(),
+            "cannot build {bin}"
+        );
     }
-    let status = build.status().expect("cargo build");
-    let (fleet, cli) = (sibling("pod-fleet"), sibling("scalar-admin"));
-    assert!(
-        status.success() && fleet.exists() && cli.exists(),
-        "cannot build the binaries"
-    );
-    (fleet, cli)
+    (sibling("pod-fleet"), sibling("scalar-admin"))
 }
 
 fn machine() -> String {
