@@ -392,10 +392,10 @@ impl PodClient {
         let response = response.await.map_err(|e| transport_error(e.to_string()))?;
         let (head, mut reply) = response.into_parts();
         // A failure is often "trailers-only": the status comes in the headers.
-        if let Some(status) = Status::from_header_map(&head.headers) {
-            if status.code() != tonic::Code::Ok {
-                return Err(status_error(status));
-            }
+        if let Some(status) = Status::from_header_map(&head.headers)
+            && status.code() != tonic::Code::Ok
+        {
+            return Err(status_error(status));
         }
         if head.status != http::StatusCode::OK {
             return Err(transport_error(format!(
