@@ -37,8 +37,14 @@ async fn pause_returns_when_the_last_request_leaves() {
         };
         gate.wait_until_paused(true).await;
         assert_eq!(gate.in_flight(), 2);
+        // On this one-thread runtime a yield lets the pausing task run until it waits:
+        // with requests in flight it must still be waiting, after one leaves too.
+        tokio::task::yield_now().await;
+        assert!(!pausing.is_finished(), "returned with 2 requests in flight");
         let [a, b] = passes;
         drop(a);
+        tokio::task::yield_now().await;
+        assert!(!pausing.is_finished(), "returned with 1 request in flight");
         drop(b);
         pausing.await.unwrap().unwrap();
         assert!(gate.is_paused());

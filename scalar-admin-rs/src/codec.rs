@@ -2,7 +2,9 @@
 //!
 //! tonic's default codec starts every call with 8 KiB encode and decode buffers. Admin
 //! messages are a few bytes, and a fan-out makes a call per pod: at a thousand pods the
-//! default buffers are megabytes of allocation per fan-out, on client and server alike.
+//! default buffers are megabytes of allocation per fan-out. Used by the generated server
+//! (the gate) and client (`pb::admin_client`); this crate's own client frames its
+//! messages itself (`client`).
 
 use std::marker::PhantomData;
 

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::fanout::Report;
+use crate::fanout::{PodReport, Report};
 use crate::target::Target;
 
 /// Why one call to one pod failed.
@@ -259,11 +259,7 @@ impl Error {
             } => pause
                 .pods()
                 .iter()
-                .filter(|p| {
-                    p.outcome()
-                        .as_ref()
-                        .map_or_else(|e| e.may_have_reached_pod(), |_| true)
-                })
+                .filter(|p| may_have_paused(p))
                 .map(|p| p.target())
                 .collect(),
             Error::Pause {
@@ -281,20 +277,20 @@ fn pause_summary(pause: &Report, rollback: Option<&Report>) -> String {
     let total = pause.pods().len();
     let state = match rollback {
         Some(r) => rollback_state(r),
-        None => {
-            let paused = pause.pods().iter().filter(|p| p.outcome().is_ok()).count();
-            if pause.pods().iter().all(|p| {
-                p.outcome()
-                    .as_ref()
-                    .is_err_and(|e| !e.may_have_reached_pod())
-            }) {
-                "no Pause request was sent: no pod is paused".to_owned()
-            } else {
-                format!("rollback disabled: {paused} pods are left paused")
-            }
-        }
+        None => match pause.pods().iter().filter(|p| may_have_paused(p)).count() {
+            0 => "no Pause request was sent: no pod is paused".to_owned(),
+            paused => format!("rollback disabled: {paused} pods may be left paused"),
+        },
     };
     format!("pause failed on {failed} of {total} pods; {state}")
+}
+
+/// Whether Pause may have closed this pod's gate: it answered OK, or its request may
+/// have reached it before the call failed (a time-out, a broken connection).
+fn may_have_paused(pod: &PodReport) -> bool {
+    pod.outcome()
+        .as_ref()
+        .map_or_else(CallError::may_have_reached_pod, |_| true)
 }
 
 fn rollback_state(rollback: &Report) -> String {

@@ -279,7 +279,7 @@ impl Fleet {
     pub async fn pause(&mut self, options: PauseOptions) -> Result<Report, Error> {
         self.reconnect().await;
         if self.pods.iter().any(|p| p.client.is_err()) {
-            let report = self.unsent(Operation::Pause);
+            let report = self.unsent_pause();
             warn!(
                 failed = report.failures().count(),
                 "pods unreachable; no Pause sent"
@@ -344,12 +344,7 @@ impl Fleet {
 
     /// Asks every pod whether it is paused.
     pub async fn check_paused(&mut self) -> Result<Report, Error> {
-        let deadline = self.config.call_deadline();
-        let report = self
-            .fan_out(Operation::CheckPaused, deadline, move |client| async move {
-                client.check_paused(deadline).await.map(Reply::Paused)
-            })
-            .await;
+        let report = self.check_report().await;
         if report.is_success() {
             Ok(report)
         } else {
@@ -357,6 +352,15 @@ impl Fleet {
                 check: Box::new(report),
             })
         }
+    }
+
+    /// Asks every pod whether it is paused and reports, whatever the outcome.
+    pub(crate) async fn check_report(&mut self) -> Report {
+        let deadline = self.config.call_deadline();
+        self.fan_out(Operation::CheckPaused, deadline, move |client| async move {
+            client.check_paused(deadline).await.map(Reply::Paused)
+        })
+        .await
     }
 
     /// Unpauses every pod and reports, whatever the outcome.
@@ -383,7 +387,7 @@ impl Fleet {
 
     /// A Pause report for when some pods are unreachable: their connection error, and
     /// `NotSent` for the rest.
-    fn unsent(&self, operation: Operation) -> Report {
+    fn unsent_pause(&self) -> Report {
         let now = SystemTime::now();
         let pods = self
             .pods
@@ -399,7 +403,7 @@ impl Fleet {
             })
             .collect();
         Report {
-            operation,
+            operation: Operation::Pause,
             started_at: now,
             completed_at: now,
             pods,

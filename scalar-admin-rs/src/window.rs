@@ -304,9 +304,10 @@ async fn run_window(
     };
     if interrupted {
         warn!("interrupted during the hold; unpausing every pod");
-        let (unpause, _) = unpause_with_retries(&mut fleet, options).await;
+        let mut attempts = unpause_with_retries(&mut fleet, options).await;
+        let last = attempts.pop().expect("at least one attempt");
         return Err(Error::Interrupted {
-            rollback: Box::new(unpause),
+            rollback: Box::new(last),
         });
     }
 
@@ -324,11 +325,7 @@ async fn run_window(
             }
         }
     }
-    let verify = match fleet.check_paused().await {
-        Ok(report) => report,
-        Err(Error::Check { check }) => *check,
-        Err(other) => return Err(other),
-    };
+    let verify = fleet.check_report().await;
     for pod in verify.pods() {
         match pod.outcome() {
             Ok(_) if pod.paused() == Some(true) => {}
@@ -340,8 +337,9 @@ async fn run_window(
         }
     }
 
-    let (last, unpause) = unpause_with_retries(&mut fleet, options).await;
-    if !last.is_success() {
+    let mut unpause = unpause_with_retries(&mut fleet, options).await;
+    if unpause.last().is_some_and(|last| !last.is_success()) {
+        let last = unpause.pop().expect("at least one attempt");
         return Err(Error::Unpause {
             unpause: Box::new(last),
         });
@@ -376,8 +374,8 @@ async fn run_window(
 }
 
 /// Unpauses every pod, retrying with a doubling backoff while any pod fails. Returns
-/// the last attempt and all of them.
-async fn unpause_with_retries(fleet: &mut Fleet, options: &WindowOptions) -> (Report, Vec<Report>) {
+/// every attempt; the last one says how it ended.
+async fn unpause_with_retries(fleet: &mut Fleet, options: &WindowOptions) -> Vec<Report> {
     let mut attempts = Vec::new();
     let mut backoff = options.unpause_backoff;
     for attempt in 1..=options.unpause_attempts {
@@ -391,8 +389,7 @@ async fn unpause_with_retries(fleet: &mut Fleet, options: &WindowOptions) -> (Re
         tokio::time::sleep(backoff).await;
         backoff *= 2;
     }
-    let last = attempts.last().cloned().expect("at least one attempt");
-    (last, attempts)
+    attempts
 }
 
 /// `+added, -removed` between two endpoint sets, compared by address and name.

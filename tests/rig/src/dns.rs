@@ -208,11 +208,9 @@ fn answer(zone: &Mutex<Zone>, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
     let query = request.queries.first()?;
     let name = query.name().to_ascii().to_ascii_lowercase();
     let name = key(&name);
-    let mut known = false;
     match query.query_type() {
         RecordType::SRV => {
             if let Some(targets) = zone.srv.get(&name) {
-                known = true;
                 for (target, port) in targets {
                     let target_name = Name::from_ascii(target).unwrap();
                     reply.add_answer(Record::from_rdata(
@@ -230,7 +228,6 @@ fn answer(zone: &Mutex<Zone>, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
         }
         t @ (RecordType::A | RecordType::AAAA) => {
             if let Some(ips) = zone.addrs.get(&name) {
-                known = true;
                 for ip in ips {
                     if (t == RecordType::A) == ip.is_ipv4() {
                         reply.add_answer(address_record(query.name().clone(), *ip));
@@ -240,8 +237,8 @@ fn answer(zone: &Mutex<Zone>, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
         }
         _ => {}
     }
-    known |= zone.srv.contains_key(&name) || zone.addrs.contains_key(&name);
-    if !known {
+    // A name with records of another type exists: NOERROR with no answer.
+    if !zone.srv.contains_key(&name) && !zone.addrs.contains_key(&name) {
         reply.metadata.response_code = ResponseCode::NXDomain;
     }
     let mut bytes = reply.to_vec().ok()?;
