@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 
-use scalar_admin_rig::{Ca, Call, DnsServer, Pod};
+use scalar_admin::gate::Drain;
+use scalar_admin_rig::{Ca, Call, DnsServer, Pod, blackhole};
 use serde_json::Value;
 
-use crate::util::{bounded, scalar_admin, start_scalar_admin};
+use crate::util::{bounded, scalar_admin, scalar_admin_env, start_scalar_admin};
 
 fn address_list(pods: &[Pod]) -> String {
     pods.iter()
@@ -237,7 +238,7 @@ async fn a_pod_that_cannot_drain_fails_the_command_and_nothing_stays_paused() {
             let stuck = pods[2].addr().to_string();
             assert!(
                 run.stderr
-                    .contains(&format!("{stuck}: FAILED_PRECONDITION: ")),
+                    .contains(&format!("{stuck}: FAILED_PRECONDITION (TIMED_OUT): ")),
                 "{}",
                 run.stderr
             );
@@ -295,7 +296,11 @@ async fn a_pod_that_is_down_fails_with_its_name_and_nobody_is_paused() {
             "{}",
             run.stderr
         );
-        assert!(run.stderr.contains("no pod is paused"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("no Pause request was sent"),
+            "{}",
+            run.stderr
+        );
         assert!(pods.iter().all(|p| !p.gate().is_paused()));
     })
     .await
@@ -494,7 +499,7 @@ async fn sigterm_during_pause_unpauses_every_pod() {
 async fn check_paused_reports_each_pods_real_state() {
     bounded(async {
         let pods = Pod::start_many(3).await;
-        pods[1].gate().pause(false, None).await.unwrap();
+        pods[1].gate().pause(Drain::Skip).await.unwrap();
         let run = scalar_admin(&["-c", "check_paused", "-a", &address_list(&pods)])
             .await
             .success();
@@ -698,6 +703,118 @@ async fn a_closed_stdout_does_not_panic_after_the_pause() {
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(pods.iter().all(|p| p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn max_pause_wait_time_0_means_the_pods_default_and_is_not_sent() {
+    bounded(async {
+        let mut pods = Pod::start_many(1).await;
+        scalar_admin(&["-c", "pause", "-a", &address_list(&pods), "-m", "0"])
+            .await
+            .success();
+        assert_eq!(
+            pods[0].take_calls(),
+            [
+                Call::CheckPaused,
+                Call::Pause {
+                    wait_outstanding: true,
+                    max_pause_wait_time: None
+                }
+            ]
+        );
+    })
+    .await
+}
+
+/// Two healthy pods and one paused before the run.
+async fn pods_with_one_paused_before() -> (Vec<Pod>, Pod) {
+    let before = Pod::start().await;
+    before.gate().pause(Drain::Skip).await.unwrap();
+    (Pod::start_many(2).await, before)
+}
+
+#[tokio::test]
+async fn a_panic_in_a_pod_call_rolls_back_and_exits_1() {
+    bounded(async {
+        let (healthy, mut before) = pods_with_one_paused_before().await;
+        let list = format!("{},{}", address_list(&healthy), before.addr());
+        let run = scalar_admin_env(
+            &["-c", "pause", "-a", &list],
+            &[("SCALAR_ADMIN_INJECT_PANIC", "pod")],
+        )
+        .await;
+        run.assert_status(1);
+        assert!(
+            run.stderr
+                .contains("internal error: the call panicked: injected panic"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("no pod is left paused by this run"),
+            "{}",
+            run.stderr
+        );
+        assert!(healthy.iter().all(|p| !p.gate().is_paused()));
+        assert!(
+            before.gate().is_paused(),
+            "a pause that was not ours was ended"
+        );
+        assert!(!before.take_calls().contains(&Call::Unpause));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_panic_after_the_pause_completed_unpauses_what_this_run_paused() {
+    bounded(async {
+        let (healthy, mut before) = pods_with_one_paused_before().await;
+        let list = format!("{},{}", address_list(&healthy), before.addr());
+        let run = scalar_admin_env(
+            &["-c", "pause", "-a", &list],
+            &[("SCALAR_ADMIN_INJECT_PANIC", "output")],
+        )
+        .await;
+        run.assert_status(1);
+        assert!(!run.stdout.contains("Pause completed"), "{}", run.stdout);
+        assert!(
+            run.stderr.contains("error: internal error: injected panic before the output; rolled back: no pod is left paused by this run"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!("left paused: {} (already paused before this run)", before.addr())),
+            "{}",
+            run.stderr
+        );
+        assert!(healthy.iter().all(|p| !p.gate().is_paused()));
+        assert!(before.gate().is_paused());
+        assert!(!before.take_calls().contains(&Call::Unpause));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_signal_before_any_pause_was_sent_changes_nothing() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        // A pod that accepts TCP and never answers holds the command in its connect.
+        let (silent, _hold) = blackhole().await;
+        let list = format!("{},{silent}", address_list(&pods));
+        let child = start_scalar_admin(&["-c", "pause", "-a", &list, "--connect-timeout", "60s"]);
+        for pod in &mut pods {
+            assert_eq!(pod.next_call().await.0, Call::CheckPaused);
+        }
+        child.signal("TERM");
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+        assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+        for pod in &mut pods {
+            assert!(pod.take_calls().is_empty(), "no Pause, no Unpause");
+        }
     })
     .await
 }

@@ -150,7 +150,67 @@ async fn server_failure_silence_and_truncation_are_errors() {
 
         dns.set_mode(DnsMode::Silent);
         let err = resolve_srv(&name, &config).await.unwrap_err().to_string();
-        assert!(err.contains(&name) && (err.contains("time")), "{err}");
+        assert!(
+            err.contains(&name) && err.contains("did not answer"),
+            "{err}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_malformed_answer_fails_at_once_naming_the_server() {
+    bounded(async {
+        let (dns, _pods, name) = service(2).await;
+        // Long time-outs: were the broken answer taken for silence, this would take
+        // 30 s per try and the error would say so.
+        let config = pod_dns(&dns).timeout(Duration::from_secs(30)).attempts(2);
+        dns.set_mode(DnsMode::Malformed);
+        let err = resolve_srv(&name, &config).await.unwrap_err();
+        let scalar_admin::Error::Discovery(e) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            e.kind(),
+            &scalar_admin::DiscoveryErrorKind::Malformed(dns.addr().to_string()),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("malformed answer from {}", dns.addr())),
+            "{err}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn three_hundred_pods_resolve_and_nine_hundred_do_not_fit_one_message() {
+    bounded(async {
+        let dns = DnsServer::start().await;
+        let config = pod_dns(&dns);
+        // Over UDP both answers are truncated and asked again over TCP. 300 records
+        // fit one TCP message with their addresses; 900 do not fit even without them
+        // (CoreDNS drops the additional records first, then sets TC).
+        let name = dns.many_pods("scalardb", "big", NS, 300, 60051);
+        let targets = resolve_srv(&name, &config).await.unwrap();
+        assert_eq!(targets.len(), 300);
+        assert!(targets.iter().all(|t| {
+            t.name()
+                .ends_with(&format!(".big-headless.{NS}.svc.cluster.local:60051"))
+        }));
+
+        let name = dns.many_pods("scalardb", "huge", NS, 900, 60051);
+        let err = resolve_srv(&name, &config).await.unwrap_err();
+        let scalar_admin::Error::Discovery(e) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            e.kind(),
+            &scalar_admin::DiscoveryErrorKind::Truncated,
+            "{err}"
+        );
+        assert!(err.to_string().contains("about 850"), "{err}");
     })
     .await
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use scalar_admin::{ClientConfig, Error, Fleet, Operation, PauseOptions, Report, Target};
+use scalar_admin::contract::reason;
+use scalar_admin::{ClientConfig, Code, Error, Fleet, Operation, PauseOptions, Report, Target};
 use scalar_admin_rig::{Call, Pod, blackhole, refused_addr};
 
 use crate::util::bounded;
@@ -184,21 +185,37 @@ async fn pod_that_cannot_drain_fails_and_the_rest_roll_back() {
         let failures: Vec<_> = pause.failures().collect();
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].target(), &pods[1].target());
-        assert_eq!(
-            failures[0].outcome().as_ref().unwrap_err().code(),
-            Some(tonic::Code::FailedPrecondition)
-        );
+        let error = failures[0].error().unwrap();
+        assert_eq!(error.code(), Code::FailedPrecondition);
+        assert_eq!(error.reason(), Some(reason::TIMED_OUT), "{error}");
         let rollback = rollback.as_ref().expect("rolled back");
-        assert_eq!(rollback.operation(), Operation::Unpause);
-        assert!(rollback.is_success());
+        let unpause = rollback.report().unwrap();
+        assert_eq!(unpause.operation(), Operation::Unpause);
+        assert!(unpause.is_success());
+        // The pod that timed out reopened its own gate: nothing to undo there.
+        let unpaused: Vec<&Target> = rollback.unpaused().collect();
+        assert_eq!(unpaused, [&pods[0].target(), &pods[2].target()]);
+        assert!(rollback.kept().is_empty());
         assert!(err.maybe_paused().is_empty());
         let message = err.to_string();
         assert!(message.contains("pause failed on 1 of 3 pods"), "{message}");
-        assert!(message.contains("no pod is left paused"), "{message}");
+        assert!(
+            message.contains("no pod is left paused by this run"),
+            "{message}"
+        );
 
-        for pod in &mut pods {
+        for (i, pod) in pods.iter_mut().enumerate() {
             assert!(!pod.gate().is_paused(), "{} left paused", pod.addr());
-            assert_eq!(pod.take_calls().last(), Some(&Call::Unpause));
+            let last = pod.take_calls().pop();
+            let expected = if i == 1 {
+                Call::Pause {
+                    wait_outstanding: true,
+                    max_pause_wait_time: Some(200),
+                }
+            } else {
+                Call::Unpause
+            };
+            assert_eq!(last, Some(expected));
         }
     })
     .await
@@ -291,7 +308,7 @@ async fn a_pod_that_never_answers_is_cut_off_at_the_deadline_and_rolled_back() {
         let failure = pause.failures().next().unwrap();
         assert_eq!(failure.target(), &pods[0].target());
         assert!(failure.outcome().as_ref().unwrap_err().is_timeout());
-        assert!(rollback.as_ref().unwrap().is_success());
+        assert!(rollback.as_ref().unwrap().is_complete());
         assert!(pods.iter().all(|p| !p.gate().is_paused()));
     })
     .await

@@ -1,13 +1,16 @@
-//! Faults a pod can show during a pause: each ends in bounded time, with an error that
-//! names the pod, and nothing left paused.
+//! Faults a pod, a proxy or a real server can show during a pause. Each ends in bounded
+//! time, with an error that names the pod; the healthy pods are unpaused again, and a pod
+//! that was paused before the run is left paused.
 
 use std::time::Duration;
 
-use scalar_admin::{CallErrorKind, ClientConfig, Error, Fleet, PauseOptions, Target, code_name};
-use scalar_admin_rig::{Pod, reset_proxy};
-use tonic::Code;
+use scalar_admin::gate::Drain;
+use scalar_admin::{
+    CallErrorKind, ClientConfig, Code, Error, Fleet, Kept, PauseOptions, Target, Violation,
+};
+use scalar_admin_rig::{Break, Call, Fault, HostilePod, Pod, break_pause};
 
-use crate::util::bounded;
+use crate::util::{bounded, scalar_admin};
 
 fn quick() -> ClientConfig {
     ClientConfig::default()
@@ -16,23 +19,23 @@ fn quick() -> ClientConfig {
 }
 
 /// Every status but OK, as a server may send it.
-const CODES: [Code; 16] = [
-    Code::Cancelled,
-    Code::Unknown,
-    Code::InvalidArgument,
-    Code::DeadlineExceeded,
-    Code::NotFound,
-    Code::AlreadyExists,
-    Code::PermissionDenied,
-    Code::ResourceExhausted,
-    Code::FailedPrecondition,
-    Code::Aborted,
-    Code::OutOfRange,
-    Code::Unimplemented,
-    Code::Internal,
-    Code::Unavailable,
-    Code::DataLoss,
-    Code::Unauthenticated,
+const CODES: [tonic::Code; 16] = [
+    tonic::Code::Cancelled,
+    tonic::Code::Unknown,
+    tonic::Code::InvalidArgument,
+    tonic::Code::DeadlineExceeded,
+    tonic::Code::NotFound,
+    tonic::Code::AlreadyExists,
+    tonic::Code::PermissionDenied,
+    tonic::Code::ResourceExhausted,
+    tonic::Code::FailedPrecondition,
+    tonic::Code::Aborted,
+    tonic::Code::OutOfRange,
+    tonic::Code::Unimplemented,
+    tonic::Code::Internal,
+    tonic::Code::Unavailable,
+    tonic::Code::DataLoss,
+    tonic::Code::Unauthenticated,
 ];
 
 #[tokio::test]
@@ -44,6 +47,7 @@ async fn every_status_a_pod_sends_is_reported_and_rolled_back() {
                 .fail_pause(code, "scripted failure")
                 .start()
                 .await;
+            let ours = Code::from_i32(code as i32).unwrap();
             let mut targets: Vec<Target> = healthy.iter().map(Pod::target).collect();
             targets.push(failing.target());
             let mut fleet = Fleet::connect(targets, quick()).await;
@@ -54,13 +58,10 @@ async fn every_status_a_pod_sends_is_reported_and_rolled_back() {
             let failures: Vec<_> = pause.failures().collect();
             assert_eq!(failures.len(), 1, "{code:?}");
             assert_eq!(failures[0].target(), &failing.target());
-            let error = failures[0].outcome().as_ref().unwrap_err();
-            assert_eq!(error.code(), Some(code));
-            assert_eq!(
-                error.to_string(),
-                format!("{}: scripted failure", code_name(code))
-            );
-            assert!(rollback.as_ref().unwrap().is_success(), "{code:?}");
+            let error = failures[0].error().unwrap();
+            assert_eq!(error.code(), ours);
+            assert_eq!(error.to_string(), format!("{ours}: scripted failure"));
+            assert!(rollback.as_ref().unwrap().is_complete(), "{code:?}");
             assert!(
                 err.to_string().contains("no pod is left paused"),
                 "{code:?}: {err}"
@@ -71,13 +72,419 @@ async fn every_status_a_pod_sends_is_reported_and_rolled_back() {
     .await
 }
 
+/// What a hostile pod's fault must come out as.
+struct Expect {
+    fault: Fault,
+    kind: fn(&CallErrorKind) -> bool,
+    /// On the pod's line of stderr.
+    text: &'static str,
+    /// Whether the hostile pod may have paused, so the rollback unpauses it.
+    unpaused: bool,
+    /// Why the rollback leaves it paused, when it does.
+    kept: Option<Kept>,
+}
+
+fn expectations() -> Vec<Expect> {
+    use CallErrorKind as K;
+    vec![
+        Expect {
+            fault: Fault::MalformedDetails,
+            kind: |k| matches!(k, K::Status(s) if s.code() == Code::FailedPrecondition && s.reason().is_none()),
+            text: "FAILED_PRECONDITION: drain failed",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::HtmlOk,
+            kind: |k| matches!(k, K::Protocol(Violation::ContentType(Some(ct))) if ct == "text/html"),
+            text: r#"content-type "text/html" is not application/grpc"#,
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::Http503,
+            kind: |k| matches!(k, K::Http { status: 503 }),
+            text: "UNAVAILABLE: HTTP status 503",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::TwoMessages,
+            kind: |k| matches!(k, K::Protocol(Violation::ExtraData)),
+            text: "more than one message in a unary reply",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::EndlessBody,
+            kind: |k| matches!(k, K::Protocol(Violation::ExtraData)),
+            text: "more than one message in a unary reply",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::TrailersOnlyOk,
+            kind: |k| matches!(k, K::Protocol(Violation::NoMessage)),
+            text: "no message in a unary reply",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::BadStatus,
+            kind: |k| matches!(k, K::Protocol(Violation::BadStatus(v)) if v == "OK"),
+            text: r#"UNKNOWN: malformed reply: grpc-status "OK" is not a status code"#,
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::Compressed,
+            kind: |k| matches!(k, K::Protocol(Violation::Compressed(1))),
+            text: "compressed message (flag 1)",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::RefusedStream,
+            kind: |k| matches!(k, K::NotProcessed),
+            text: "not processed",
+            unpaused: false,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::GoAwayAfter,
+            kind: |k| matches!(k, K::Transport),
+            text: "transport error",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::HalfReply,
+            kind: |k| matches!(k, K::Transport),
+            text: "transport error",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::Oversized,
+            kind: |k| matches!(k, K::Protocol(Violation::TooLarge { limit: 4_194_304 })),
+            text: "RESOURCE_EXHAUSTED: malformed reply: a message over the 4194304-byte limit",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::NoStatus,
+            kind: |k| matches!(k, K::Protocol(Violation::MissingStatus)),
+            text: "UNKNOWN: malformed reply: no grpc-status",
+            unpaused: true,
+            kept: None,
+        },
+        Expect {
+            fault: Fault::Status {
+                code: 10,
+                reason: "PAUSE_IN_PROGRESS",
+            },
+            kind: |k| matches!(k, K::Status(s) if s.code() == Code::Aborted),
+            text: "another pause is in progress: ABORTED (PAUSE_IN_PROGRESS): scripted",
+            unpaused: false,
+            kept: Some(Kept::PauseInProgress),
+        },
+        Expect {
+            fault: Fault::Status {
+                code: 9,
+                reason: "TIMED_OUT_STILL_PAUSED",
+            },
+            kind: |k| matches!(k, K::Status(s) if s.reason() == Some("TIMED_OUT_STILL_PAUSED")),
+            text: "FAILED_PRECONDITION (TIMED_OUT_STILL_PAUSED): scripted",
+            unpaused: false,
+            kept: Some(Kept::EarlierPause),
+        },
+    ]
+}
+
+/// Two healthy pods, one paused before the run, and the hostile one.
+struct Scene {
+    healthy: Vec<Pod>,
+    paused_before: Pod,
+    hostile: HostilePod,
+}
+
+impl Scene {
+    async fn new(fault: Fault) -> Scene {
+        let paused_before = Pod::start().await;
+        paused_before.gate().pause(Drain::Skip).await.unwrap();
+        Scene {
+            healthy: Pod::start_many(2).await,
+            paused_before,
+            hostile: HostilePod::start(fault).await,
+        }
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets: Vec<Target> = self.healthy.iter().map(Pod::target).collect();
+        targets.push(self.paused_before.target());
+        targets.push(self.hostile.target());
+        targets
+    }
+
+    fn list(&self) -> String {
+        let names: Vec<String> = self.targets().iter().map(|t| t.name().to_owned()).collect();
+        names.join(",")
+    }
+
+    /// The state the run must leave: healthy pods open, the pod paused before still
+    /// paused, the hostile pod unpaused again (or never paused).
+    fn assert_state_restored(&mut self, expect: &Expect) {
+        let fault = &expect.fault;
+        for pod in &self.healthy {
+            assert!(
+                !pod.gate().is_paused(),
+                "{fault:?}: {} left paused",
+                pod.addr()
+            );
+        }
+        assert!(
+            self.paused_before.gate().is_paused(),
+            "{fault:?}: a pause that was not ours was ended"
+        );
+        assert!(
+            !self.paused_before.take_calls().contains(&Call::Unpause),
+            "{fault:?}: Unpause sent to a pod paused before the run"
+        );
+        assert!(
+            !self.hostile.is_paused(),
+            "{fault:?}: hostile pod left paused"
+        );
+        let unpaused = self.hostile.take_calls().contains(&Call::Unpause);
+        assert_eq!(
+            unpaused, expect.unpaused,
+            "{fault:?}: Unpause to the hostile pod"
+        );
+    }
+}
+
 #[tokio::test]
-async fn a_connection_reset_in_the_middle_of_pause_is_reported_and_rolled_back() {
+async fn hostile_replies_through_the_library() {
     bounded(async {
-        let pods = [Pod::start().await, Pod::start().await, Pod::start().await];
-        // The third pod's connection is reset when its second request (the Pause, after
-        // the connection probe) starts.
-        let (proxy, _task) = reset_proxy(pods[2].addr(), 2).await;
+        for expect in expectations() {
+            let mut scene = Scene::new(expect.fault.clone()).await;
+            let mut fleet = Fleet::connect(scene.targets(), quick()).await;
+            assert_eq!(
+                fleet.already_paused().collect::<Vec<_>>(),
+                [&scene.paused_before.target()]
+            );
+            let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+            let fault = &expect.fault;
+            let Error::Pause { pause, rollback } = &err else {
+                panic!("{fault:?}: {err}")
+            };
+            let failures: Vec<_> = pause.failures().collect();
+            assert_eq!(failures.len(), 1, "{fault:?}: {err}");
+            assert_eq!(failures[0].target(), &scene.hostile.target());
+            let error = failures[0].error().unwrap();
+            assert!((expect.kind)(error.kind()), "{fault:?}: {error:?}");
+            assert!(
+                failures[0].to_string().contains(expect.text),
+                "{fault:?}: {}",
+                failures[0]
+            );
+            assert!(!failures[0].to_string().contains('\n'), "one line");
+
+            let rollback = rollback.as_ref().unwrap();
+            assert!(rollback.is_complete(), "{fault:?}");
+            assert!(err.maybe_paused().is_empty(), "{fault:?}");
+            let mut kept: Vec<(Target, Kept)> = rollback
+                .kept()
+                .iter()
+                .map(|k| (k.target().clone(), k.why()))
+                .collect();
+            kept.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut expected = vec![(scene.paused_before.target(), Kept::PausedBefore)];
+            if let Some(why) = expect.kept {
+                expected.push((scene.hostile.target(), why));
+            }
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(kept, expected, "{fault:?}");
+            if expect.fault == Fault::EndlessBody {
+                assert!(
+                    scene.hostile.client_resets() >= 1,
+                    "the endless reply was not cut off"
+                );
+            }
+            scene.assert_state_restored(&expect);
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hostile_replies_through_the_binary() {
+    bounded(async {
+        for expect in expectations() {
+            let mut scene = Scene::new(expect.fault.clone()).await;
+            for output in ["text", "json"] {
+                let run = scalar_admin(&[
+                    "-c",
+                    "pause",
+                    "-a",
+                    &scene.list(),
+                    "--timeout",
+                    "5s",
+                    "--output",
+                    output,
+                ])
+                .await;
+                let fault = &expect.fault;
+                run.assert_status(1);
+                assert!(
+                    !run.stderr.contains("panicked"),
+                    "{fault:?}: {}",
+                    run.stderr
+                );
+                let hostile = scene.hostile.target();
+                let line = run
+                    .stderr
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{hostile}: ")))
+                    .unwrap_or_else(|| panic!("{fault:?}: no line for the pod in {}", run.stderr));
+                assert!(line.contains(expect.text), "{fault:?}: {line}");
+                let before = scene.paused_before.target();
+                assert!(
+                    run.stderr.contains(&format!(
+                        "left paused: {before} (already paused before this run)"
+                    )),
+                    "{fault:?}: {}",
+                    run.stderr
+                );
+                match expect.kept {
+                    Some(Kept::PauseInProgress) => assert!(
+                        run.stderr
+                            .contains(&format!("another pause is in progress on {hostile}")),
+                        "{}",
+                        run.stderr
+                    ),
+                    Some(Kept::EarlierPause) => assert!(
+                        run.stderr.contains(&format!(
+                            "left paused: {hostile} (the server keeps an earlier pause)"
+                        )),
+                        "{}",
+                        run.stderr
+                    ),
+                    _ => {}
+                }
+                assert!(
+                    !run.stderr.contains("may still be paused"),
+                    "{}",
+                    run.stderr
+                );
+                if output == "json" {
+                    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+                    assert_eq!(doc["ok"], false);
+                    assert_eq!(doc["maybe_paused"], serde_json::json!([]));
+                    let left = &doc["rollback"]["left_paused"];
+                    assert!(
+                        left.as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|k| k["pod"] == before.name()
+                                && k["why"] == "already paused before this run"),
+                        "{doc}"
+                    );
+                    let pod = doc["reports"][0]["pods"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|p| p["pod"] == hostile.name())
+                        .unwrap();
+                    assert_eq!(pod["ok"], false);
+                    if let Fault::Status { reason, .. } = expect.fault {
+                        assert_eq!(pod["reason"], reason, "{pod}");
+                    }
+                }
+                scene.assert_state_restored(&expect);
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stream_refused_once_is_sent_again_on_a_fresh_connection() {
+    bounded(async {
+        let mut hostile = HostilePod::start(Fault::RefusedOnce).await;
+        let healthy = Pod::start().await;
+        let mut fleet = Fleet::connect(vec![healthy.target(), hostile.target()], quick()).await;
+        let report = fleet.pause(PauseOptions::default()).await.unwrap();
+        assert!(report.is_success());
+        assert!(hostile.is_paused() && healthy.gate().is_paused());
+        let pauses = hostile
+            .take_calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Pause { .. }))
+            .count();
+        assert_eq!(pauses, 2, "refused, then sent again");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pause_above_the_goaway_is_sent_again_on_a_fresh_connection() {
+    bounded(async {
+        let mut pod = Pod::start().await;
+        let (proxy, _task) = break_pause(pod.addr(), Break::GoAwayBeforePause, false).await;
+        let mut fleet = Fleet::connect(vec![Target::from_socket_addr(proxy)], quick()).await;
+        fleet.pause(PauseOptions::default()).await.unwrap();
+        assert!(pod.gate().is_paused());
+        let pauses = pod
+            .take_calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Pause { .. }))
+            .count();
+        assert_eq!(pauses, 1, "the refused one never reached the pod");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pause_never_processed_is_not_rolled_back() {
+    bounded(async {
+        let mut pod = Pod::start().await;
+        let mut healthy = Pod::start_many(2).await;
+        let (proxy, _task) = break_pause(pod.addr(), Break::GoAwayBeforePause, true).await;
+        let broken = Target::from_socket_addr(proxy);
+        let mut targets: Vec<Target> = healthy.iter().map(Pod::target).collect();
+        targets.push(broken.clone());
+        let mut fleet = Fleet::connect(targets, quick()).await;
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let Error::Pause { pause, rollback } = &err else {
+            panic!("{err}")
+        };
+        let failure = pause.failures().next().unwrap();
+        assert_eq!(failure.target(), &broken);
+        assert_eq!(
+            *failure.error().unwrap().kind(),
+            CallErrorKind::NotProcessed
+        );
+        let rollback = rollback.as_ref().unwrap();
+        assert!(
+            !rollback.unpaused().any(|t| t == &broken),
+            "not ours to unpause"
+        );
+        assert_eq!(rollback.unpaused().count(), 2);
+        assert!(!pod.take_calls().iter().any(|c| *c != Call::CheckPaused));
+        for pod in &mut healthy {
+            assert!(!pod.gate().is_paused());
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_reset_after_the_pod_paused_is_rolled_back() {
+    bounded(async {
+        let mut pods = Pod::start_many(3).await;
+        // The third pod's connection is reset when its reply to Pause starts: the pod
+        // has paused, and the client cannot know.
+        let (proxy, _task) = break_pause(pods[2].addr(), Break::ResetAfterPause, false).await;
         let broken = Target::from_socket_addr(proxy);
         let targets = vec![pods[0].target(), pods[1].target(), broken.clone()];
         let mut fleet = Fleet::connect(targets, quick()).await;
@@ -88,16 +495,93 @@ async fn a_connection_reset_in_the_middle_of_pause_is_reported_and_rolled_back()
         let failures: Vec<_> = pause.failures().collect();
         assert_eq!(failures.len(), 1, "{err}");
         assert_eq!(failures[0].target(), &broken);
-        let error = failures[0].outcome().as_ref().unwrap_err();
-        assert!(
-            matches!(error.kind(), CallErrorKind::Transport(_)),
-            "{error}"
+        assert_eq!(
+            *failures[0].error().unwrap().kind(),
+            CallErrorKind::Transport
         );
         assert!(
-            rollback.as_ref().unwrap().is_success(),
-            "the pod is reached again: {err}"
+            rollback.as_ref().unwrap().is_complete(),
+            "reached again: {err}"
         );
+        // The pod did pause, and was unpaused by the rollback on a new connection.
+        let calls = pods[2].take_calls();
+        let paused_at = calls.iter().position(|c| matches!(c, Call::Pause { .. }));
+        let unpaused_at = calls.iter().position(|c| *c == Call::Unpause);
+        assert!(paused_at < unpaused_at && paused_at.is_some(), "{calls:?}");
         assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_reset_before_the_pause_arrives_is_rolled_back() {
+    bounded(async {
+        let pods = Pod::start_many(2).await;
+        let (proxy, _task) = break_pause(pods[1].addr(), Break::ResetBeforePause, false).await;
+        let broken = Target::from_socket_addr(proxy);
+        let mut fleet = Fleet::connect(vec![pods[0].target(), broken.clone()], quick()).await;
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &broken);
+        // The client cannot tell a reset before the pod from one after it.
+        assert_eq!(*failure.error().unwrap().kind(), CallErrorKind::Transport);
+        assert!(err.rollback().unwrap().is_complete());
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_that_keeps_an_earlier_pause_stays_paused() {
+    bounded(async {
+        let healthy = Pod::start_many(2).await;
+        // Paused before the run, with a request in flight: this run's waiting Pause
+        // times out, and the gate stays closed for the earlier pause.
+        let earlier = Pod::start().await;
+        let _work = earlier.begin_work();
+        earlier.gate().pause(Drain::Skip).await.unwrap();
+        let mut targets: Vec<Target> = healthy.iter().map(Pod::target).collect();
+        targets.push(earlier.target());
+        let mut fleet = Fleet::connect(targets, quick()).await;
+        let err = fleet
+            .pause(PauseOptions::default().max_pause_wait(Duration::from_millis(100)))
+            .await
+            .unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(
+            failure.error().unwrap().reason(),
+            Some("TIMED_OUT_STILL_PAUSED")
+        );
+        let kept = err.rollback().unwrap().kept().to_vec();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].target(), &earlier.target());
+        assert_eq!(kept[0].why(), Kept::EarlierPause);
+        assert!(earlier.gate().is_paused());
+        assert!(healthy.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_cancel_before_any_pause_was_sent_changes_nothing() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let mut fleet = Fleet::connect(pods.iter().map(Pod::target).collect(), quick()).await;
+        let err = fleet
+            .pause_with_cancel(PauseOptions::default(), std::future::ready(()))
+            .await
+            .unwrap_err();
+        let Error::Interrupted { rollback } = &err else {
+            panic!("{err}")
+        };
+        assert!(rollback.report().is_none(), "nothing to unpause");
+        assert!(
+            err.to_string().contains("no pod was paused by this run"),
+            "{err}"
+        );
+        for pod in &mut pods {
+            assert_eq!(pod.take_calls(), [Call::CheckPaused], "only the probe");
+        }
     })
     .await
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use scalar_admin::{ClientConfig, Error, Fleet, PauseOptions, Target, Tls};
-use scalar_admin_rig::{Ca, Pod};
+use scalar_admin_rig::{Ca, Fault, HostilePod, Pod};
 
 use crate::util::bounded;
 
@@ -29,14 +29,7 @@ fn connect_error(err: Error) -> String {
         rollback.is_none(),
         "nothing was sent, so nothing to roll back"
     );
-    pause
-        .failures()
-        .next()
-        .unwrap()
-        .outcome()
-        .as_ref()
-        .unwrap_err()
-        .to_string()
+    pause.failures().next().unwrap().error().unwrap().chain()
 }
 
 #[tokio::test]
@@ -153,4 +146,42 @@ fn bad_pem_is_invalid_input_and_never_echoed() {
         .to_string();
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     let _ = Target::from_socket_addr("127.0.0.1:1".parse().unwrap());
+}
+
+#[tokio::test]
+async fn requests_carry_the_overridden_authority_a_user_agent_and_the_time_left() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let pod =
+            HostilePod::start_tls(Fault::None, &ca.server_cert(&["ledger.scalar.test"])).await;
+        let tls = Tls::with_ca_pem(ca.cert_pem())
+            .unwrap()
+            .authority("ledger.scalar.test")
+            .unwrap();
+        let mut fleet = Fleet::connect(vec![pod.target()], config(tls)).await;
+        fleet.pause(PauseOptions::default()).await.unwrap();
+        let seen = pod.seen();
+        assert_eq!(seen.len(), 2, "the probe, the Pause: {seen:?}");
+        for request in &seen {
+            assert_eq!(request.authority.as_deref(), Some("ledger.scalar.test"));
+            let agent = request.user_agent.as_deref().unwrap();
+            assert_eq!(agent, format!("scalar-admin/{}", env!("CARGO_PKG_VERSION")));
+            // The call deadline is 5 s: what is sent is what is left of it, in a unit
+            // fine enough that it is never 0.
+            let timeout = request.grpc_timeout.as_deref().unwrap();
+            let (value, unit) = timeout.split_at(timeout.len() - 1);
+            let value: u64 = value.parse().unwrap();
+            let nanos = value
+                * match unit {
+                    "n" => 1,
+                    "u" => 1_000,
+                    "m" => 1_000_000,
+                    "S" => 1_000_000_000,
+                    other => panic!("unit {other}"),
+                };
+            assert!(value > 0 && value < 100_000_000, "{timeout}");
+            assert!(nanos <= 5_000_000_000 && nanos > 1_000_000_000, "{timeout}");
+        }
+    })
+    .await
 }

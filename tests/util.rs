@@ -98,17 +98,25 @@ impl Child {
 
 /// Starts the `scalar-admin` binary built with these tests.
 pub(crate) fn start_scalar_admin(args: &[&str]) -> Child {
-    start(env!("CARGO_BIN_EXE_scalar-admin"), args)
+    start(env!("CARGO_BIN_EXE_scalar-admin"), args, &[])
 }
 
 /// Runs any program to completion, as `scalar_admin` does.
 pub(crate) async fn run_program(program: &str, args: &[&str]) -> Run {
-    start(program, args).wait().await
+    start(program, args, &[]).wait().await
 }
 
-fn start(program: &str, args: &[&str]) -> Child {
+/// Runs the `scalar-admin` binary to completion with these environment variables.
+pub(crate) async fn scalar_admin_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    start(env!("CARGO_BIN_EXE_scalar-admin"), args, env)
+        .wait()
+        .await
+}
+
+fn start(program: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
     let child = tokio::process::Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use scalar_admin::window::{Group, Verdict, WindowOptions, WindowReport, run_windows};
+use scalar_admin::gate::Drain;
+use scalar_admin::window::{Finding, Group, Window, WindowReport};
 use scalar_admin::{ClientConfig, DnsConfig, Error, PauseOptions};
 use scalar_admin_rig::{Call, DnsServer, Pod};
 use serde_json::Value;
@@ -40,28 +41,17 @@ async fn cluster(ledgers: usize, auditors: usize) -> Cluster {
 }
 
 impl Cluster {
-    /// Runs windows over both groups to the end, with no signal.
-    async fn run(&self, options: WindowOptions) -> Result<Vec<WindowReport>, Error> {
-        self.spawn(ClientConfig::default(), options).await.unwrap()
+    /// A window over both groups, resolved through this cluster's DNS server.
+    fn window(&self, hold_ms: u64) -> Window {
+        Window::new(self.groups())
+            .dns(self.dns_config())
+            .hold(Duration::from_millis(hold_ms))
+            .unpause_retries(3, Duration::from_millis(50))
     }
 
-    /// Starts windows over both groups in a task, so the test can act during the hold.
-    fn spawn(
-        &self,
-        client: ClientConfig,
-        options: WindowOptions,
-    ) -> JoinHandle<Result<Vec<WindowReport>, Error>> {
-        let (groups, dns) = (self.groups(), self.dns_config());
-        tokio::spawn(async move {
-            run_windows(
-                &groups,
-                &client,
-                &dns,
-                &options,
-                std::future::pending::<()>(),
-            )
-            .await
-        })
+    /// Runs windows to the end, with no signal.
+    async fn run(&self, window: Window) -> Result<Vec<WindowReport>, Error> {
+        spawn(window).await.unwrap()
     }
 
     fn groups(&self) -> Vec<Group> {
@@ -103,33 +93,48 @@ impl Cluster {
     }
 }
 
-fn options(hold_ms: u64) -> WindowOptions {
-    WindowOptions::default()
-        .hold(Duration::from_millis(hold_ms))
-        .unpause_retries(3, Duration::from_millis(50))
+/// Starts windows in a task, so the test can act during the hold.
+fn spawn(window: Window) -> JoinHandle<Result<Vec<WindowReport>, Error>> {
+    tokio::spawn(async move { window.run(std::future::pending::<()>()).await })
+}
+
+/// The findings of the first window, in words.
+fn reasons(windows: &[WindowReport]) -> Vec<String> {
+    assert!(
+        !windows[0].verdict().is_valid(),
+        "{:?}",
+        windows[0].verdict()
+    );
+    windows[0]
+        .verdict()
+        .findings()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[tokio::test]
 async fn two_groups_share_one_valid_window() {
     bounded(async {
         let mut c = cluster(2, 2).await;
-        let windows = c.run(options(300)).await.unwrap();
+        let windows = c.run(c.window(300)).await.unwrap();
         assert_eq!(windows.len(), 1);
         let w = &windows[0];
-        assert_eq!(w.verdict, Verdict::Valid);
-        assert_eq!(w.groups.len(), 2);
-        assert_eq!(w.pause.pods().len(), 4, "one fan-out over both groups");
+        assert!(w.verdict().is_valid(), "{:?}", w.verdict());
+        assert_eq!(w.groups().len(), 2);
+        assert_eq!(w.pause().pods().len(), 4, "one fan-out over both groups");
         assert!(w.length() >= Duration::from_millis(300));
         assert!(w.pause_completed_at() < w.midpoint() && w.midpoint() < w.unpause_started_at());
-        for pod in w.pause.pods() {
+        for pod in w.pause().pods() {
             assert!(pod.received_at() <= w.pause_completed_at());
         }
         for pod in c.ledger.iter_mut().chain(&mut c.auditor) {
             assert!(!pod.gate().is_paused());
+            // The probe (which also says whether the pod is already paused), Pause, the
+            // check before unpausing, Unpause, the check after.
             assert_eq!(
                 pod.take_calls(),
                 [
-                    Call::CheckPaused,
                     Call::CheckPaused,
                     Call::Pause {
                         wait_outstanding: true,
@@ -149,23 +154,25 @@ async fn two_groups_share_one_valid_window() {
 async fn a_pod_restarted_during_the_hold_makes_the_window_invalid() {
     bounded(async {
         let mut c = cluster(2, 0).await;
-        let window = c.spawn(ClientConfig::default(), options(1000));
+        let window = spawn(c.window(1000));
         c.ledger[1].next_pause().await;
         c.ledger[1].restart().await;
         let windows = window.await.unwrap().unwrap();
-        let Verdict::Invalid(reasons) = &windows[0].verdict else {
-            panic!("{:?}", windows[0].verdict)
-        };
+        let reasons = reasons(&windows);
         let restarted = format!(
             "ledger-1.ledger-headless.ns.svc.cluster.local:{}",
             c.ledger[1].addr().port()
         );
         assert_eq!(
             reasons,
-            &[format!(
+            [format!(
                 "{restarted} reported unpaused during the window: restarted?"
             )]
         );
+        assert!(matches!(
+            windows[0].verdict().findings()[0],
+            Finding::Unpaused { ref pod } if pod.name() == restarted
+        ));
         assert!(c.pods().all(|p| !p.gate().is_paused()));
     })
     .await
@@ -175,23 +182,21 @@ async fn a_pod_restarted_during_the_hold_makes_the_window_invalid() {
 async fn a_pod_added_to_the_srv_answer_during_the_hold_makes_the_window_invalid() {
     bounded(async {
         let mut c = cluster(1, 0).await;
-        let window = c.spawn(ClientConfig::default(), options(1000));
+        let window = spawn(c.window(1000));
         c.ledger[0].next_pause().await;
         let added = Pod::start().await;
         let addrs = [c.ledger[0].addr(), added.addr()];
         c.dns
             .headless_service("scalardl-admin", "ledger", "ns", &addrs);
         let windows = window.await.unwrap().unwrap();
-        let Verdict::Invalid(reasons) = &windows[0].verdict else {
-            panic!("{:?}", windows[0].verdict)
-        };
+        let reasons = reasons(&windows);
         let name = format!(
             "ledger-1.ledger-headless.ns.svc.cluster.local:{}",
             added.addr().port()
         );
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(
-            reasons[0].ends_with(&format!("endpoint set changed: +{name}")),
+            reasons[0].ends_with(&format!("endpoint set changed: added {name}")),
             "{reasons:?}"
         );
         assert!(!c.ledger[0].gate().is_paused());
@@ -205,9 +210,10 @@ async fn a_pod_that_cannot_drain_rolls_the_window_back() {
     bounded(async {
         let c = cluster(2, 1).await;
         let _work = c.auditor[0].begin_work();
-        let options =
-            options(300).pause(PauseOptions::default().max_pause_wait(Duration::from_millis(100)));
-        let err = c.run(options).await.unwrap_err();
+        let window = c
+            .window(300)
+            .pause_options(PauseOptions::default().max_pause_wait(Duration::from_millis(100)));
+        let err = c.run(window).await.unwrap_err();
         assert!(matches!(err, Error::Pause { .. }), "{err}");
         assert!(err.to_string().contains("no pod is left paused"), "{err}");
         assert!(c.pods().all(|p| !p.gate().is_paused()));
@@ -219,22 +225,20 @@ async fn a_pod_that_cannot_drain_rolls_the_window_back() {
 async fn a_window_does_not_start_over_pods_already_paused() {
     bounded(async {
         let mut c = cluster(2, 0).await;
-        c.ledger[0].gate().pause(false, None).await.unwrap();
-        let err = c.run(options(100)).await.unwrap_err();
+        c.ledger[0].gate().pause(Drain::Skip).await.unwrap();
+        let err = c.run(c.window(100)).await.unwrap_err();
         assert!(matches!(err, Error::AlreadyPaused { .. }), "{err}");
         assert!(
             err.to_string().contains("ledger-0.ledger-headless"),
             "{err}"
         );
         assert!(c.ledger[0].gate().is_paused(), "left as it was");
-        // The connection probe and the check before pausing; no Pause.
-        assert_eq!(
-            c.ledger[1].take_calls(),
-            [Call::CheckPaused, Call::CheckPaused]
-        );
+        // The connection probe, which found the paused pod; no Pause.
+        assert_eq!(c.ledger[1].take_calls(), [Call::CheckPaused]);
 
-        let windows = c.run(options(100).force(true)).await.unwrap();
-        assert!(windows[0].verdict.is_valid());
+        // Forced, the window takes the paused pod over and unpauses it at its end.
+        let windows = c.run(c.window(100).force(true)).await.unwrap();
+        assert!(windows[0].verdict().is_valid());
         assert!(c.pods().all(|p| !p.gate().is_paused()));
     })
     .await
@@ -245,7 +249,7 @@ async fn a_pod_lost_during_the_hold_fails_unpause_after_retries_and_is_named() {
     bounded(async {
         let mut c = cluster(2, 0).await;
         let config = ClientConfig::default().connect_timeout(Duration::from_millis(500));
-        let window = c.spawn(config, options(500));
+        let window = spawn(c.window(500).client(config));
         c.ledger[1].next_pause().await;
         c.ledger[1].stop().await;
         let err = window.await.unwrap().unwrap_err();
@@ -411,7 +415,7 @@ async fn sigterm_during_the_hold_unpauses_every_pod() {
         run.assert_status(1);
         assert!(
             run.stderr
-                .contains("interrupted; rolled back: no pod is left paused"),
+                .contains("interrupted; rolled back: no pod is left paused by this run"),
             "{}",
             run.stderr
         );

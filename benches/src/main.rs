@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use scalar_admin::pb::CheckPausedResponse;
 use scalar_admin::{ClientConfig, Fleet, PauseOptions, Target};
 use scalar_admin_bench::{FleetProcess, raise_open_files};
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,6 @@ fn client(mode: &str, rounds: usize) {
             "tonic" => {
                 // Plain tonic: a `Channel` per pod, `join_all` to connect, then one
                 // unary call each; what the targets were calibrated against.
-                use scalar_admin::pb::admin_client::AdminClient;
                 for _ in 0..rounds {
                     let t0 = Instant::now();
                     let channels = futures::future::join_all(targets.iter().map(|t| async move {
@@ -111,8 +111,11 @@ fn client(mode: &str, rounds: usize) {
                     .await;
                     let t1 = Instant::now();
                     futures::future::join_all(channels.iter().map(|channel| async move {
-                        AdminClient::new(channel.clone())
-                            .check_paused(())
+                        let mut grpc = tonic::client::Grpc::new(channel.clone());
+                        grpc.ready().await.unwrap();
+                        let codec = tonic_prost::ProstCodec::<(), CheckPausedResponse>::default();
+                        let path = http::uri::PathAndQuery::from_static("/rpc.Admin/CheckPaused");
+                        grpc.unary(tonic::Request::new(()), path, codec)
                             .await
                             .unwrap();
                     }))

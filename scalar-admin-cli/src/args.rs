@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
-use scalar_admin::window::{Group, WindowOptions};
+use scalar_admin::window::{Group, Window};
 use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 
 /// Pause, unpause or check every pod of a ScalarDB or ScalarDL deployment.
@@ -47,7 +47,8 @@ pub(crate) struct LowArgs {
     pub(crate) no_wait: bool,
 
     /// How long each pod waits for in-flight requests before refusing to pause, in
-    /// milliseconds (the pod's default, 30000, when unset).
+    /// milliseconds. Unset, or 0, means the pods' default (30000): 0 is then not sent,
+    /// since ScalarDL rejects it while ScalarDB reads it as the default.
     #[arg(short, long, value_name = "MS")]
     pub(crate) max_pause_wait_time: Option<u64>,
 
@@ -99,7 +100,8 @@ pub(crate) struct LowArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) attempts: Option<u32>,
 
-    /// WINDOW: start even when a pod already reports paused.
+    /// WINDOW: start even when a pod already reports paused, and take such pods over:
+    /// the window's end unpauses them too.
     #[arg(long)]
     pub(crate) force: bool,
 
@@ -192,11 +194,14 @@ pub(crate) struct Config {
     pub(crate) client: ClientConfig,
     pub(crate) dns: DnsConfig,
     pub(crate) pause: PauseOptions,
-    pub(crate) window: WindowOptions,
+    pub(crate) window: Window,
     pub(crate) time_zone: jiff::tz::TimeZone,
     pub(crate) output: Output,
     /// The TLS flags as typed, for the recovery command printed on failure.
     pub(crate) tls_flags: Vec<String>,
+    /// Where to panic on purpose, for the tests of panic safety
+    /// (`SCALAR_ADMIN_INJECT_PANIC`; never set in production).
+    pub(crate) inject_panic: Option<String>,
 }
 
 impl Config {
@@ -264,7 +269,11 @@ impl Config {
         if let Some(ms) = low.max_pause_wait_time {
             pause = pause.max_pause_wait(Duration::from_millis(ms));
         }
-        let mut window = WindowOptions::default().pause(pause).force(low.force);
+        let mut window = Window::new(groups.clone())
+            .client(client.clone())
+            .dns(dns.clone())
+            .pause_options(pause)
+            .force(low.force);
         if let Some(hold) = low.duration {
             window = window.hold(hold);
         }
@@ -282,6 +291,7 @@ impl Config {
             time_zone: low.time_zone.clone().unwrap_or(jiff::tz::TimeZone::UTC),
             output: low.output,
             tls_flags,
+            inject_panic: std::env::var("SCALAR_ADMIN_INJECT_PANIC").ok(),
         })
     }
 }

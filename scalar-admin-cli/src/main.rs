@@ -23,13 +23,14 @@ macro_rules! tell {
 mod args;
 mod output;
 
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 use clap::Parser;
-use scalar_admin::window::run_windows;
+use futures::FutureExt;
 use scalar_admin::{Error, Fleet, Target};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use args::{Command, Config, LowArgs};
 use output::ExitStatus;
@@ -123,29 +124,64 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
             _ = sigterm.recv() => {}
         }
     };
+    tokio::pin!(interrupted);
 
     let Some(targets) = targets else {
-        let result = run_windows(
-            &config.groups,
-            &config.client,
-            &config.dns,
-            &config.window,
-            interrupted,
-        )
-        .await;
-        return output::windows(&config, &result);
+        // The window undoes its own pause if anything in it panics, then lets the panic
+        // go on; it logs what it left.
+        let window = AssertUnwindSafe(async {
+            let result = config.window.run(interrupted).await;
+            output::windows(&config, &result)
+        });
+        return window.catch_unwind().await.unwrap_or_else(|panic| {
+            tell!("error: internal error: {}", panic_message(&*panic));
+            ExitStatus::Failure
+        });
     };
-    let mut fleet = Fleet::connect(targets, config.client.clone()).await;
-    let result: Result<_, Error> = match config.command {
-        Command::Pause => fleet.pause_with_cancel(config.pause, interrupted).await,
-        Command::Unpause => fleet.unpause().await,
-        Command::CheckPaused => fleet.check_paused().await,
-        Command::Window => unreachable!("handled above"),
+    let connect = Fleet::connect(targets, config.client.clone());
+    let mut fleet = tokio::select! {
+        fleet = connect => fleet,
+        () = &mut interrupted => {
+            tell!("error: interrupted while connecting, before any Pause was sent; nothing was changed");
+            return ExitStatus::Failure;
+        }
     };
-    output::report(&config, &result)
+    // A panic anywhere from the first Pause byte to the last line of output (a bug, or
+    // a broken terminal) must not strand pods: catch it and undo this run's pause.
+    let command = AssertUnwindSafe(async {
+        let result: Result<_, Error> = match config.command {
+            Command::Pause => fleet.pause_with_cancel(config.pause, interrupted).await,
+            Command::Unpause => fleet.unpause().await,
+            Command::CheckPaused => fleet.check_paused().await,
+            Command::Window => unreachable!("handled above"),
+        };
+        if config.inject_panic.as_deref() == Some("output") {
+            panic!("injected panic before the output");
+        }
+        output::report(&config, &result)
+    });
+    match command.catch_unwind().await {
+        Ok(status) => status,
+        Err(panic) => {
+            let rollback = fleet.release().await;
+            output::panicked(&config, &panic_message(&*panic), &rollback);
+            ExitStatus::Failure
+        }
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 fn init_tracing(low: &LowArgs) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match (low.quiet, low.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -153,10 +189,34 @@ fn init_tracing(low: &LowArgs) {
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .init();
+        .with_filter(filter);
+    let inject = (std::env::var("SCALAR_ADMIN_INJECT_PANIC").as_deref() == Ok("pod"))
+        .then(|| PanicInPodCall(std::sync::atomic::AtomicBool::new(false)));
+    tracing_subscriber::registry().with(fmt).with(inject).init();
+}
+
+/// For the tests of panic safety only (`SCALAR_ADMIN_INJECT_PANIC=pod`): panics once,
+/// inside the first pod call that got a reply, as a bug in the library would.
+struct PanicInPodCall(std::sync::atomic::AtomicBool);
+
+impl<S> tracing_subscriber::Layer<S> for PanicInPodCall
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let in_call = ctx
+            .event_span(event)
+            .is_some_and(|span| span.name() == "call");
+        if in_call
+            && event.metadata().target().starts_with("scalar_admin")
+            && event.metadata().level() == &tracing::Level::DEBUG
+            && !self.0.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("injected panic in a pod call");
+        }
+    }
 }

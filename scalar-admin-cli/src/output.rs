@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use scalar_admin::window::{Group, Verdict, WindowReport};
-use scalar_admin::{Error, Report, Target};
+use scalar_admin::{Error, Kept, Operation, Report, Rollback, Target};
 use serde::Serialize;
 
 use crate::args::{Command, Config, Output};
@@ -116,37 +116,67 @@ fn check_json(report: &Report) -> String {
     format!("{{{}}}", entries.join(","))
 }
 
-/// `error: <summary>`, one line per failed pod, and, when pods may be left paused, the
-/// command that unpauses them.
+/// `error: <summary>`, one line per failed pod, then what became of the pods this run
+/// may have paused: those it unpaused, those left paused as found (and why), and those
+/// that may still be paused, with the command that unpauses them.
 pub(crate) fn failure_text(config: &Config, e: &Error) -> String {
     let mut out = format!("error: {e}\n");
     for report in e.reports() {
         let label = match report.operation() {
-            scalar_admin::Operation::Unpause if !matches!(e, Error::Unpause { .. }) => "rollback ",
+            Operation::Unpause if !matches!(e, Error::Unpause { .. }) => "rollback ",
             _ => "",
         };
         for pod in report.failures() {
-            if let Err(err) = pod.outcome() {
-                out.push_str(&format!("{label}{}: {err}\n", pod.target()));
-            }
+            out.push_str(&format!("{label}{pod}\n"));
         }
     }
-    let stuck = e.maybe_paused();
-    if !stuck.is_empty() {
-        out.push_str(&format!(
-            "{} pod(s) may still be paused; to unpause them run:\n  {}\n",
-            stuck.len(),
-            recovery_command(config, &stuck)
-        ));
+    if let Some(rollback) = e.rollback() {
+        out.push_str(&rollback_text(rollback));
+    }
+    out.push_str(&recovery_text(config, &e.maybe_paused()));
+    out
+}
+
+fn rollback_text(rollback: &Rollback) -> String {
+    let mut out = String::new();
+    let unpaused: Vec<&str> = rollback.unpaused().map(Target::name).collect();
+    if !unpaused.is_empty() {
+        out.push_str(&format!("unpaused by this run: {}\n", unpaused.join(", ")));
+    }
+    for kept in rollback.kept() {
+        let line = match kept.why() {
+            Kept::PauseInProgress => format!("another pause is in progress on {}", kept.target()),
+            why => format!("{} ({why})", kept.target()),
+        };
+        out.push_str(&format!("left paused: {line}\n"));
     }
     out
 }
 
+fn recovery_text(config: &Config, stuck: &[&Target]) -> String {
+    if stuck.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{} pod(s) may still be paused by this run; to unpause them run:\n  {}\n",
+        stuck.len(),
+        recovery_command(config, stuck)
+    )
+}
+
+/// Reports a panic caught after the command started, and what the rollback did.
+pub(crate) fn panicked(config: &Config, message: &str, rollback: &Rollback) {
+    let mut out = format!("error: internal error: {message}; {rollback}\n");
+    for pod in rollback.failed() {
+        out.push_str(&format!("rollback {pod}\n"));
+    }
+    out.push_str(&rollback_text(rollback));
+    out.push_str(&recovery_text(config, &rollback.maybe_paused()));
+    tell!("{}", out.trim_end());
+}
+
 fn recovery_command(config: &Config, stuck: &[&Target]) -> String {
-    let addresses: Vec<String> = stuck
-        .iter()
-        .map(|t| format!("{}:{}", t.host(), t.port()))
-        .collect();
+    let addresses: Vec<String> = stuck.iter().map(|t| t.address()).collect();
     let mut command = format!("scalar-admin -c UNPAUSE -a {}", addresses.join(","));
     for flag in &config.tls_flags {
         command.push(' ');
@@ -165,8 +195,14 @@ struct JsonOutput<'a> {
     srv_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-    /// Pods that may be left paused; empty when the cluster is known to be unpaused.
+    /// Pods that may be left paused by this run; empty when none is.
     maybe_paused: Vec<&'a str>,
+    /// The command that unpauses them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_command: Option<String>,
+    /// What a rollback unpaused and left paused, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<&'a Rollback>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pause_completed_at_us: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,9 +210,10 @@ struct JsonOutput<'a> {
     reports: Vec<&'a Report>,
 }
 
-fn maybe_paused(e: Option<&Error>) -> Vec<&str> {
-    e.map(|e| e.maybe_paused().into_iter().map(Target::name).collect())
-        .unwrap_or_default()
+fn maybe_paused<'a>(config: &Config, e: Option<&'a Error>) -> (Vec<&'a str>, Option<String>) {
+    let stuck = e.map(Error::maybe_paused).unwrap_or_default();
+    let command = (!stuck.is_empty()).then(|| recovery_command(config, &stuck));
+    (stuck.into_iter().map(Target::name).collect(), command)
 }
 
 fn micros(t: SystemTime) -> i64 {
@@ -195,30 +232,37 @@ fn json(config: &Config, result: &Result<Report, Error>) {
     };
     let unpause_started_at_us = reports
         .iter()
-        .find(|r| {
-            config.command == Command::Unpause && r.operation() == scalar_admin::Operation::Unpause
-        })
+        .find(|r| config.command == Command::Unpause && r.operation() == Operation::Unpause)
         .map(|r| micros(r.started_at()));
+    let (maybe_paused, recovery_command) = maybe_paused(config, result.as_ref().err());
     let doc = JsonOutput {
         command: command_name(config.command),
         ok: result.is_ok(),
         srv_name: config.groups.iter().find_map(|g| match g {
             Group::Srv(name) => Some(name.as_str()),
-            Group::Addresses(_) => None,
+            _ => None,
         }),
         error: result.as_ref().err().map(|e| e.to_string()),
-        maybe_paused: maybe_paused(result.as_ref().err()),
+        maybe_paused,
+        recovery_command,
+        rollback: result.as_ref().err().and_then(Error::rollback),
         pause_completed_at_us,
         unpause_started_at_us,
         reports,
     };
-    say!(
-        "{}",
-        serde_json::to_string_pretty(&doc).expect("reports serialize")
-    );
+    say!("{}", to_json(&doc));
     if let Err(e) = result {
         tell!("{}", failure_text(config, e).trim_end());
     }
+}
+
+/// Pretty JSON. Serializing these shapes cannot fail (string keys, no maps of other
+/// keys); should it, the error itself is the document, so stdout stays JSON.
+fn to_json(doc: &impl Serialize) -> String {
+    serde_json::to_string_pretty(doc).unwrap_or_else(|e| {
+        serde_json::json!({ "ok": false, "error": format!("cannot write the report: {e}") })
+            .to_string()
+    })
 }
 
 /// An instant in the chosen time zone, to the microsecond:
@@ -239,7 +283,7 @@ fn zoned(t: SystemTime, tz: &jiff::tz::TimeZone) -> String {
 struct WindowJson<'a> {
     attempt: usize,
     verdict: &'static str,
-    reasons: &'a [String],
+    reasons: Vec<String>,
     pause_completed_at_us: i64,
     unpause_started_at_us: i64,
     midpoint_us: i64,
@@ -258,17 +302,18 @@ struct WindowsJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     maybe_paused: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<&'a Rollback>,
     /// Every window tried; the last one counts.
     windows: Vec<WindowJson<'a>>,
     /// The fan-outs of a window that failed before it could be judged.
     reports: Vec<&'a Report>,
 }
 
-fn reasons(verdict: &Verdict) -> &[String] {
-    match verdict {
-        Verdict::Valid => &[],
-        Verdict::Invalid(reasons) => reasons,
-    }
+fn reasons(verdict: &Verdict) -> Vec<String> {
+    verdict.findings().iter().map(ToString::to_string).collect()
 }
 
 /// Prints backup windows and decides the exit status: success only for a VALID last
@@ -277,7 +322,7 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
     let tz = &config.time_zone;
     let valid = result
         .as_ref()
-        .map(|w| w.last().is_some_and(|w| w.verdict.is_valid()));
+        .map(|w| w.last().is_some_and(|w| w.verdict().is_valid()));
     match config.output {
         Output::Text => {
             if let Ok(windows) = result {
@@ -305,13 +350,12 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                         "Restore point (midpoint): {} ({mid_ms})",
                         zoned(w.midpoint(), tz)
                     );
-                    match &w.verdict {
-                        Verdict::Valid => say!("Verdict: VALID"),
-                        Verdict::Invalid(reasons) => {
-                            say!("Verdict: INVALID");
-                            for reason in reasons {
-                                say!("  {reason}");
-                            }
+                    if w.verdict().is_valid() {
+                        say!("Verdict: VALID");
+                    } else {
+                        say!("Verdict: INVALID");
+                        for finding in w.verdict().findings() {
+                            say!("  {finding}");
                         }
                     }
                 }
@@ -330,12 +374,12 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                             );
                             WindowJson {
                                 attempt: i + 1,
-                                verdict: if w.verdict.is_valid() {
+                                verdict: if w.verdict().is_valid() {
                                     "VALID"
                                 } else {
                                     "INVALID"
                                 },
-                                reasons: reasons(&w.verdict),
+                                reasons: reasons(w.verdict()),
                                 pause_completed_at_us: start,
                                 unpause_started_at_us: end,
                                 midpoint_us: micros(w.midpoint()),
@@ -350,12 +394,15 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                         .collect()
                 })
                 .unwrap_or_default();
+            let (maybe_paused, recovery_command) = maybe_paused(config, result.as_ref().err());
             let doc = WindowsJson {
                 command: "window",
                 ok: matches!(valid, Ok(true)),
                 time_zone: tz.iana_name().unwrap_or("UTC"),
                 error: result.as_ref().err().map(|e| e.to_string()),
-                maybe_paused: maybe_paused(result.as_ref().err()),
+                maybe_paused,
+                recovery_command,
+                rollback: result.as_ref().err().and_then(Error::rollback),
                 windows,
                 reports: result
                     .as_ref()
@@ -363,14 +410,11 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                     .map(Error::reports)
                     .unwrap_or_default(),
             };
-            say!(
-                "{}",
-                serde_json::to_string_pretty(&doc).expect("reports serialize")
-            );
+            say!("{}", to_json(&doc));
         }
     }
     match result {
-        Ok(windows) if !windows.last().is_some_and(|w| w.verdict.is_valid()) => {
+        Ok(windows) if !windows.last().is_some_and(|w| w.verdict().is_valid()) => {
             tell!(
                 "error: the backup window is INVALID after {} attempt(s); every pod is unpaused; do not restore to it",
                 windows.len()

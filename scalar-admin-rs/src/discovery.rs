@@ -18,7 +18,7 @@ use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::{Resolver, TokioResolver};
 use tracing::{debug, instrument};
 
-use crate::error::{DiscoveryError, Error, InvalidInput};
+use crate::error::{DiscoveryError, DiscoveryErrorKind, Error, InvalidInput};
 use crate::target::{Target, validate_host_name};
 
 /// How many target-address lookups run at once when the SRV answer carries no addresses.
@@ -115,10 +115,11 @@ impl DnsConfig {
             match hickory_resolver::system_conf::read_system_conf() {
                 Ok(conf) => Some(conf),
                 Err(e) if self.name_servers.is_empty() => {
-                    return Err(DiscoveryError::new(
-                        name,
-                        format!("cannot read the system resolver configuration: {e}"),
-                    ));
+                    return Err(
+                        DiscoveryError::new(name, DiscoveryErrorKind::Config).with_source(format!(
+                            "cannot read the system resolver configuration: {e}"
+                        )),
+                    );
                 }
                 Err(e) => {
                     debug!(error = %e, "no system resolver configuration; using given settings only");
@@ -146,7 +147,8 @@ impl DnsConfig {
                 .iter()
                 .map(|d| {
                     Name::from_ascii(d).map_err(|e| {
-                        DiscoveryError::new(name, format!("bad search domain {d:?}: {e}"))
+                        DiscoveryError::new(name, DiscoveryErrorKind::Config)
+                            .with_source(format!("bad search domain {d:?}: {e}"))
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -158,6 +160,7 @@ impl DnsConfig {
         // The search list is applied here rather than by the resolver, so that a
         // failure reports the most telling answer (an empty answer for one candidate
         // beats NXDOMAIN for the others), not just the last name tried.
+        let servers = config_servers(&name_servers);
         let config = ResolverConfig::from_parts(None, Vec::new(), name_servers);
 
         let mut opts = system_opts.unwrap_or_default();
@@ -173,11 +176,12 @@ impl DnsConfig {
         let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
-            .map_err(|e| DiscoveryError::new(name, format!("cannot build the resolver: {e}")))?;
+            .map_err(|e| DiscoveryError::new(name, DiscoveryErrorKind::Config).with_source(e))?;
         Ok(Resolved {
             resolver,
             search,
             ndots,
+            servers,
         })
     }
 }
@@ -186,6 +190,19 @@ struct Resolved {
     resolver: TokioResolver,
     search: Vec<Name>,
     ndots: usize,
+    /// The name servers asked, for messages.
+    servers: String,
+}
+
+fn config_servers(name_servers: &[NameServerConfig]) -> String {
+    let servers: Vec<String> = name_servers
+        .iter()
+        .map(|ns| match ns.connections.first() {
+            Some(c) => SocketAddr::new(ns.ip, c.port).to_string(),
+            None => ns.ip.to_string(),
+        })
+        .collect();
+    servers.join(", ")
 }
 
 impl Resolved {
@@ -256,15 +273,18 @@ pub async fn resolve_srv(name: &str, dns: &DnsConfig) -> Result<Vec<Target>, Err
     let deadline = dns.deadline(resolved.search.len());
     match tokio::time::timeout(deadline, lookup(&resolved, name)).await {
         Ok(result) => Ok(result?),
-        Err(_) => Err(DiscoveryError::new(name, format!("timed out after {deadline:?}")).into()),
+        Err(_) => Err(DiscoveryError::new(name, DiscoveryErrorKind::TimedOut(deadline)).into()),
     }
 }
 
 /// Finds the SRV records of the first candidate name that has any.
 async fn srv_records(resolved: &Resolved, name: &str) -> Result<Lookup, DiscoveryError> {
-    let fail = |cause: String| DiscoveryError::new(name, cause);
+    let fail = |kind| DiscoveryError::new(name, kind);
+    let candidates = resolved
+        .candidates(name)
+        .map_err(|e| fail(DiscoveryErrorKind::Config).with_source(e))?;
     let mut empty = None;
-    for candidate in resolved.candidates(name).map_err(fail)? {
+    for candidate in candidates {
         match resolved.resolver.srv_lookup(candidate.clone()).await {
             Ok(lookup) => return Ok(lookup),
             Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => {
@@ -272,21 +292,21 @@ async fn srv_records(resolved: &Resolved, name: &str) -> Result<Lookup, Discover
                     empty = Some(candidate);
                 }
             }
-            Err(e) => return Err(fail(format!("{}: {}", candidate, describe(&e)))),
+            Err(e) => return Err(resolved.failure(name, e)),
         }
     }
     Err(match empty {
-        Some(candidate) => fail(format!("{candidate} exists but holds no SRV record")),
-        None => fail("no such name (NXDOMAIN)".into()),
+        Some(candidate) => fail(DiscoveryErrorKind::NoRecords(candidate.to_ascii())),
+        None => fail(DiscoveryErrorKind::NoSuchName),
     })
 }
 
 async fn lookup(resolved: &Resolved, name: &str) -> Result<Vec<Target>, DiscoveryError> {
-    let fail = |cause: String| DiscoveryError::new(name, cause);
+    let fail = |kind| DiscoveryError::new(name, kind);
     let resolver = &resolved.resolver;
     let lookup = srv_records(resolved, name).await?;
     if lookup.message().metadata.truncation {
-        return Err(fail(truncated()));
+        return Err(fail(DiscoveryErrorKind::Truncated));
     }
 
     let mut additional: HashMap<&Name, Vec<IpAddr>> = HashMap::new();
@@ -308,7 +328,7 @@ async fn lookup(resolved: &Resolved, name: &str) -> Result<Vec<Target>, Discover
         })
         .collect();
     if srvs.is_empty() {
-        return Err(fail("the answer holds no SRV record".into()));
+        return Err(fail(DiscoveryErrorKind::NoRecords(name.to_owned())));
     }
     debug!(
         records = srvs.len(),
@@ -320,19 +340,20 @@ async fn lookup(resolved: &Resolved, name: &str) -> Result<Vec<Target>, Discover
         .map(|(target, port)| {
             let known = additional.get(&target).and_then(|ips| pick(ips));
             async move {
+                let no_address = || fail(DiscoveryErrorKind::NoAddress(target.to_ascii()));
                 let ip = match known {
                     Some(ip) => ip,
                     None => {
-                        let found = resolver.lookup_ip(target.clone()).await.map_err(|e| {
-                            DiscoveryError::new(
-                                name,
-                                format!("SRV target {target} has no address: {}", describe(&e)),
-                            )
-                        })?;
+                        let found =
+                            resolver
+                                .lookup_ip(target.clone())
+                                .await
+                                .map_err(|e| match e {
+                                    NetError::Dns(DnsError::NoRecordsFound(_)) => no_address(),
+                                    other => resolved.failure(name, other),
+                                })?;
                         let ips: Vec<IpAddr> = found.iter().collect();
-                        pick(&ips).ok_or_else(|| {
-                            DiscoveryError::new(name, format!("SRV target {target} has no address"))
-                        })?
+                        pick(&ips).ok_or_else(no_address)?
                     }
                 };
                 Ok::<_, DiscoveryError>(Target::from_srv(&target.to_ascii(), ip, port))
@@ -361,24 +382,26 @@ pub(crate) fn dedup_sorted(mut targets: Vec<Target>) -> Vec<Target> {
     targets
 }
 
-fn truncated() -> String {
-    "the answer was truncated (more SRV records than one DNS message holds); \
-     refusing to act on part of the pods"
-        .into()
-}
-
-fn describe(e: &NetError) -> String {
-    match e {
-        NetError::Timeout => "the name server did not answer in time".into(),
-        NetError::Truncated => truncated(),
-        NetError::Dns(DnsError::NoRecordsFound(nr))
-            if nr.response_code == ResponseCode::NXDomain =>
-        {
-            "no such name (NXDOMAIN)".into()
-        }
-        NetError::Dns(DnsError::NoRecordsFound(_)) => "the answer holds no record".into(),
-        NetError::Dns(DnsError::ResponseCode(code)) => format!("the name server answered {code}"),
-        other => other.to_string(),
+impl Resolved {
+    /// The error for what the resolver reported.
+    fn failure(&self, name: &str, e: NetError) -> DiscoveryError {
+        let kind = match &e {
+            NetError::Timeout => DiscoveryErrorKind::TimedOut(self.resolver.options().timeout),
+            NetError::Truncated => DiscoveryErrorKind::Truncated,
+            NetError::Dns(DnsError::NoRecordsFound(nr))
+                if nr.response_code == ResponseCode::NXDomain =>
+            {
+                DiscoveryErrorKind::NoSuchName
+            }
+            NetError::Dns(DnsError::ResponseCode(code)) => {
+                DiscoveryErrorKind::ServerError(code.to_string())
+            }
+            // A message that does not decode: the name server is broken, and asking it
+            // again would only time out.
+            NetError::Proto(_) => DiscoveryErrorKind::Malformed(self.servers.clone()),
+            _ => DiscoveryErrorKind::Other,
+        };
+        DiscoveryError::new(name, kind).with_source(e)
     }
 }
 
@@ -399,6 +422,7 @@ mod tests {
                 .map(|s| Name::from_ascii(s).unwrap())
                 .collect(),
             ndots,
+            servers: String::new(),
         };
         r.candidates("_scalardb._tcp.scalardb-headless")
             .unwrap()

@@ -1,49 +1,232 @@
 //! Errors, from one pod's failed call up to the operation that failed.
 //!
-//! [`CallError`] is what one call to one pod can go wrong with; it does not name the pod,
-//! since its caller knows. A [`Report`] pairs every pod with its outcome, and [`Error`]
-//! is what an operation returns: its `Display` is one line saying what failed and the
-//! state the cluster is left in, and the reports inside give per-pod detail.
+//! [`CallError`] is what went wrong with one call to one pod: the operation, a
+//! [`CallErrorKind`] with the cause as data, and the underlying error as its
+//! [`source`](std::error::Error::source). It does not name the pod, since the
+//! [`PodReport`](crate::PodReport) that holds it does. [`Error`] is what an operation
+//! returns: its `Display` is one line saying what failed and the state the cluster is left
+//! in, and the reports inside give per-pod detail.
+//!
+//! Everything a pod sends is untrusted: status messages and reasons are stored with
+//! control characters escaped and their length capped, so that a reply can neither
+//! break the one-line output nor pass for a line of it.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::fanout::{PodReport, Report};
+use crate::contract::{Code, Operation, reason};
+use crate::report::{Report, Rollback};
 use crate::target::Target;
 
+/// An underlying error, shared so that reports stay cheap to clone.
+pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why one call to one pod failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CallError {
+    operation: Operation,
     kind: CallErrorKind,
+    source: Option<Source>,
 }
 
-/// The kinds of [`CallError`].
+/// The kinds of [`CallError`], each with its cause as data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallErrorKind {
-    /// The connection could not be established within the connect timeout, or was
-    /// refused (the pod is down, or nothing listens on the port).
-    Connect(String),
-    /// The call did not complete within its deadline. The request may have reached the
-    /// pod, so its state is unknown.
+    /// The pod could not be connected to: nothing was sent.
+    Connect(ConnectFailure),
+    /// No answer within the deadline. The request may have reached the pod, so its state
+    /// is unknown.
     Timeout(Duration),
     /// The pod answered with a gRPC status other than OK.
-    Status {
-        /// The gRPC status code.
-        code: tonic::Code,
-        /// The status message the pod sent.
-        message: String,
+    Status(GrpcStatus),
+    /// An HTTP status other than 200 and no gRPC status: a proxy answered, not the pod.
+    /// The request may have reached the pod.
+    Http {
+        /// The HTTP status code.
+        status: u16,
     },
-    /// The connection broke during the call (reset, protocol error, TLS failure).
-    Transport(String),
-    /// The call was not sent, because another pod could not be reached and pausing the
-    /// rest would only have to be rolled back.
+    /// The reply broke the gRPC-over-HTTP/2 rules. The request may have reached the pod.
+    Protocol(Violation),
+    /// The connection broke during the call. The request may have reached the pod.
+    Transport,
+    /// The pod did not process the request: its stream was refused (`REFUSED_STREAM`),
+    /// or it came after the pod's `GOAWAY`, on the first connection and on a fresh one.
+    NotProcessed,
+    /// Not sent, because another pod could not be reached and pausing the rest would
+    /// only have to be rolled back.
     NotSent,
+    /// This crate's code handling the call panicked (a bug). The request may have been
+    /// sent.
+    Panicked(String),
+}
+
+/// The step at which connecting to a pod failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The host name did not resolve.
+    Resolve,
+    /// The TCP connection failed (refused, unreachable).
+    Tcp,
+    /// The host cannot be used as a TLS server name.
+    ServerName,
+    /// The TLS handshake failed (an untrusted or expired certificate, a wrong name).
+    Tls,
+    /// The HTTP/2 handshake failed.
+    Http2,
+    /// The connection was made, but the pod did not answer CheckPaused as an admin
+    /// server does (the [`source`](std::error::Error::source) says how).
+    Probe,
+    /// Connecting took longer than the connect timeout.
+    TimedOut(Duration),
+}
+
+/// How a reply broke the gRPC-over-HTTP/2 rules (grpc/grpc `doc/PROTOCOL-HTTP2.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The content-type is not `application/grpc` (or `application/grpc+...`); `None`
+    /// when there was none.
+    ContentType(Option<String>),
+    /// The reply ended without a `grpc-status`.
+    MissingStatus,
+    /// The `grpc-status` is not a status code.
+    BadStatus(String),
+    /// A unary reply with no message.
+    NoMessage,
+    /// A unary reply with more than one message, or bytes after its message.
+    ExtraData,
+    /// A message larger than the limit.
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A compressed message (this flag byte), though no compression was negotiated.
+    Compressed(u8),
+    /// The reply ended inside a message.
+    Truncated,
+    /// The message does not decode as the reply type.
+    Undecodable,
+}
+
+/// A gRPC status a pod answered with, and the reason its `google.rpc.ErrorInfo` details
+/// gave, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcStatus {
+    code: Code,
+    message: String,
+    reason: Option<String>,
+    domain: Option<String>,
+}
+
+/// Escapes control characters and caps the length of text a peer sent.
+pub(crate) fn sanitize(text: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(limit));
+    for c in text.chars() {
+        if out.len() >= limit {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl GrpcStatus {
+    pub(crate) fn new(code: Code, message: &str) -> Self {
+        Self {
+            code,
+            message: sanitize(message, 1024),
+            reason: None,
+            domain: None,
+        }
+    }
+
+    pub(crate) fn with_reason(mut self, reason: &str, domain: &str) -> Self {
+        if !reason.is_empty() {
+            self.reason = Some(sanitize(reason, 128));
+        }
+        if !domain.is_empty() {
+            self.domain = Some(sanitize(domain, 128));
+        }
+        self
+    }
+
+    /// The status code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The status message (`grpc-message`, percent-decoded).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `ErrorInfo` reason from `grpc-status-details-bin`, such as
+    /// [`TIMED_OUT_STILL_PAUSED`](reason::TIMED_OUT_STILL_PAUSED).
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// The `ErrorInfo` domain, such as `com.scalar.dl.admin`.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+}
+
+impl fmt::Display for GrpcStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reason.as_deref() == Some(reason::PAUSE_IN_PROGRESS) {
+            f.write_str("another pause is in progress: ")?;
+        }
+        write!(f, "{}", self.code)?;
+        if let Some(reason) = &self.reason {
+            write!(f, " ({reason})")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
 }
 
 impl CallError {
-    pub(crate) fn new(kind: CallErrorKind) -> Self {
-        Self { kind }
+    pub(crate) fn new(operation: Operation, kind: CallErrorKind) -> Self {
+        Self {
+            operation,
+            kind,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    pub(crate) fn connect(failure: ConnectFailure) -> Self {
+        Self::new(Operation::Connect, CallErrorKind::Connect(failure))
+    }
+
+    /// The same error, reported for another operation (a connection made inside a Pause
+    /// fan-out fails the Pause).
+    pub(crate) fn during(mut self, operation: Operation) -> Self {
+        self.operation = operation;
+        self
+    }
+
+    /// The call that failed.
+    pub fn operation(&self) -> Operation {
+        self.operation
     }
 
     /// What went wrong.
@@ -51,12 +234,41 @@ impl CallError {
         &self.kind
     }
 
-    /// The gRPC status code, when the pod answered with one.
-    pub fn code(&self) -> Option<tonic::Code> {
-        match self.kind {
-            CallErrorKind::Status { code, .. } => Some(code),
+    /// The gRPC status code a gRPC client reports for this failure: the pod's own code
+    /// when it sent one, else the code gRPC gives the fault (`DEADLINE_EXCEEDED` for a
+    /// time-out, `UNAVAILABLE` for a connection that failed or broke, the HTTP status
+    /// mapping for a proxy's answer, and so on).
+    pub fn code(&self) -> Code {
+        match &self.kind {
+            CallErrorKind::Connect(_) | CallErrorKind::Transport | CallErrorKind::NotProcessed => {
+                Code::Unavailable
+            }
+            CallErrorKind::Timeout(_) => Code::DeadlineExceeded,
+            CallErrorKind::Status(status) => status.code,
+            CallErrorKind::Http { status } => Code::from_http_status(*status),
+            CallErrorKind::Protocol(v) => match v {
+                Violation::ContentType(_) | Violation::MissingStatus | Violation::BadStatus(_) => {
+                    Code::Unknown
+                }
+                Violation::TooLarge { .. } => Code::ResourceExhausted,
+                _ => Code::Internal,
+            },
+            CallErrorKind::NotSent => Code::Cancelled,
+            CallErrorKind::Panicked(_) => Code::Internal,
+        }
+    }
+
+    /// The status the pod answered with, when it answered with one.
+    pub fn status(&self) -> Option<&GrpcStatus> {
+        match &self.kind {
+            CallErrorKind::Status(status) => Some(status),
             _ => None,
         }
+    }
+
+    /// The `ErrorInfo` reason the pod gave, when it gave one.
+    pub fn reason(&self) -> Option<&str> {
+        self.status().and_then(GrpcStatus::reason)
     }
 
     /// Whether the call ran out of time, leaving the pod's state unknown.
@@ -69,52 +281,96 @@ impl CallError {
         matches!(self.kind, CallErrorKind::Connect(_))
     }
 
-    /// Whether the request may have reached the pod. Only such pods can have paused.
-    pub(crate) fn may_have_reached_pod(&self) -> bool {
-        !matches!(
+    /// Whether the request certainly never reached the pod's handler: nothing was sent,
+    /// or the pod refused it unprocessed.
+    pub fn is_unprocessed(&self) -> bool {
+        matches!(
             self.kind,
-            CallErrorKind::Connect(_) | CallErrorKind::NotSent
+            CallErrorKind::Connect(_) | CallErrorKind::NotSent | CallErrorKind::NotProcessed
         )
+    }
+
+    /// This error and its sources, joined by `": "`, on one line.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&sanitize(&e.to_string(), 512));
+            next = e.source();
+        }
+        out
     }
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            CallErrorKind::Connect(cause) => write!(f, "cannot connect: {cause}"),
+            CallErrorKind::Connect(failure) => write!(f, "cannot connect: {failure}"),
             CallErrorKind::Timeout(d) => write!(f, "no answer within the {d:?} deadline"),
-            CallErrorKind::Status { code, message } => {
-                write!(f, "{}: {message}", code_name(*code))
-            }
-            CallErrorKind::Transport(cause) => write!(f, "transport error: {cause}"),
+            CallErrorKind::Status(status) => write!(f, "{status}"),
+            CallErrorKind::Http { status } => write!(
+                f,
+                "{}: HTTP status {status} instead of a gRPC reply (from a proxy?)",
+                Code::from_http_status(*status)
+            ),
+            CallErrorKind::Protocol(v) => write!(f, "{}: malformed reply: {v}", self.code()),
+            CallErrorKind::Transport => f.write_str("transport error"),
+            CallErrorKind::NotProcessed => f.write_str(
+                "not processed: the pod refused the request unprocessed, \
+                 also on a fresh connection",
+            ),
             CallErrorKind::NotSent => f.write_str("not sent: another pod was unreachable"),
+            CallErrorKind::Panicked(message) => {
+                write!(f, "internal error: the call panicked: {message}")
+            }
         }
     }
 }
 
-impl std::error::Error for CallError {}
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
-/// The canonical upper-case name of a gRPC status code, as gRPC tools print it.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Resolve => f.write_str("cannot resolve the host name"),
+            ConnectFailure::Tcp => f.write_str("TCP connect failed"),
+            ConnectFailure::ServerName => f.write_str("invalid TLS server name"),
+            ConnectFailure::Tls => f.write_str("TLS handshake failed"),
+            ConnectFailure::Http2 => f.write_str("HTTP/2 handshake failed"),
+            ConnectFailure::Probe => f.write_str("no admin interface there"),
+            ConnectFailure::TimedOut(d) => write!(f, "timed out after {d:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::ContentType(Some(ct)) => {
+                write!(f, "content-type {ct:?} is not application/grpc")
+            }
+            Violation::ContentType(None) => f.write_str("no content-type: not a gRPC reply"),
+            Violation::MissingStatus => f.write_str("no grpc-status"),
+            Violation::BadStatus(value) => write!(f, "grpc-status {value:?} is not a status code"),
+            Violation::NoMessage => f.write_str("no message in a unary reply"),
+            Violation::ExtraData => f.write_str("more than one message in a unary reply"),
+            Violation::TooLarge { limit } => write!(f, "a message over the {limit}-byte limit"),
+            Violation::Compressed(flag) => {
+                write!(
+                    f,
+                    "compressed message (flag {flag}), but no compression was negotiated"
+                )
+            }
+            Violation::Truncated => f.write_str("the reply ended inside a message"),
+            Violation::Undecodable => f.write_str("the message does not decode"),
+        }
     }
 }
 
@@ -137,6 +393,16 @@ impl InvalidInput {
         }
     }
 
+    /// What the value was meant to be: `"address"`, `"SRV name"`, `"CA certificate"`...
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// The offending value, as given (never certificate text: `<pem>` stands for it).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
     /// What is wrong with the value.
     pub fn reason(&self) -> &str {
         &self.reason
@@ -144,31 +410,104 @@ impl InvalidInput {
 }
 
 /// Pod discovery through DNS failed; no pod was contacted.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot resolve {name}: {cause}")]
+#[derive(Debug, Clone)]
 pub struct DiscoveryError {
     name: String,
-    cause: String,
+    kind: DiscoveryErrorKind,
+    source: Option<Source>,
+}
+
+/// The kinds of [`DiscoveryError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscoveryErrorKind {
+    /// The resolver could not be set up (no system configuration, a bad search domain).
+    Config,
+    /// No candidate name exists (NXDOMAIN).
+    NoSuchName,
+    /// This name exists but holds no SRV record.
+    NoRecords(String),
+    /// This SRV target has no address.
+    NoAddress(String),
+    /// The answer did not fit one DNS message: acting on part of the pods would break
+    /// the backup's consistency.
+    Truncated,
+    /// The name server answered with this error code (SERVFAIL, REFUSED...).
+    ServerError(String),
+    /// This name server sent a message that does not decode.
+    Malformed(String),
+    /// No answer in time.
+    TimedOut(Duration),
+    /// Anything else the resolver reported.
+    Other,
 }
 
 impl DiscoveryError {
-    pub(crate) fn new(name: &str, cause: impl Into<String>) -> Self {
+    pub(crate) fn new(name: &str, kind: DiscoveryErrorKind) -> Self {
         Self {
             name: name.to_owned(),
-            cause: cause.into(),
+            kind,
+            source: None,
         }
     }
 
-    /// The DNS name that failed to resolve.
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// The DNS name that failed to resolve, as given.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &DiscoveryErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot resolve {}: ", self.name)?;
+        match &self.kind {
+            DiscoveryErrorKind::Config => f.write_str("the resolver cannot be set up"),
+            DiscoveryErrorKind::NoSuchName => f.write_str("no such name (NXDOMAIN)"),
+            DiscoveryErrorKind::NoRecords(candidate) => {
+                write!(f, "{candidate} exists but holds no SRV record")
+            }
+            DiscoveryErrorKind::NoAddress(target) => {
+                write!(f, "SRV target {target} has no address")
+            }
+            DiscoveryErrorKind::Truncated => f.write_str(
+                "the answer was truncated (more SRV records than one DNS message holds, \
+                 about 850); refusing to act on part of the pods",
+            ),
+            DiscoveryErrorKind::ServerError(code) => write!(f, "the name server answered {code}"),
+            DiscoveryErrorKind::Malformed(server) => write!(f, "malformed answer from {server}"),
+            DiscoveryErrorKind::TimedOut(d) => {
+                write!(f, "the name server did not answer within {d:?}")
+            }
+            DiscoveryErrorKind::Other => f.write_str("lookup failed"),
+        }
+    }
+}
+
+impl std::error::Error for DiscoveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
 /// What an operation returns when it failed.
 ///
 /// `Display` is one line: the operation, how many pods failed, and the state the cluster
-/// is left in. The [`Report`]s inside give each pod's outcome.
+/// is left in. The [`Report`]s and the [`Rollback`] inside give each pod's outcome.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -178,43 +517,44 @@ pub enum Error {
     /// The pods could not be discovered; none was contacted.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
-    /// Pause failed on at least one pod. `rollback` is the Unpause sent to every pod
-    /// afterwards, unless rollback was turned off or no Pause request was sent.
+    /// Pause failed on at least one pod. `rollback` says what became of the pods this
+    /// run may have paused (undone, unless rollback was turned off); `None` when no Pause
+    /// request was sent.
     #[error("{}", pause_summary(pause, rollback.as_deref()))]
     Pause {
         /// The Pause fan-out.
         pause: Box<Report>,
-        /// The rollback Unpause fan-out.
-        rollback: Option<Box<Report>>,
+        /// What the rollback unpaused, left as found, or could not unpause.
+        rollback: Option<Box<Rollback>>,
     },
     /// Unpause failed on at least one pod.
     #[error(
         "unpause failed on {} of {} pods; {}",
         unpause.failures().count(),
         unpause.pods().len(),
-        left_paused(unpause)
+        may_still_be_paused(unpause)
     )]
     Unpause {
         /// The Unpause fan-out.
         unpause: Box<Report>,
     },
-    /// The operation was interrupted (by a signal, say) while pods may have been paused;
-    /// `rollback` is the Unpause then sent to every pod.
-    #[error("interrupted; {}", rollback_state(rollback))]
+    /// The operation was interrupted (by a signal, say); `rollback` undid what this run
+    /// had paused by then.
+    #[error("interrupted; {rollback}")]
     Interrupted {
-        /// The Unpause fan-out sent after the interruption.
-        rollback: Box<Report>,
+        /// What the rollback unpaused, left as found, or could not unpause.
+        rollback: Box<Rollback>,
     },
     /// A backup window did not start because pods already report paused: someone else
     /// may be running a backup, and this window's Unpause would end theirs.
     #[error(
         "{} pod(s) already report paused: {}; the window did not start and nothing was changed",
         pods.len(),
-        pods.join(", ")
+        join(pods)
     )]
     AlreadyPaused {
         /// The pods reporting paused.
-        pods: Vec<String>,
+        pods: Vec<Target>,
     },
     /// CheckPaused failed on at least one pod.
     #[error(
@@ -238,74 +578,62 @@ impl Error {
     pub fn reports(&self) -> Vec<&Report> {
         match self {
             Error::Pause { pause, rollback } => std::iter::once(&**pause)
-                .chain(rollback.as_deref())
+                .chain(rollback.as_deref().and_then(Rollback::report))
                 .collect(),
             Error::Unpause { unpause } => vec![unpause],
             Error::Check { check } => vec![check],
-            Error::Interrupted { rollback } => vec![rollback],
+            Error::Interrupted { rollback } => rollback.report().into_iter().collect(),
             Error::InvalidInput(_) | Error::Discovery(_) | Error::AlreadyPaused { .. } => {
                 Vec::new()
             }
         }
     }
 
-    /// Pods that may still be paused after this error: empty when the cluster is known
-    /// to be unpaused.
+    /// The rollback this error carries, if one ran.
+    pub fn rollback(&self) -> Option<&Rollback> {
+        match self {
+            Error::Pause { rollback, .. } => rollback.as_deref(),
+            Error::Interrupted { rollback } => Some(rollback),
+            _ => None,
+        }
+    }
+
+    /// Pods that may still be paused by this run after this error: empty when every pause
+    /// this run made is known to be undone. Pods left paused as they were found are not
+    /// here; [`Rollback::kept`] lists them.
     pub fn maybe_paused(&self) -> Vec<&Target> {
         match self {
-            Error::Pause {
-                pause,
-                rollback: None,
-            } => pause
-                .pods()
-                .iter()
-                .filter(|p| may_have_paused(p))
-                .map(|p| p.target())
-                .collect(),
-            Error::Pause {
-                rollback: Some(r), ..
-            } => r.failures().map(|p| p.target()).collect(),
             Error::Unpause { unpause } => unpause.failures().map(|p| p.target()).collect(),
-            Error::Interrupted { rollback } => rollback.failures().map(|p| p.target()).collect(),
-            _ => Vec::new(),
+            _ => self
+                .rollback()
+                .map(Rollback::maybe_paused)
+                .unwrap_or_default(),
         }
     }
 }
 
-fn pause_summary(pause: &Report, rollback: Option<&Report>) -> String {
-    let failed = pause.failures().count();
-    let total = pause.pods().len();
+fn join(pods: &[Target]) -> String {
+    let names: Vec<&str> = pods.iter().map(Target::name).collect();
+    names.join(", ")
+}
+
+fn pause_summary(pause: &Report, rollback: Option<&Rollback>) -> String {
     let state = match rollback {
-        Some(r) => rollback_state(r),
-        None => match pause.pods().iter().filter(|p| may_have_paused(p)).count() {
-            0 => "no Pause request was sent: no pod is paused".to_owned(),
-            paused => format!("rollback disabled: {paused} pods may be left paused"),
-        },
+        Some(r) => r.to_string(),
+        None => "no Pause request was sent: nothing was changed".to_owned(),
     };
-    format!("pause failed on {failed} of {total} pods; {state}")
+    format!(
+        "pause failed on {} of {} pods; {state}",
+        pause.failures().count(),
+        pause.pods().len()
+    )
 }
 
-/// Whether Pause may have closed this pod's gate: it answered OK, or its request may
-/// have reached it before the call failed (a time-out, a broken connection).
-fn may_have_paused(pod: &PodReport) -> bool {
-    pod.outcome()
-        .as_ref()
-        .map_or_else(CallError::may_have_reached_pod, |_| true)
-}
-
-fn rollback_state(rollback: &Report) -> String {
-    if rollback.is_success() {
-        "rolled back: no pod is left paused".to_owned()
-    } else {
-        format!("rollback failed: {}", left_paused(rollback))
-    }
-}
-
-fn left_paused(report: &Report) -> String {
-    let stuck: Vec<String> = report.failures().map(|p| p.target().to_string()).collect();
+fn may_still_be_paused(report: &Report) -> String {
+    let stuck: Vec<Target> = report.failures().map(|p| p.target().clone()).collect();
     if stuck.is_empty() {
         "no pod is left paused".to_owned()
     } else {
-        format!("may still be paused: {}", stuck.join(", "))
+        format!("may still be paused: {}", join(&stuck))
     }
 }

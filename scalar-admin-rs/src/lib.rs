@@ -6,24 +6,37 @@
 //! then call Pause, Unpause or CheckPaused on every pod at once. Each call returns a
 //! [`Report`] with every pod's outcome and the instants a backup needs: when the last pod
 //! finished pausing, and when unpausing started. A Pause that fails on any pod is rolled
-//! back, so a cluster is never left half-paused by accident.
+//! back, so a cluster is never left half-paused by accident, and a rollback never ends a
+//! pause this run did not make. [`window::Window`] runs a whole backup window.
 //!
 //! The wire protocol is the Scalar Admin gRPC interface (`proto/admin.proto`, package
 //! `rpc`), so this crate talks to ScalarDB Cluster and ScalarDL Ledger and Auditor as the
-//! Java `scalar-admin` tool does.
+//! Java `scalar-admin` tool does. Everything a pod sends is checked as the
+//! gRPC-over-HTTP/2 rules say before it counts.
 //!
 //! # Layout
 //!
-//! - [`discovery`]: SRV name or address list to pod endpoints ([`Target`]).
-//! - [`client`]: connection, TLS and deadlines for one pod.
-//! - [`fanout`]: one call to every pod at once, and its [`Report`].
+//! - [`discovery`]: SRV name to pod endpoints ([`Target`]), through hickory-resolver.
+//! - [`Fleet`]: one connection per pod, every call at once, and the rollback rule.
+//! - [`Report`], [`Rollback`]: what a fan-out did, and what a rollback left.
 //! - [`window`]: a whole backup window: pause every product, hold, verify, unpause.
-//! - [`gate`] (feature `server`): what a Rust service embeds to answer the admin calls.
-//! - [`pb`]: the generated protobuf messages, client and server.
+//! - [`contract`]: what clients and servers agree on: calls, status codes, reasons.
+//! - `gate` (feature `server`): what a Rust service embeds to answer the admin calls.
+//! - [`pb`]: the protobuf messages (and with feature `server`, the tonic service).
+//!
+//! Inside, the wire client is split as the protocol is: `dial` (TCP), `tls`, and `wire`
+//! (the gRPC unary exchange over h2, and the checks on every reply).
+//!
+//! # Features
+//!
+//! - `server`: the [`gate`](crate#layout) module, with the tonic service and tower layer.
+//! - `serde`: `Serialize` for reports, for callers that print them as JSON.
+//!
+//! Without features the crate needs no tonic at all: its client speaks HTTP/2 itself.
 //!
 //! # Example
 //!
-//! Runs against two loopback pods served by [`gate`] (hidden), with feature `server`.
+//! Runs against two loopback pods served by the gate (hidden), with feature `server`.
 //!
 #![cfg_attr(feature = "server", doc = "```")]
 #![cfg_attr(not(feature = "server"), doc = "```ignore")]
@@ -49,34 +62,48 @@
 //! #     for _ in 0..2 {
 //! #         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! #         pods.push(scalar_admin::Target::from_socket_addr(listener.local_addr().unwrap()));
-//! #         let service = scalar_admin::gate::Gate::new().admin_server();
-//! #         tokio::spawn(tonic::transport::Server::builder().add_service(service)
-//! #             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)));
+//! #         let gate = scalar_admin::gate::Gate::new();
+//! #         tokio::spawn(serve(listener, gate));
 //! #     }
 //! #     pods
+//! # }
+//! # async fn serve(listener: tokio::net::TcpListener, gate: scalar_admin::gate::Gate) {
+//! #     let incoming = tonic::transport::server::TcpIncoming::from(listener);
+//! #     let _ = tonic::transport::Server::builder()
+//! #         .add_service(gate.admin_server())
+//! #         .serve_with_incoming(incoming)
+//! #         .await;
 //! # }
 //! ```
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod client;
-mod codec;
+mod client;
+pub mod contract;
+mod dial;
 pub mod discovery;
 mod error;
-pub mod fanout;
+mod fleet;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod gate;
+pub mod pb;
+mod report;
+mod rollback;
 mod target;
+mod tls;
 pub mod window;
+mod wire;
 
-/// The generated protobuf messages, client (`admin_client`) and server (`admin_server`).
-pub mod pb {
-    #![allow(missing_docs, unreachable_pub, clippy::all)]
-    tonic::include_proto!("rpc");
-}
-
-pub use client::{ClientConfig, PauseOptions, Tls};
+pub use client::{ClientConfig, PAUSE_DEADLINE_MARGIN, PauseOptions};
+pub use contract::{Code, Operation};
 pub use discovery::{DnsConfig, resolve_srv};
-pub use error::{CallError, CallErrorKind, DiscoveryError, Error, InvalidInput, code_name};
-pub use fanout::{Fleet, Operation, PodReport, Reply, Report};
+pub use error::{
+    CallError, CallErrorKind, ConnectFailure, DiscoveryError, DiscoveryErrorKind, Error,
+    GrpcStatus, InvalidInput, Violation,
+};
+pub use fleet::Fleet;
+pub use report::{Kept, KeptPod, PodReport, Reply, Report, Rollback};
 pub use target::{Host, Target, parse_addresses};
+pub use tls::Tls;

@@ -79,8 +79,9 @@ impl Target {
         }
     }
 
-    /// `host:port` for the connection URI's authority.
-    pub(crate) fn authority(&self) -> String {
+    /// `host:port` as connected to (IPv6 bracketed): the address a recovery command
+    /// names, and the request's authority.
+    pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 }
@@ -225,7 +226,7 @@ mod tests {
         let t = parse_addresses("127.0.0.1:1,[::1]:2,Pod-0.svc:3").unwrap();
         assert_eq!(t[0].socket_addr(), Some("127.0.0.1:1".parse().unwrap()));
         assert_eq!(t[1].socket_addr(), Some("[::1]:2".parse().unwrap()));
-        assert_eq!(t[1].authority(), "[::1]:2");
+        assert_eq!(t[1].address(), "[::1]:2");
         assert_eq!(t[2].host(), &Host::Name("pod-0.svc".into()));
         assert_eq!(t[2].name(), "Pod-0.svc:3");
     }

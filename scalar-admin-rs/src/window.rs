@@ -14,12 +14,16 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use tracing::{info, warn};
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use tracing::{error, info, warn};
 
 use crate::client::{ClientConfig, PauseOptions};
 use crate::discovery::{DnsConfig, dedup_sorted, resolve_srv};
-use crate::error::Error;
-use crate::fanout::{Fleet, Report};
+use crate::error::{CallError, DiscoveryError, DiscoveryErrorKind, Error};
+use crate::fleet::Fleet;
+use crate::report::{Report, Rollback};
 use crate::target::Target;
 
 /// One product's pods: an SRV name, re-resolved at verification, or a fixed list.
@@ -29,6 +33,7 @@ use crate::target::Target;
     derive(serde::Serialize),
     serde(rename_all = "snake_case")
 )]
+#[non_exhaustive]
 pub enum Group {
     /// Pods listed by a DNS SRV name.
     Srv(String),
@@ -49,7 +54,18 @@ impl fmt::Display for Group {
 }
 
 impl Group {
-    /// The group's pods now: the SRV name resolved afresh, or the fixed list.
+    /// Pods listed by the SRV name `name` (full, or short with the search list).
+    pub fn srv(name: impl Into<String>) -> Self {
+        Group::Srv(name.into())
+    }
+
+    /// Pods at fixed addresses.
+    pub fn addresses(targets: Vec<Target>) -> Self {
+        Group::Addresses(targets)
+    }
+
+    /// The group's pods now: the SRV name resolved afresh, or the fixed list. Every
+    /// command resolves its pods here.
     pub async fn resolve(&self, dns: &DnsConfig) -> Result<Vec<Target>, Error> {
         match self {
             Group::Srv(name) => resolve_srv(name, dns).await,
@@ -62,15 +78,45 @@ impl Group {
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct GroupPods {
-    /// The group as given.
-    pub group: Group,
-    /// Its pods.
-    pub pods: Vec<Target>,
+    group: Group,
+    pods: Vec<Target>,
 }
 
-/// How a window runs.
+impl GroupPods {
+    /// The group as given.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// Its pods when the window was paused.
+    pub fn pods(&self) -> &[Target] {
+        &self.pods
+    }
+}
+
+/// A backup window, configured with a builder, run with [`Window::run`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), scalar_admin::Error> {
+/// use std::time::Duration;
+/// use scalar_admin::window::{Group, Window};
+///
+/// let windows = Window::new([
+///     Group::srv("_scalardl-admin._tcp.ledger-headless"),
+///     Group::srv("_scalardl-auditor-admin._tcp.auditor-headless"),
+/// ])
+/// .hold(Duration::from_secs(10))
+/// .run(tokio::signal::ctrl_c())
+/// .await?;
+/// let last = windows.last().unwrap();
+/// println!("{:?}: restore to {:?}", last.verdict(), last.midpoint());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
-pub struct WindowOptions {
+pub struct Window {
+    groups: Vec<Group>,
+    client: ClientConfig,
+    dns: DnsConfig,
     hold: Duration,
     force: bool,
     attempts: usize,
@@ -79,9 +125,13 @@ pub struct WindowOptions {
     pause: PauseOptions,
 }
 
-impl Default for WindowOptions {
-    fn default() -> Self {
+impl Window {
+    /// A window over these groups, with the defaults below.
+    pub fn new(groups: impl IntoIterator<Item = Group>) -> Self {
         Self {
+            groups: groups.into_iter().collect(),
+            client: ClientConfig::default(),
+            dns: DnsConfig::default(),
             hold: Duration::from_secs(10),
             force: false,
             attempts: 1,
@@ -90,9 +140,19 @@ impl Default for WindowOptions {
             pause: PauseOptions::default(),
         }
     }
-}
 
-impl WindowOptions {
+    /// How pods are called. [`ClientConfig::default`] by default.
+    pub fn client(mut self, client: ClientConfig) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// How SRV names are resolved. [`DnsConfig::default`] (the system's) by default.
+    pub fn dns(mut self, dns: DnsConfig) -> Self {
+        self.dns = dns;
+        self
+    }
+
     /// Sets how long the pods stay paused: the period point-in-time recovery can restore
     /// to. 10 seconds by default, as the backup guide suggests.
     pub fn hold(mut self, hold: Duration) -> Self {
@@ -100,7 +160,8 @@ impl WindowOptions {
         self
     }
 
-    /// Starts even when a pod already reports paused. Off by default: a pod paused by
+    /// Starts even when a pod already reports paused, and takes such pods over: the
+    /// window's end (or its rollback) unpauses them too. Off by default: a pod paused by
     /// someone else would be unpaused at the end of this window.
     pub fn force(mut self, force: bool) -> Self {
         self.force = force;
@@ -121,28 +182,205 @@ impl WindowOptions {
         self
     }
 
-    /// Sets the Pause options (rollback always stays on: a window never leaves pods
-    /// paused on purpose).
-    pub fn pause(mut self, pause: PauseOptions) -> Self {
-        self.pause = pause.rollback(true);
+    /// Sets the Pause options. [`PauseOptions::default`] by default; rollback always stays
+    /// on, since a window never leaves pods paused on purpose.
+    pub fn pause_options(mut self, pause: PauseOptions) -> Self {
+        self.pause = pause;
         self
+    }
+
+    /// Runs windows until one is VALID or the attempts are used, and returns every window
+    /// tried; the last is the one that counts.
+    ///
+    /// Fails, with every pause this run made undone unless the error says otherwise,
+    /// when the pods cannot be found, a pod already reports paused (unless forced), Pause
+    /// fails (rolled back), `cancel` completes (any future: a signal, a timer;
+    /// [`Error::Interrupted`]), or Unpause still fails after its retries
+    /// ([`Error::Unpause`], naming the pods that may still be paused).
+    pub async fn run<C: Future>(&self, cancel: C) -> Result<Vec<WindowReport>, Error> {
+        let cancel = async {
+            cancel.await;
+        };
+        tokio::pin!(cancel);
+        let mut windows = Vec::new();
+        for attempt in 1..=self.attempts {
+            let window = self.run_once(cancel.as_mut()).await?;
+            let valid = window.verdict.is_valid();
+            if !valid {
+                warn!(attempt, verdict = ?window.verdict, "window INVALID");
+            }
+            windows.push(window);
+            if valid {
+                break;
+            }
+        }
+        Ok(windows)
+    }
+
+    async fn run_once(
+        &self,
+        cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<WindowReport, Error> {
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for group in &self.groups {
+            groups.push(GroupPods {
+                group: group.clone(),
+                pods: group.resolve(&self.dns).await?,
+            });
+        }
+        let all = dedup_sorted(groups.iter().flat_map(|g| g.pods.iter().cloned()).collect());
+        let mut fleet = Fleet::connect(all, self.client.clone()).await;
+
+        // The connection probe already asked every pod whether it is paused.
+        if !self.force {
+            let paused: Vec<Target> = fleet.already_paused().cloned().collect();
+            if !paused.is_empty() {
+                return Err(Error::AlreadyPaused { pods: paused });
+            }
+        }
+
+        // From the first Pause on, a panic must not strand pods: undo this run's pause,
+        // say what is left, then let the panic go on.
+        let paused = AssertUnwindSafe(self.pause_and_verify(&mut fleet, groups, cancel));
+        match paused.catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let (_, rollback) = self.release(&mut fleet).await;
+                error!(state = %rollback, "a panic interrupted the backup window");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    async fn pause_and_verify(
+        &self,
+        fleet: &mut Fleet,
+        groups: Vec<GroupPods>,
+        mut cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<WindowReport, Error> {
+        let options = self.pause.rollback(true).take_over(self.force);
+        let pause = fleet.pause_with_cancel(options, cancel.as_mut()).await?;
+        info!(completed_at = ?pause.completed_at(), "window open");
+
+        let interrupted = tokio::select! {
+            () = tokio::time::sleep(self.hold) => false,
+            () = cancel.as_mut() => true,
+        };
+        if interrupted {
+            warn!("interrupted during the hold; unpausing every pod this run paused");
+            let (_, rollback) = self.release(fleet).await;
+            return Err(Error::Interrupted {
+                rollback: Box::new(rollback),
+            });
+        }
+
+        // Verify just before unpausing, so the check covers the whole window.
+        let mut findings = Vec::new();
+        for GroupPods { group, pods } in &groups {
+            if let Group::Srv(name) = group {
+                match group.resolve(&self.dns).await {
+                    Ok(now) => {
+                        if let Some((added, removed)) = set_change(pods, &now) {
+                            findings.push(Finding::EndpointsChanged {
+                                group: group.clone(),
+                                added,
+                                removed,
+                            });
+                        }
+                    }
+                    Err(e) => findings.push(Finding::NotResolved {
+                        group: group.clone(),
+                        error: as_discovery_error(name, e),
+                    }),
+                }
+            }
+        }
+        let verify = fleet.check_report().await;
+        for pod in verify.pods() {
+            match pod.outcome() {
+                Ok(_) if pod.paused() == Some(true) => {}
+                Ok(_) => findings.push(Finding::Unpaused {
+                    pod: pod.target().clone(),
+                }),
+                Err(e) => findings.push(Finding::Unchecked {
+                    pod: pod.target().clone(),
+                    error: e.clone(),
+                }),
+            }
+        }
+
+        let (unpause, rollback) = self.release(fleet).await;
+        if let Some(last) = rollback.report().filter(|_| !rollback.is_complete()) {
+            return Err(Error::Unpause {
+                unpause: Box::new(last.clone()),
+            });
+        }
+        let confirm = fleet.check_report().await;
+        for pod in confirm.pods() {
+            match pod.outcome() {
+                Ok(_) if pod.paused() == Some(false) => {}
+                Ok(_) => findings.push(Finding::StillPaused {
+                    pod: pod.target().clone(),
+                }),
+                Err(e) => findings.push(Finding::NotConfirmed {
+                    pod: pod.target().clone(),
+                    error: e.clone(),
+                }),
+            }
+        }
+
+        let verdict = if findings.is_empty() {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid(findings)
+        };
+        Ok(WindowReport {
+            groups,
+            pause,
+            verify,
+            unpause,
+            confirm,
+            verdict,
+        })
+    }
+
+    /// Undoes the window's pause, retrying the pods that failed with a doubling backoff.
+    /// Returns every attempt's Unpause report, and the last rollback.
+    async fn release(&self, fleet: &mut Fleet) -> (Vec<Report>, Rollback) {
+        let mut reports = Vec::new();
+        let mut backoff = self.unpause_backoff;
+        let mut attempt = 1;
+        loop {
+            let rollback = fleet.release().await;
+            reports.extend(rollback.report().cloned());
+            if rollback.is_complete() || attempt == self.unpause_attempts {
+                return (reports, rollback);
+            }
+            warn!(attempt, ?backoff, "unpause failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+}
+
+fn as_discovery_error(name: &str, error: Error) -> DiscoveryError {
+    match error {
+        Error::Discovery(e) => e,
+        other => {
+            DiscoveryError::new(name, DiscoveryErrorKind::Other).with_source(other.to_string())
+        }
     }
 }
 
 /// Whether the paused period can be restored to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize),
-    serde(tag = "verdict", content = "reasons")
-)]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Every pod stayed paused and no pod was added or removed.
-    #[cfg_attr(feature = "serde", serde(rename = "VALID"))]
     Valid,
-    /// Something changed during the window; each reason in plain words.
-    #[cfg_attr(feature = "serde", serde(rename = "INVALID"))]
-    Invalid(Vec<String>),
+    /// Something changed during the window.
+    Invalid(Vec<Finding>),
 }
 
 impl Verdict {
@@ -150,28 +388,158 @@ impl Verdict {
     pub fn is_valid(&self) -> bool {
         matches!(self, Verdict::Valid)
     }
+
+    /// What made the window invalid; empty for a valid one.
+    pub fn findings(&self) -> &[Finding] {
+        match self {
+            Verdict::Valid => &[],
+            Verdict::Invalid(findings) => findings,
+        }
+    }
+}
+
+/// Something that makes a window invalid. `Display` says it in plain words.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Finding {
+    /// The SRV name lists other pods than those paused: a pod added meanwhile ran
+    /// unpaused, or a removed one may be restarting.
+    EndpointsChanged {
+        /// The group.
+        group: Group,
+        /// Pods listed now and not paused.
+        added: Vec<Target>,
+        /// Pods paused and no longer listed.
+        removed: Vec<Target>,
+    },
+    /// The SRV name could not be resolved again, so the pod set is unknown.
+    NotResolved {
+        /// The group.
+        group: Group,
+        /// Why.
+        error: DiscoveryError,
+    },
+    /// A pod reported unpaused during the window: it restarted, or someone unpaused it.
+    Unpaused {
+        /// The pod.
+        pod: Target,
+    },
+    /// A pod could not be asked whether it was still paused.
+    Unchecked {
+        /// The pod.
+        pod: Target,
+        /// Why.
+        error: CallError,
+    },
+    /// A pod still reported paused after Unpause.
+    StillPaused {
+        /// The pod.
+        pod: Target,
+    },
+    /// A pod could not be asked, after Unpause, whether it is unpaused.
+    NotConfirmed {
+        /// The pod.
+        pod: Target,
+        /// Why.
+        error: CallError,
+    },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |pods: &[Target]| -> String {
+            pods.iter().map(Target::name).collect::<Vec<_>>().join(", ")
+        };
+        match self {
+            Finding::EndpointsChanged {
+                group,
+                added,
+                removed,
+            } => {
+                write!(f, "{group}: endpoint set changed:")?;
+                if !added.is_empty() {
+                    write!(f, " added {}", names(added))?;
+                }
+                if !removed.is_empty() {
+                    write!(f, " removed {}", names(removed))?;
+                }
+                Ok(())
+            }
+            Finding::NotResolved { error, .. } => write!(f, "could not re-resolve: {error}"),
+            Finding::Unpaused { pod } => {
+                write!(f, "{pod} reported unpaused during the window: restarted?")
+            }
+            Finding::Unchecked { pod, error } => {
+                write!(f, "{pod} could not be checked: {}", error.chain())
+            }
+            Finding::StillPaused { pod } => write!(f, "{pod} still reports paused after Unpause"),
+            Finding::NotConfirmed { pod, error } => {
+                write!(
+                    f,
+                    "{pod} could not be confirmed unpaused: {}",
+                    error.chain()
+                )
+            }
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Verdict", 2)?;
+        st.serialize_field("verdict", if self.is_valid() { "VALID" } else { "INVALID" })?;
+        let reasons: Vec<String> = self.findings().iter().map(ToString::to_string).collect();
+        st.serialize_field("reasons", &reasons)?;
+        st.end()
+    }
 }
 
 /// One window that was paused and unpaused.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WindowReport {
-    /// The pods of each group, as paused.
-    pub groups: Vec<GroupPods>,
-    /// The Pause fan-out over every group.
-    pub pause: Report,
-    /// CheckPaused just before unpausing.
-    pub verify: Report,
-    /// The Unpause fan-outs, one per attempt.
-    pub unpause: Vec<Report>,
-    /// CheckPaused after unpausing.
-    pub confirm: Option<Report>,
-    /// The verdict.
+    groups: Vec<GroupPods>,
+    pause: Report,
+    verify: Report,
+    unpause: Vec<Report>,
+    confirm: Report,
     #[cfg_attr(feature = "serde", serde(flatten))]
-    pub verdict: Verdict,
+    verdict: Verdict,
 }
 
 impl WindowReport {
+    /// The pods of each group, as paused.
+    pub fn groups(&self) -> &[GroupPods] {
+        &self.groups
+    }
+
+    /// The Pause fan-out over every group.
+    pub fn pause(&self) -> &Report {
+        &self.pause
+    }
+
+    /// CheckPaused just before unpausing.
+    pub fn verify(&self) -> &Report {
+        &self.verify
+    }
+
+    /// The Unpause fan-outs, one per attempt.
+    pub fn unpause(&self) -> &[Report] {
+        &self.unpause
+    }
+
+    /// CheckPaused after unpausing.
+    pub fn confirm(&self) -> &Report {
+        &self.confirm
+    }
+
+    /// The verdict.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
     /// When the last pod finished pausing: the window's start.
     pub fn pause_completed_at(&self) -> SystemTime {
         self.pause.completed_at()
@@ -186,8 +554,7 @@ impl WindowReport {
 
     /// The middle of the window, the safest restore point.
     pub fn midpoint(&self) -> SystemTime {
-        let start = self.pause_completed_at();
-        start + self.length() / 2
+        self.pause_completed_at() + self.length() / 2
     }
 
     /// The window's length.
@@ -198,213 +565,20 @@ impl WindowReport {
     }
 }
 
-/// Runs backup windows over `groups` until one is VALID or `options.attempts` are used.
-///
-/// Returns every window tried; the last is the one that counts. Fails, with every pod
-/// unpaused unless the error says otherwise, when the pods cannot be found, a pod
-/// already reports paused (unless forced), Pause fails (rolled back), `cancel`
-/// completes (every pod is unpaused: [`Error::Interrupted`]), or Unpause still fails
-/// after its retries ([`Error::Unpause`], naming the pods that may still be paused).
-///
-/// ```no_run
-/// # async fn run() -> Result<(), scalar_admin::Error> {
-/// use scalar_admin::window::{Group, WindowOptions, run_windows};
-/// use scalar_admin::{ClientConfig, DnsConfig};
-///
-/// let groups = [
-///     Group::Srv("_scalardl-admin._tcp.ledger-headless".into()),
-///     Group::Srv("_scalardl-auditor-admin._tcp.auditor-headless".into()),
-/// ];
-/// let windows = run_windows(
-///     &groups,
-///     &ClientConfig::default(),
-///     &DnsConfig::default(),
-///     &WindowOptions::default(),
-///     tokio::signal::ctrl_c(),
-/// )
-/// .await?;
-/// let last = windows.last().unwrap();
-/// println!("{:?}: restore to {:?}", last.verdict, last.midpoint());
-/// # Ok(()) }
-/// ```
-pub async fn run_windows<C, T>(
-    groups: &[Group],
-    client: &ClientConfig,
-    dns: &DnsConfig,
-    options: &WindowOptions,
-    cancel: C,
-) -> Result<Vec<WindowReport>, Error>
-where
-    C: Future<Output = T>,
-{
-    let cancel = async {
-        cancel.await;
-    };
-    tokio::pin!(cancel);
-    let mut windows = Vec::new();
-    for attempt in 1..=options.attempts {
-        let window = run_window(groups, client, dns, options, cancel.as_mut()).await?;
-        let valid = window.verdict.is_valid();
-        if !valid {
-            warn!(attempt, verdict = ?window.verdict, "window INVALID");
-        }
-        windows.push(window);
-        if valid {
-            break;
-        }
-    }
-    Ok(windows)
-}
-
-async fn run_window(
-    groups: &[Group],
-    client: &ClientConfig,
-    dns: &DnsConfig,
-    options: &WindowOptions,
-    mut cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<WindowReport, Error> {
-    let mut resolved = Vec::with_capacity(groups.len());
-    for group in groups {
-        resolved.push(GroupPods {
-            group: group.clone(),
-            pods: group.resolve(dns).await?,
-        });
-    }
-    let all = dedup_sorted(
-        resolved
-            .iter()
-            .flat_map(|g| g.pods.iter().cloned())
-            .collect(),
-    );
-    let mut fleet = Fleet::connect(all, client.clone()).await;
-
-    if !options.force {
-        let check = fleet.check_paused().await?;
-        let paused: Vec<&str> = check
-            .pods()
-            .iter()
-            .filter(|p| p.paused() == Some(true))
-            .map(|p| p.target().name())
-            .collect();
-        if !paused.is_empty() {
-            return Err(Error::AlreadyPaused {
-                pods: paused.into_iter().map(str::to_owned).collect(),
-            });
-        }
-    }
-
-    let pause = fleet
-        .pause_with_cancel(options.pause, cancel.as_mut())
-        .await?;
-    info!(completed_at = ?pause.completed_at(), "window open");
-
-    let interrupted = tokio::select! {
-        () = tokio::time::sleep(options.hold) => false,
-        () = cancel.as_mut() => true,
-    };
-    if interrupted {
-        warn!("interrupted during the hold; unpausing every pod");
-        let mut attempts = unpause_with_retries(&mut fleet, options).await;
-        let last = attempts.pop().expect("at least one attempt");
-        return Err(Error::Interrupted {
-            rollback: Box::new(last),
-        });
-    }
-
-    // Verify just before unpausing, so the check covers the whole window.
-    let mut reasons = Vec::new();
-    for GroupPods { group, pods } in &resolved {
-        if let Group::Srv(_) = group {
-            match group.resolve(dns).await {
-                Ok(now) => {
-                    if let Some(change) = set_change(pods, &now) {
-                        reasons.push(format!("{group}: endpoint set changed: {change}"));
-                    }
-                }
-                Err(e) => reasons.push(format!("could not re-resolve: {e}")),
-            }
-        }
-    }
-    let verify = fleet.check_report().await;
-    for pod in verify.pods() {
-        match pod.outcome() {
-            Ok(_) if pod.paused() == Some(true) => {}
-            Ok(_) => reasons.push(format!(
-                "{} reported unpaused during the window: restarted?",
-                pod.target()
-            )),
-            Err(e) => reasons.push(format!("{} could not be checked: {e}", pod.target())),
-        }
-    }
-
-    let mut unpause = unpause_with_retries(&mut fleet, options).await;
-    if unpause.last().is_some_and(|last| !last.is_success()) {
-        let last = unpause.pop().expect("at least one attempt");
-        return Err(Error::Unpause {
-            unpause: Box::new(last),
-        });
-    }
-    let confirm = fleet.check_paused().await.ok();
-    match &confirm {
-        Some(report) if report.pods().iter().all(|p| p.paused() == Some(false)) => {}
-        Some(report) => {
-            for pod in report.pods().iter().filter(|p| p.paused() == Some(true)) {
-                reasons.push(format!(
-                    "{} still reports paused after Unpause",
-                    pod.target()
-                ));
-            }
-        }
-        None => reasons.push("could not confirm that every pod is unpaused".into()),
-    }
-
-    let verdict = if reasons.is_empty() {
-        Verdict::Valid
-    } else {
-        Verdict::Invalid(reasons)
-    };
-    Ok(WindowReport {
-        groups: resolved,
-        pause,
-        verify,
-        unpause,
-        confirm,
-        verdict,
-    })
-}
-
-/// Unpauses every pod, retrying with a doubling backoff while any pod fails. Returns
-/// every attempt; the last one says how it ended.
-async fn unpause_with_retries(fleet: &mut Fleet, options: &WindowOptions) -> Vec<Report> {
-    let mut attempts = Vec::new();
-    let mut backoff = options.unpause_backoff;
-    for attempt in 1..=options.unpause_attempts {
-        let report = fleet.unpause_report().await;
-        let done = report.is_success();
-        attempts.push(report);
-        if done || attempt == options.unpause_attempts {
-            break;
-        }
-        warn!(attempt, ?backoff, "unpause failed; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff *= 2;
-    }
-    attempts
-}
-
-/// `+added, -removed` between two endpoint sets, compared by address and name.
-fn set_change(before: &[Target], after: &[Target]) -> Option<String> {
-    let key = |t: &Target| (t.socket_addr(), t.name().to_owned());
-    let before: BTreeSet<_> = before.iter().map(key).collect();
-    let after_set: BTreeSet<_> = after.iter().map(key).collect();
-    let mut changes: Vec<String> = after_set
-        .difference(&before)
-        .map(|(_, name)| format!("+{name}"))
+/// The pods added and removed between two endpoint sets, compared by address and name.
+fn set_change(before: &[Target], after: &[Target]) -> Option<(Vec<Target>, Vec<Target>)> {
+    let key = |t: &Target| (t.address(), t.name().to_owned());
+    let before_keys: BTreeSet<_> = before.iter().map(key).collect();
+    let after_keys: BTreeSet<_> = after.iter().map(key).collect();
+    let added: Vec<Target> = after
+        .iter()
+        .filter(|t| !before_keys.contains(&key(t)))
+        .cloned()
         .collect();
-    changes.extend(
-        before
-            .difference(&after_set)
-            .map(|(_, name)| format!("-{name}")),
-    );
-    (!changes.is_empty()).then(|| changes.join(", "))
+    let removed: Vec<Target> = before
+        .iter()
+        .filter(|t| !after_keys.contains(&key(t)))
+        .cloned()
+        .collect();
+    (!added.is_empty() || !removed.is_empty()).then_some((added, removed))
 }

@@ -31,6 +31,9 @@ pub enum DnsMode {
     /// Sets the TC flag on every answer, over TCP too, as a server does when the answer
     /// does not fit one message.
     Truncated,
+    /// Answers with the query's id and a body that does not decode, as a broken name
+    /// server (or something else on port 53) may.
+    Malformed,
 }
 
 #[derive(Default)]
@@ -153,6 +156,32 @@ impl DnsServer {
         srv_name
     }
 
+    /// Publishes a headless service with `n` pods that exist only in DNS, named as
+    /// Kubernetes names pods without a host name (`10-1-2-3.<release>-headless...`),
+    /// at addresses 10.1.x.y, all on `port`. For answers of realistic size.
+    pub fn many_pods(
+        &self,
+        port_name: &str,
+        release: &str,
+        ns: &str,
+        n: usize,
+        port: u16,
+    ) -> String {
+        let service = format!("{release}-headless.{ns}.svc.cluster.local");
+        let srv_name = format!("_{port_name}._tcp.{service}");
+        let targets = (0..n)
+            .map(|i| {
+                let ip = std::net::Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 1) as u8);
+                let dashed = ip.to_string().replace('.', "-");
+                let target = format!("{dashed}.{service}.");
+                self.set_address(&target, IpAddr::V4(ip));
+                (target, port)
+            })
+            .collect();
+        self.set_srv(&srv_name, targets);
+        srv_name
+    }
+
     /// Sets the SRV records of `name`: `(target, port)` pairs.
     pub fn set_srv(&self, name: &str, targets: Vec<(String, u16)>) {
         let targets = targets.into_iter().map(|(t, p)| (key(&t), p)).collect();
@@ -203,6 +232,13 @@ fn answer(zone: &Mutex<Zone>, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
             reply.metadata.response_code = ResponseCode::ServFail;
             return reply.to_vec().ok();
         }
+        DnsMode::Malformed => {
+            // A response header (id, QR, one question, one answer) and then garbage.
+            let id = request.metadata.id.to_be_bytes();
+            return Some(vec![
+                id[0], id[1], 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff,
+            ]);
+        }
         DnsMode::Normal | DnsMode::Truncated => {}
     }
     let query = request.queries.first()?;
@@ -241,7 +277,6 @@ fn answer(zone: &Mutex<Zone>, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
     if !zone.srv.contains_key(&name) && !zone.addrs.contains_key(&name) {
         reply.metadata.response_code = ResponseCode::NXDomain;
     }
-    let mut bytes = reply.to_vec().ok()?;
     let limit = if tcp {
         u16::MAX as usize
     } else {
@@ -252,13 +287,36 @@ fn answer(zone: &Mutex<Zone>, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
             .max(512)
     };
     if zone.mode == DnsMode::Truncated {
-        // What a server does past one message: as many records as fit, and TC.
         reply.metadata.truncation = true;
-        bytes = reply.to_vec().ok()?;
-    } else if bytes.len() > limit {
-        bytes = reply.truncate().to_vec().ok()?;
+        return reply.to_vec().ok();
     }
-    Some(bytes)
+    fit(reply, limit)
+}
+
+/// What CoreDNS does with an answer larger than one message: drop the additional
+/// records first; if it still does not fit, drop answers until it does and set TC.
+fn fit(mut reply: Message, limit: usize) -> Option<Vec<u8>> {
+    let bytes = reply.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    reply.additionals.clear();
+    let bytes = reply.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    reply.metadata.truncation = true;
+    // Each answer costs at least this much: keep as many as the limit allows.
+    let per_answer = bytes.len().div_ceil(reply.answers.len().max(1));
+    let keep = limit.saturating_sub(64) / per_answer.max(1);
+    reply.answers.truncate(keep);
+    loop {
+        let bytes = reply.to_vec().ok()?;
+        if bytes.len() <= limit || reply.answers.is_empty() {
+            return Some(bytes);
+        }
+        reply.answers.pop();
+    }
 }
 
 fn address_record(name: Name, ip: IpAddr) -> Record {

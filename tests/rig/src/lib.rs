@@ -4,12 +4,18 @@
 //! on the spot.
 //!
 //! Nothing here mocks the network path: clients under test speak gRPC over TCP (and TLS)
-//! to the pods, and DNS over UDP and TCP to the DNS server.
+//! to the pods, and DNS over UDP and TCP to the DNS server. Hostile peers are real too:
+//! a raw HTTP/2 server that misbehaves on Pause (`hostile`), and a frame-level proxy
+//! that breaks a Pause in flight (`proxy`).
 
 mod certs;
 mod dns;
+mod hostile;
 mod pod;
+mod proxy;
 
 pub use certs::{Ca, ServerCert};
 pub use dns::{DnsMode, DnsServer};
-pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr, reset_proxy};
+pub use hostile::{Fault, HostilePod, Seen};
+pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};
+pub use proxy::{Break, break_pause};

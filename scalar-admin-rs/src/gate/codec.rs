@@ -2,9 +2,8 @@
 //!
 //! tonic's default codec starts every call with 8 KiB encode and decode buffers. Admin
 //! messages are a few bytes, and a fan-out makes a call per pod: at a thousand pods the
-//! default buffers are megabytes of allocation per fan-out. Used by the generated server
-//! (the gate) and client (`pb::admin_client`); this crate's own client frames its
-//! messages itself (`client`).
+//! default buffers are megabytes of allocation per fan-out. Used by the generated server;
+//! this crate's own client frames its messages itself (`wire`).
 
 use std::marker::PhantomData;
 
@@ -17,7 +16,7 @@ const BUFFER_SIZE: usize = 64;
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// [`ProstCodec`] with small buffers. Named by the generated code (`codec_path` in
-/// `build.rs`).
+/// the codegen test in `pb`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SmallCodec<T, U>(PhantomData<(T, U)>);
 

@@ -1,0 +1,596 @@
+//! The gRPC unary exchange, spoken over one HTTP/2 connection with the h2 crate: request
+//! framing, and the checks a reply passes before it counts (grpc/grpc
+//! `doc/PROTOCOL-HTTP2.md` and `doc/http-grpc-status-mapping.md`).
+//!
+//! Why not tonic's `Channel` or hyper: a unary call is small enough to write out here
+//! (HEADERS, one DATA frame with the length-prefixed message, then the reply and its
+//! trailers), and going through hyper costs a spawned task and two socket writes per
+//! call. Here the DATA frame is queued with the HEADERS and both leave in one write; at
+//! a thousand pods that is the difference between the gates closing together and not.
+//!
+//! Every byte of a reply is untrusted. Nothing here can panic on it, hold more than
+//! [`MAX_REPLY_SIZE`] of it, or take it for a success unless it is one: HTTP status 200,
+//! a gRPC content-type, exactly one uncompressed message, and `grpc-status: 0`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use http::HeaderMap;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::contract::{Code, MAX_REPLY_SIZE, Operation};
+use crate::error::{CallError, CallErrorKind, ConnectFailure, GrpcStatus, Violation};
+use crate::pb::google_rpc;
+
+const USER_AGENT: &str = concat!("scalar-admin/", env!("CARGO_PKG_VERSION"));
+
+/// The largest header block a pod may send. h2's default is 16 MiB; an admin reply's
+/// headers and trailers are a few hundred bytes, and gRPC's own default is 8 KiB.
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// One HTTP/2 connection to a pod, driven by a task of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    send: SendRequest<Bytes>,
+    /// `scheme://authority`, the prefix of every request URI; the authority is the
+    /// overridden one when TLS names one, as grpc-java sends it.
+    origin: Arc<str>,
+    /// Set by the connection's task when the connection ends.
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// The HTTP/2 handshake over `io`; the connection is then driven by a task of its
+    /// own, which ends when every handle is dropped or the pod closes the connection.
+    pub(crate) async fn handshake<IO>(io: IO, origin: String) -> Result<Self, CallError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, connection) = h2::client::Builder::new()
+            // Requests are a few bytes: no need for h2's default 1 MiB send buffer.
+            .max_send_buffer_size(16 * 1024)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .handshake(io)
+            .await
+            .map_err(|e| CallError::connect(ConnectFailure::Http2).with_source(e))?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "connection ended");
+            }
+            flag.store(true, Ordering::Release);
+        });
+        Ok(Self {
+            send,
+            origin: origin.into(),
+            closed,
+        })
+    }
+
+    /// Whether the connection is gone (the pod closed it or restarted), so the next call
+    /// needs a new one.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// One unary call, with `deadline` sent as `grpc-timeout` (the time left when the
+    /// request is built), so that the pod stops working on a call the client gave up on.
+    /// The caller enforces the deadline locally, for a whole fan-out at once.
+    ///
+    /// `writing` runs just before the request is handed to the connection: from then on
+    /// it may reach the pod.
+    pub(crate) async fn call<M, R>(
+        &self,
+        operation: Operation,
+        message: &M,
+        deadline: Instant,
+        writing: impl FnOnce(),
+    ) -> Result<R, CallError>
+    where
+        M: prost::Message,
+        R: prost::Message + Default,
+    {
+        let fail = |kind| CallError::new(operation, kind);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let request = http::Request::post(format!("{}{}", self.origin, operation.path()))
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header("grpc-timeout", grpc_timeout(left))
+            .body(())
+            .map_err(|e| fail(CallErrorKind::NotProcessed).with_source(e))?;
+        // Until the request is handed over, any failure means it never left.
+        let mut send = self
+            .send
+            .clone()
+            .ready()
+            .await
+            .map_err(|e| fail(CallErrorKind::NotProcessed).with_source(e))?;
+        writing();
+        let (response, mut body) = send
+            .send_request(request, false)
+            .map_err(|e| fail(CallErrorKind::NotProcessed).with_source(e))?;
+        // Queued with the HEADERS, so both leave in one write.
+        body.send_data(frame(message), true)
+            .map_err(|e| fail(stream_error(&e)).with_source(e))?;
+        let response = response
+            .await
+            .map_err(|e| fail(stream_error(&e)).with_source(e))?;
+        read_reply(response).await.map_err(|(kind, source)| {
+            let error = fail(kind);
+            match source {
+                Some(source) => error.with_source(source),
+                None => error,
+            }
+        })
+    }
+}
+
+/// What a stream error says about the request: refused before processing (RST_STREAM
+/// with REFUSED_STREAM, or above the last stream id of the pod's GOAWAY; RFC 9113 §8.7),
+/// or broken after it may have reached the pod.
+fn stream_error(e: &h2::Error) -> CallErrorKind {
+    let refused = e.is_remote()
+        && (e.is_go_away() || (e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)));
+    if refused {
+        CallErrorKind::NotProcessed
+    } else {
+        CallErrorKind::Transport
+    }
+}
+
+type ReplyError = (
+    CallErrorKind,
+    Option<Box<dyn std::error::Error + Send + Sync>>,
+);
+
+fn violation(v: Violation) -> ReplyError {
+    (CallErrorKind::Protocol(v), None)
+}
+
+/// Reads a reply to its end: the head, at most one message, the trailers.
+async fn read_reply<R: prost::Message + Default>(
+    response: http::Response<h2::RecvStream>,
+) -> Result<R, ReplyError> {
+    let (head, mut body) = response.into_parts();
+    if let Some(status) = check_head(head.status, &head.headers)? {
+        // Trailers-only: the status came in the headers and there is no message.
+        status?;
+        return Err(violation(Violation::NoMessage));
+    }
+    let mut message = Message::default();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| (stream_error(&e), Some(e.into())))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        message.push(&chunk).map_err(violation)?;
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|e| (stream_error(&e), Some(e.into())))?;
+    parse_status(trailers.as_ref().unwrap_or(&HeaderMap::new()))?;
+    let message = message.finish().map_err(violation)?;
+    R::decode(message).map_err(|e| {
+        (
+            CallErrorKind::Protocol(Violation::Undecodable),
+            Some(e.into()),
+        )
+    })
+}
+
+/// Checks the response head. `Some` holds the status of a trailers-only response.
+fn check_head(
+    status: http::StatusCode,
+    headers: &HeaderMap,
+) -> Result<Option<Result<(), ReplyError>>, ReplyError> {
+    let has_status = headers.contains_key("grpc-status");
+    if status != http::StatusCode::OK {
+        // A grpc-status, when there is one, wins over the HTTP status (the mapping is
+        // "only for responses that did not include grpc-status").
+        if has_status {
+            return Ok(Some(parse_status(headers)));
+        }
+        return Err((
+            CallErrorKind::Http {
+                status: status.as_u16(),
+            },
+            None,
+        ));
+    }
+    let content_type = headers.get(http::header::CONTENT_TYPE);
+    if !content_type.is_some_and(|ct| is_grpc_content_type(ct.as_bytes())) {
+        let shown = content_type
+            .map(|ct| crate::error::sanitize(&String::from_utf8_lossy(ct.as_bytes()), 100));
+        return Err(violation(Violation::ContentType(shown)));
+    }
+    Ok(has_status.then(|| parse_status(headers)))
+}
+
+/// `application/grpc`, optionally followed by `+<format>` or `;<parameters>`.
+fn is_grpc_content_type(value: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
+}
+
+/// Reads `grpc-status`, `grpc-message` and `grpc-status-details-bin`: `Ok` for status 0,
+/// the status otherwise. A missing or unparsable status is a violation (reported as
+/// UNKNOWN). Never panics, whatever the bytes.
+pub(crate) fn parse_status(headers: &HeaderMap) -> Result<(), ReplyError> {
+    let Some(value) = headers.get("grpc-status") else {
+        return Err(violation(Violation::MissingStatus));
+    };
+    let code = std::str::from_utf8(value.as_bytes())
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<i32>().ok())
+        .and_then(Code::from_i32)
+        .ok_or_else(|| {
+            let shown = crate::error::sanitize(&String::from_utf8_lossy(value.as_bytes()), 32);
+            violation(Violation::BadStatus(shown))
+        })?;
+    if code == Code::Ok {
+        return Ok(());
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy())
+        .unwrap_or_default();
+    let mut status = GrpcStatus::new(code, &message);
+    if let Some(info) = headers
+        .get("grpc-status-details-bin")
+        .and_then(|v| error_info(v.as_bytes(), code))
+    {
+        status = status.with_reason(&info.reason, &info.domain);
+    }
+    Err((CallErrorKind::Status(status), None))
+}
+
+/// The `ErrorInfo` in a `grpc-status-details-bin` value: base64 (padded or not) of a
+/// `google.rpc.Status` whose code matches the header's. `None` for anything else: the
+/// details only add a reason, so a malformed value is dropped, not an error.
+fn error_info(value: &[u8], code: Code) -> Option<google_rpc::ErrorInfo> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const BASE64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let bytes = match BASE64.decode(value) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            debug!(error = %e, "grpc-status-details-bin is not base64; ignored");
+            return None;
+        }
+    };
+    let status = match <google_rpc::Status as prost::Message>::decode(bytes.as_slice()) {
+        Ok(status) if status.code == code.as_i32() => status,
+        Ok(status) => {
+            debug!(
+                details = status.code,
+                "grpc-status-details-bin has another code; ignored"
+            );
+            return None;
+        }
+        Err(e) => {
+            debug!(error = %e, "grpc-status-details-bin does not decode; ignored");
+            return None;
+        }
+    };
+    status
+        .details
+        .iter()
+        .filter(|any| any.type_url.ends_with("/google.rpc.ErrorInfo"))
+        .find_map(|any| {
+            <google_rpc::ErrorInfo as prost::Message>::decode(any.value.as_slice()).ok()
+        })
+}
+
+/// The one message of a unary reply, collected as its DATA frames arrive. Fails as soon
+/// as the bytes cannot be a single uncompressed message within [`MAX_REPLY_SIZE`], so a
+/// pod streaming an endless reply is cut off at once.
+#[derive(Debug, Default)]
+pub(crate) struct Message {
+    buf: BytesMut,
+}
+
+impl Message {
+    /// Adds bytes of the reply body.
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Result<(), Violation> {
+        let declared = self.declared_len();
+        if let Some(len) = declared
+            && self.buf.len() + chunk.len() > 5 + len
+        {
+            return Err(Violation::ExtraData);
+        }
+        self.buf.extend_from_slice(chunk);
+        if declared.is_none() && self.buf.len() >= 5 {
+            match self.buf[0] {
+                0 => {}
+                flag => return Err(Violation::Compressed(flag)),
+            }
+            let len = self.declared_len().unwrap_or_default();
+            if len > MAX_REPLY_SIZE {
+                return Err(Violation::TooLarge {
+                    limit: MAX_REPLY_SIZE,
+                });
+            }
+            if self.buf.len() > 5 + len {
+                return Err(Violation::ExtraData);
+            }
+        }
+        Ok(())
+    }
+
+    /// The length the message's prefix declares, once the prefix is in.
+    fn declared_len(&self) -> Option<usize> {
+        let prefix = self.buf.get(1..5)?;
+        Some(u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize)
+    }
+
+    /// The message, once the body has ended.
+    pub(crate) fn finish(self) -> Result<Bytes, Violation> {
+        match self.declared_len() {
+            _ if self.buf.is_empty() => Err(Violation::NoMessage),
+            Some(len) if self.buf.len() == 5 + len => {
+                let mut buf = self.buf.freeze();
+                buf.advance(5);
+                Ok(buf)
+            }
+            _ => Err(Violation::Truncated),
+        }
+    }
+}
+
+/// A gRPC message frame: no compression, the length, the message.
+pub(crate) fn frame(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    // Cannot fail: the buffer was sized for the message.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
+}
+
+/// `grpc-timeout`: the finest unit whose value fits in 8 digits, rounded up, so that a
+/// live deadline is never sent as 0.
+pub(crate) fn grpc_timeout(left: Duration) -> String {
+    const UNITS: [(u128, char); 6] = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ];
+    let nanos = left.as_nanos().max(1);
+    for (per_unit, unit) in UNITS {
+        let value = nanos.div_ceil(per_unit);
+        if value < 100_000_000 {
+            return format!("{value}{unit}");
+        }
+    }
+    "99999999H".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn details(code: i32, reason: &str) -> String {
+        use base64::Engine as _;
+        let status = google_rpc::Status::with_error_info(code, "m", reason, "com.scalar.dl.admin");
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .encode(prost::Message::encode_to_vec(&status))
+    }
+
+    fn status_of(h: &HeaderMap) -> GrpcStatus {
+        match parse_status(h) {
+            Err((CallErrorKind::Status(s), _)) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn status_with_message_and_reason() {
+        let d = details(9, "TIMED_OUT_STILL_PAUSED");
+        let s = status_of(&headers(&[
+            ("grpc-status", b"9"),
+            ("grpc-message", b"gate%20stays%20closed%0A"),
+            ("grpc-status-details-bin", d.as_bytes()),
+        ]));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "gate stays closed\\n",
+            "percent-decoded, control escaped"
+        );
+        assert_eq!(s.reason(), Some("TIMED_OUT_STILL_PAUSED"));
+        assert_eq!(s.domain(), Some("com.scalar.dl.admin"));
+    }
+
+    #[test]
+    fn malformed_details_are_dropped_not_fatal() {
+        for bad in [&b"%%%not base64"[..], b"AAAA", b"", b"////"] {
+            let s = status_of(&headers(&[
+                ("grpc-status", b"10"),
+                ("grpc-status-details-bin", bad),
+            ]));
+            assert_eq!(s.code(), Code::Aborted);
+            assert_eq!(s.reason(), None);
+        }
+        // Details whose code disagrees with the header are not trusted.
+        let d = details(10, "PAUSE_IN_PROGRESS");
+        let s = status_of(&headers(&[
+            ("grpc-status", b"9"),
+            ("grpc-status-details-bin", d.as_bytes()),
+        ]));
+        assert_eq!(s.reason(), None);
+    }
+
+    #[test]
+    fn missing_or_unparsable_status_is_unknown() {
+        for h in [
+            headers(&[]),
+            headers(&[("grpc-status", b"x")]),
+            headers(&[("grpc-status", b"17")]),
+            headers(&[("grpc-status", b"-1")]),
+            headers(&[("grpc-status", b"")]),
+        ] {
+            let (kind, _) = parse_status(&h).unwrap_err();
+            let error = CallError::new(Operation::Pause, kind);
+            assert_eq!(error.code(), Code::Unknown, "{error}");
+        }
+        assert!(parse_status(&headers(&[("grpc-status", b"0")])).is_ok());
+    }
+
+    #[test]
+    fn head_checks() {
+        let grpc = headers(&[("content-type", b"application/grpc")]);
+        assert!(matches!(check_head(http::StatusCode::OK, &grpc), Ok(None)));
+        let proto = headers(&[("content-type", b"application/grpc+proto")]);
+        assert!(matches!(check_head(http::StatusCode::OK, &proto), Ok(None)));
+        let html = headers(&[("content-type", b"text/html"), ("grpc-status", b"0")]);
+        let Err((CallErrorKind::Protocol(Violation::ContentType(Some(ct))), _)) =
+            check_head(http::StatusCode::OK, &html)
+        else {
+            panic!()
+        };
+        assert_eq!(ct, "text/html");
+        let grpcweb = headers(&[("content-type", b"application/grpc-web")]);
+        assert!(check_head(http::StatusCode::OK, &grpcweb).is_err());
+        let plain = headers(&[("content-type", b"text/plain")]);
+        let Err((CallErrorKind::Http { status: 503 }, _)) =
+            check_head(http::StatusCode::SERVICE_UNAVAILABLE, &plain)
+        else {
+            panic!()
+        };
+        // A grpc-status wins over the HTTP status.
+        let with_status = headers(&[("grpc-status", b"14")]);
+        let Ok(Some(Err((CallErrorKind::Status(s), _)))) =
+            check_head(http::StatusCode::SERVICE_UNAVAILABLE, &with_status)
+        else {
+            panic!()
+        };
+        assert_eq!(s.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn timeouts_are_never_zero_and_fit_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::ZERO), "1n");
+        assert_eq!(grpc_timeout(Duration::from_micros(300)), "300000n");
+        assert_eq!(grpc_timeout(Duration::from_secs(35)), "35000000u");
+        assert_eq!(grpc_timeout(Duration::from_secs(86_400 * 365)), "31536000S");
+        assert_eq!(grpc_timeout(Duration::from_secs(86_400 * 3650)), "5256000M");
+        assert_eq!(grpc_timeout(Duration::MAX), "99999999H");
+    }
+
+    fn collect(chunks: &[&[u8]]) -> Result<Bytes, Violation> {
+        let mut m = Message::default();
+        for c in chunks {
+            m.push(c)?;
+        }
+        m.finish()
+    }
+
+    #[test]
+    fn exactly_one_uncompressed_message() {
+        assert_eq!(collect(&[&[0, 0, 0, 0, 2, 8, 1]]).unwrap(), &[8, 1][..]);
+        assert_eq!(collect(&[&[0, 0, 0], &[0, 0]]).unwrap(), &[][..]);
+        assert_eq!(collect(&[]), Err(Violation::NoMessage));
+        assert_eq!(collect(&[&[0, 0, 0, 0, 2, 8]]), Err(Violation::Truncated));
+        assert_eq!(collect(&[&[0, 0]]), Err(Violation::Truncated));
+        assert_eq!(
+            collect(&[&[0, 0, 0, 0, 0], &[0, 0, 0, 0, 0]]),
+            Err(Violation::ExtraData)
+        );
+        assert_eq!(collect(&[&[0, 0, 0, 0, 0, 1]]), Err(Violation::ExtraData));
+        assert_eq!(collect(&[&[1, 0, 0, 0, 0]]), Err(Violation::Compressed(1)));
+        assert_eq!(
+            collect(&[&[0, 0, 0x40, 0, 1]]),
+            Err(Violation::TooLarge {
+                limit: MAX_REPLY_SIZE
+            })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_round_trips_in_any_split(paused in any::<bool>(), split in 0usize..8) {
+            let message = crate::pb::CheckPausedResponse { paused };
+            let framed = frame(&message);
+            let split = split.min(framed.len());
+            let body = collect(&[&framed[..split], &framed[split..]]).unwrap();
+            let decoded = <crate::pb::CheckPausedResponse as prost::Message>::decode(body).unwrap();
+            prop_assert_eq!(decoded, message);
+        }
+
+        #[test]
+        fn any_body_is_one_message_or_rejected(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..6)) {
+            let all: Vec<u8> = chunks.concat();
+            let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            match collect(&refs) {
+                Ok(message) => {
+                    // Accepted only as one uncompressed frame covering the whole body.
+                    prop_assert_eq!(all[0], 0);
+                    let len = u32::from_be_bytes([all[1], all[2], all[3], all[4]]) as usize;
+                    prop_assert_eq!(all.len(), 5 + len);
+                    prop_assert_eq!(&message[..], &all[5..]);
+                }
+                Err(Violation::Compressed(flag)) => prop_assert!(flag != 0),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn any_status_headers_parse_without_panic(
+            status in prop::collection::vec(any::<u8>(), 0..6),
+            message in prop::collection::vec(any::<u8>(), 0..60),
+            details in prop::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let value = |b: &[u8]| http::HeaderValue::from_bytes(b).ok();
+            let mut h = HeaderMap::new();
+            for (name, bytes) in [("grpc-status", &status), ("grpc-message", &message), ("grpc-status-details-bin", &details)] {
+                if let Some(v) = value(bytes) {
+                    h.insert(name, v);
+                }
+            }
+            match parse_status(&h) {
+                Ok(()) => prop_assert_eq!(h.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..])),
+                Err((CallErrorKind::Status(s), _)) => {
+                    prop_assert_ne!(s.code(), Code::Ok);
+                    prop_assert!(!s.message().contains('\n'));
+                }
+                Err((CallErrorKind::Protocol(Violation::MissingStatus | Violation::BadStatus(_)), _)) => {}
+                Err(other) => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        #[test]
+        fn details_round_trip(code in 1i32..17, reason in "[A-Z_]{1,30}") {
+            let d = details(code, &reason);
+            let code_text = code.to_string();
+            let s = status_of(&headers(&[("grpc-status", code_text.as_bytes()), ("grpc-status-details-bin", d.as_bytes())]));
+            prop_assert_eq!(s.reason(), Some(reason.as_str()));
+        }
+    }
+}
