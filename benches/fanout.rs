@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use scalar_admin::{ClientConfig, Fleet, PauseOptions};
-use scalar_admin_bench::{FleetProcess, raise_open_files};
+use scalar_admin_bench::{FleetProcess, build_binaries, raise_open_files};
 
 const SIZES: [usize; 4] = [1, 10, 100, 1000];
 
@@ -76,7 +76,8 @@ fn single_call(c: &mut Criterion, fleet: &FleetProcess) {
 
 fn benches(c: &mut Criterion) {
     raise_open_files();
-    let fleet = FleetProcess::start(env!("CARGO_BIN_EXE_pod-fleet").as_ref(), 1000);
+    let (pod_fleet, _) = build_binaries();
+    let fleet = FleetProcess::start(&pod_fleet, 1000);
     single_call(c, &fleet);
     pause_unpause(c, &fleet);
     connect_pause_unpause(c, &fleet);

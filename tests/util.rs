@@ -20,11 +20,8 @@ pub(crate) async fn bounded<T>(body: impl Future<Output = T>) -> T {
 pub(crate) fn subscribe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // Tests run in parallel, some with hundreds of pods in this process, each pod
-        // a listener and a connection: lift the soft open-files limit to the hard one.
-        if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-            let _ = rlimit::Resource::NOFILE.set(hard, hard);
-        }
+        // Tests run in parallel, some with hundreds of pods in this process.
+        scalar_admin_rig::raise_open_files();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()

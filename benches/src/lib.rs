@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use scalar_admin::Target;
@@ -83,9 +83,42 @@ impl Drop for FleetProcess {
     }
 }
 
-/// Raises the open-files soft limit to the hard limit.
-pub fn raise_open_files() {
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+pub use scalar_admin_rig::raise_open_files;
+
+/// A binary next to this one in the target directory.
+pub fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // Benches and tests run from `target/<profile>/deps`; binaries sit one level up.
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
+    dir.join(name)
+}
+
+/// Builds the binaries the benches run, `pod-fleet` and `scalar-admin`, with the profile
+/// of the running one (`cargo run` and `cargo bench` build only their own), and returns
+/// their paths.
+pub fn build_binaries() -> (PathBuf, PathBuf) {
+    // One package per build: built together, their features would be unified and the
+    // running binary rebuilt under our feet.
+    for (package, bin) in [
+        ("scalar-admin-rig", "pod-fleet"),
+        ("scalar-admin-cli", "scalar-admin"),
+    ] {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", package, "--bin", bin]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build");
+        assert!(
+            status.success() && sibling(bin).exists(),
+            "cannot build {bin}"
+        );
     }
+    (sibling("pod-fleet"), sibling("scalar-admin"))
 }

@@ -12,13 +12,12 @@
 //! `scalar-admin` process pausing and unpausing 3 pods found through SRV.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use scalar_admin::pb::CheckPausedResponse;
 use scalar_admin::{ClientConfig, Fleet, PauseOptions, Target};
-use scalar_admin_bench::{FleetProcess, raise_open_files};
+use scalar_admin_bench::{FleetProcess, build_binaries, raise_open_files};
 use serde::{Deserialize, Serialize};
 
 /// What one client process measured, in microseconds.
@@ -165,35 +164,6 @@ fn run_client(mode: &str, rounds: usize, targets: &[Target]) -> ClientStats {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "client {mode} failed");
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe().unwrap().with_file_name(name)
-}
-
-/// Builds the binaries the report runs, `pod-fleet` and `scalar-admin`, with the same
-/// profile as this one (`cargo run` builds only the binary it runs), and returns their
-/// paths.
-fn build_binaries() -> (PathBuf, PathBuf) {
-    // One package per build: built together, their features would be unified and this
-    // very binary rebuilt under our feet.
-    for (package, bin) in [
-        ("scalar-admin-bench", "pod-fleet"),
-        ("scalar-admin-cli", "scalar-admin"),
-    ] {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", package, "--bin", bin]);
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo build");
-        assert!(
-            status.success() && sibling(bin).exists(),
-            "cannot build {bin}"
-        );
-    }
-    (sibling("pod-fleet"), sibling("scalar-admin"))
 }
 
 fn machine() -> String {

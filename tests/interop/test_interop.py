@@ -37,8 +37,9 @@ def test_pause_fields_round_trip(python_pods):
     assert scalar_admin("-c", "pause", "-a", group.addresses(), "-n", "-m", "1234")[0] == 0
     assert scalar_admin("-c", "pause", "-a", group.addresses(), "-m", "0")[0] == 0
     pauses = [c for c in pod.calls if c[0] == "Pause"]
-    # Set but zero is still set: the server then uses its default.
-    assert pauses == [("Pause", False, 1234), ("Pause", True, 0)]
+    # Zero means the pods' default and is not sent: ScalarDL rejects 0, ScalarDB reads
+    # it as unset, so both then wait their default.
+    assert pauses == [("Pause", False, 1234), ("Pause", True, None)]
 
 
 @pytest.mark.parametrize("code", CODES, ids=[c.name for c in CODES])
@@ -82,7 +83,10 @@ def test_grpcio_client_against_the_rust_server(rust_fleet):
                 admin_pb2.PauseRequest(wait_outstanding=True, max_pause_wait_time=100), timeout=10
             )
         assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "still in flight" in failure.value.details()
+        assert "were not drained" in failure.value.details()
+        # ScalarDL's reason travels as grpc-status-details-bin.
+        details = dict(failure.value.trailing_metadata()).get("grpc-status-details-bin")
+        assert details is not None and b"TIMED_OUT" in details
         # The server reopened its gate.
         assert not admin.CheckPaused(empty_pb2.Empty(), timeout=10).paused
         # Without waiting, a busy server pauses at once.

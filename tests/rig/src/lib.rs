@@ -19,3 +19,11 @@ pub use dns::{DnsMode, DnsServer};
 pub use hostile::{Fault, HostilePod, Seen};
 pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};
 pub use proxy::{Break, break_pause};
+
+/// Raises the open-files soft limit to the hard one: tests and fleets with hundreds of
+/// pods in one process hold a listener and a connection per pod.
+pub fn raise_open_files() {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+}
