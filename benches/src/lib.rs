@@ -1,4 +1,7 @@
-//! Shared by the bench report and the criterion benches: the pod-fleet process.
+//! Shared by the bench report and the criterion benches: the pod-fleet process, core
+//! pinning, and the report's chart.
+
+pub mod chart;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -23,8 +26,24 @@ pub struct FleetProcess {
 impl FleetProcess {
     /// Starts `n` pods in a `pod-fleet` process and waits until they all listen.
     pub fn start(pod_fleet: &Path, n: usize) -> FleetProcess {
-        let mut child = Command::new(pod_fleet)
+        Self::start_with(pod_fleet, n, None, &[])
+    }
+
+    /// The same, pinned to `core` when given (with one runtime thread), with more
+    /// `pod-fleet` arguments.
+    pub fn start_with(
+        pod_fleet: &Path,
+        n: usize,
+        core: Option<usize>,
+        args: &[String],
+    ) -> FleetProcess {
+        let mut command = pinned(pod_fleet, core);
+        if core.is_some() {
+            command.args(["--threads", "1"]);
+        }
+        let mut child = command
             .args(["--pods", &n.to_string()])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -84,6 +103,28 @@ impl Drop for FleetProcess {
 }
 
 pub use scalar_admin_rig::raise_open_files;
+
+/// A command for `program`, run on one core with `taskset` when `core` is given.
+pub fn pinned(program: &Path, core: Option<usize>) -> Command {
+    match core {
+        Some(core) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &core.to_string()]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Whether processes can be pinned to cores here: `taskset` runs and there are two
+/// cores or more.
+pub fn can_pin() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+        && Command::new("taskset")
+            .args(["-c", "0", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
 
 /// A binary next to this one in the target directory.
 pub fn sibling(name: &str) -> PathBuf {

@@ -4,20 +4,30 @@
 //! cargo run --release -p scalar-admin-bench -- --pods 1,10,100,1000
 //! ```
 //!
-//! Starts a `pod-fleet` process with the largest N pods, then for each N runs a client
-//! process of its own (this binary again, in client mode), so that each N's peak RSS is
-//! the client's alone. Prints, per N: connect, pause and unpause wall times (p50, p99),
-//! the gate-closing spread seen by the pods (first to last Pause arrival), the client's
-//! peak RSS, and a one-pod-at-a-time baseline with the speed-up. Then times the whole
-//! `scalar-admin` process pausing and unpausing 3 pods found through SRV.
+//! Options: `--rounds R` (30 per N), `--rtt-us D` and `--jitter-us J` (the simulated
+//! network, 500 ± 100 µs), `--no-pin`.
+//!
+//! Starts a `pod-fleet` process with the largest N pods, pinned to core 1 with one
+//! runtime thread, then for each N runs a client process of its own pinned to core 0
+//! (this binary again, in client mode), so that each N's peak RSS is the client's alone
+//! and the client's CPU is apart from the pods'. Each round connects to every pod
+//! (with the probe), pauses, and unpauses. Per N it prints connect and pause (p50,
+//! p99), the client's send spread (first to last Pause request handed to the kernel),
+//! the pods' gate spread (first to last Pause arrival, measured by the pods), the
+//! client's peak RSS, plain tonic's connect and call on the same fleet, the ratio to
+//! it, and one pod at a time. It does so twice: on plain loopback, and with pods that
+//! take a network-like round trip. Then it writes the figures as an SVG chart
+//! (`benches/report.svg`) and times the whole `scalar-admin` process.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use scalar_admin::pb::CheckPausedResponse;
 use scalar_admin::{ClientConfig, Fleet, PauseOptions, Target};
-use scalar_admin_bench::{FleetProcess, build_binaries, raise_open_files};
+use scalar_admin_bench::chart::{self, Series};
+use scalar_admin_bench::{FleetProcess, build_binaries, can_pin, pinned, raise_open_files};
 use serde::{Deserialize, Serialize};
 
 /// What one client process measured, in microseconds.
@@ -26,6 +36,7 @@ struct ClientStats {
     connect: Vec<u64>,
     pause: Vec<u64>,
     unpause: Vec<u64>,
+    send_spread: Vec<u64>,
     baseline: Vec<u64>,
     peak_rss_kb: u64,
 }
@@ -60,15 +71,15 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// Client mode: targets on stdin, stats as JSON on stdout.
-fn client(mode: &str, rounds: usize) {
+/// Client mode: targets on stdin, stats as JSON on stdout. Warm-up rounds are dropped
+/// here.
+fn client(mode: &str, rounds: usize, warm_up: usize) {
     raise_open_files();
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).unwrap();
     let targets: Vec<Target> = scalar_admin::parse_addresses(input.trim()).unwrap();
-    // The same runtime as the `scalar-admin` binary.
     let runtime = if mode == "tonic" {
-        // The calibration as the issue describes it: tokio's default runtime.
+        // The calibration as a tonic user writes it: tokio's default runtime.
         tokio::runtime::Runtime::new().unwrap()
     } else {
         // The `scalar-admin` binary's runtime.
@@ -79,28 +90,30 @@ fn client(mode: &str, rounds: usize) {
     };
     let mut stats = ClientStats::default();
     runtime.block_on(async {
-        match mode {
-            "concurrent" => {
-                for _ in 0..rounds {
+        for round in 0..warm_up + rounds {
+            let keep = round >= warm_up;
+            match mode {
+                "concurrent" => {
                     let t0 = Instant::now();
                     let mut fleet = Fleet::connect(targets.clone(), ClientConfig::default()).await;
                     let t1 = Instant::now();
-                    fleet.pause(PauseOptions::default()).await.expect("pause");
+                    let pause = fleet.pause(PauseOptions::default()).await.expect("pause");
                     let t2 = Instant::now();
                     fleet.unpause().await.expect("unpause");
                     let t3 = Instant::now();
-                    stats.connect.push(us(t1 - t0));
-                    stats.pause.push(us(t2 - t1));
-                    stats.unpause.push(us(t3 - t2));
+                    if keep {
+                        stats.connect.push(us(t1 - t0));
+                        stats.pause.push(us(t2 - t1));
+                        stats.unpause.push(us(t3 - t2));
+                        stats.send_spread.push(pause.send_spread().map_or(0, us));
+                    }
                 }
-            }
-            "tonic" => {
-                // Plain tonic: a `Channel` per pod, `join_all` to connect, then one
-                // unary call each; what the targets were calibrated against.
-                for _ in 0..rounds {
+                "tonic" => {
+                    // Plain tonic: a `Channel` per pod, `join_all` to connect, then one
+                    // unary call each.
                     let t0 = Instant::now();
                     let channels = futures::future::join_all(targets.iter().map(|t| async move {
-                        let uri = format!("http://{}", t.name());
+                        let uri = format!("http://{}", t.address());
                         tonic::transport::Endpoint::from_shared(uri)
                             .unwrap()
                             .connect()
@@ -119,13 +132,14 @@ fn client(mode: &str, rounds: usize) {
                             .unwrap();
                     }))
                     .await;
-                    stats.connect.push(us(t1 - t0));
-                    stats.pause.push(us(t1.elapsed()));
+                    if keep {
+                        stats.connect.push(us(t1 - t0));
+                        stats.pause.push(us(t1.elapsed()));
+                    }
                 }
-            }
-            _ => {
-                // One pod at a time: connect and pause each in turn, then unpause each.
-                for _ in 0..rounds {
+                _ => {
+                    // One pod at a time: connect and pause each in turn, then unpause
+                    // each.
                     let t0 = Instant::now();
                     let mut fleets = Vec::with_capacity(targets.len());
                     for target in &targets {
@@ -137,7 +151,9 @@ fn client(mode: &str, rounds: usize) {
                     for fleet in &mut fleets {
                         fleet.unpause().await.expect("unpause");
                     }
-                    stats.baseline.push(us(t0.elapsed()));
+                    if keep {
+                        stats.baseline.push(us(t0.elapsed()));
+                    }
                 }
             }
         }
@@ -146,15 +162,15 @@ fn client(mode: &str, rounds: usize) {
     println!("{}", serde_json::to_string(&stats).unwrap());
 }
 
-fn run_client(mode: &str, rounds: usize, targets: &[Target]) -> ClientStats {
+fn run_client(mode: &str, rounds: usize, targets: &[Target], core: Option<usize>) -> ClientStats {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args(["client", mode, &rounds.to_string()])
+    let mut child = pinned(&exe, core)
+        .args(["client", mode, &rounds.to_string(), "2"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let list: Vec<String> = targets.iter().map(|t| t.name().to_owned()).collect();
+    let list: Vec<String> = targets.iter().map(Target::address).collect();
     child
         .stdin
         .take()
@@ -181,77 +197,197 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
 }
 
+/// One N's figures, in microseconds (p50, p99) and kilobytes.
+struct Row {
+    n: usize,
+    connect: (u64, u64),
+    pause: (u64, u64),
+    send_spread: (u64, u64),
+    gate_spread: (u64, u64),
+    rss_kb: u64,
+    tonic: (u64, u64),
+    sequential: u64,
+}
+
+impl Row {
+    fn print(&self) {
+        let ours = self.connect.0 + self.pause.0;
+        let tonic = self.tonic.0 + self.tonic.1;
+        println!(
+            "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {:.1} | {} + {} = {} | {:.2} | {} ({:.1}x) |",
+            self.n,
+            ms(self.connect.0),
+            ms(self.connect.1),
+            ms(self.pause.0),
+            ms(self.pause.1),
+            ms(self.send_spread.0),
+            ms(self.send_spread.1),
+            ms(self.gate_spread.0),
+            ms(self.gate_spread.1),
+            self.rss_kb as f64 / 1024.0,
+            ms(self.tonic.0),
+            ms(self.tonic.1),
+            ms(tonic),
+            ours as f64 / tonic.max(1) as f64,
+            ms(self.sequential),
+            self.sequential as f64 / ours.max(1) as f64,
+        );
+    }
+}
+
+fn pair(values: &[u64]) -> (u64, u64) {
+    (percentile(values, 50), percentile(values, 99))
+}
+
+/// Every N against one fleet.
+fn measure(
+    fleet: &mut FleetProcess,
+    sizes: &[usize],
+    rounds: usize,
+    client_core: Option<usize>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let targets = fleet.targets(n);
+        fleet.spreads();
+        let stats = run_client("concurrent", rounds, &targets, client_core);
+        let spreads = fleet.spreads();
+        let spreads = &spreads[spreads.len().saturating_sub(rounds)..];
+        let tonic = run_client("tonic", rounds.min(10), &targets, client_core);
+        let sequential_rounds = if n >= 1000 { 3 } else { 10 };
+        let baseline = run_client("sequential", sequential_rounds, &targets, client_core);
+        let row = Row {
+            n,
+            connect: pair(&stats.connect),
+            pause: pair(&stats.pause),
+            send_spread: pair(&stats.send_spread),
+            gate_spread: pair(spreads),
+            rss_kb: stats.peak_rss_kb,
+            tonic: (percentile(&tonic.connect, 50), percentile(&tonic.pause, 50)),
+            sequential: percentile(&baseline.baseline, 50),
+        };
+        row.print();
+        rows.push(row);
+    }
+    rows
+}
+
+fn header() {
+    println!(
+        "| pods | connect p50 / p99 ms | pause p50 / p99 ms | client send spread p50 / p99 ms \
+         | pods' gate spread p50 / p99 ms | client peak RSS MB | plain tonic connect + call p50 ms \
+         | ours / tonic | one pod at a time p50 ms (fan-out speed-up) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+}
+
+fn series(rows: &[Row], suffix: &str, dashed: bool) -> Vec<Series> {
+    let line = |label: &str, color, f: &dyn Fn(&Row) -> u64| Series {
+        label: format!("{label}{suffix}"),
+        points: rows
+            .iter()
+            .map(|r| (r.n as f64, f(r) as f64 / 1000.0))
+            .collect(),
+        color,
+        dashed,
+    };
+    vec![
+        line("connect + probe", "#1f77b4", &|r| r.connect.0),
+        line("pause", "#d62728", &|r| r.pause.0),
+        line("tonic connect + call", "#7f7f7f", &|r| {
+            r.tonic.0 + r.tonic.1
+        }),
+        line("one pod at a time", "#2ca02c", &|r| r.sequential),
+        line("pods' gate spread", "#ff7f0e", &|r| r.gate_spread.0),
+    ]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("client") {
-        client(&args[2], args[3].parse().unwrap());
+        client(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
         return;
     }
     let value = |flag: &str| args.iter().skip_while(|a| *a != flag).nth(1).cloned();
+    let number = |flag: &str, default: u64| value(flag).map_or(default, |v| v.parse().expect(flag));
     let sizes: Vec<usize> = value("--pods")
         .unwrap_or_else(|| "1,10,100,1000".into())
         .split(',')
         .map(|n| n.trim().parse().expect("--pods 1,10,100,1000"))
         .collect();
-    let rounds: usize = value("--rounds").map_or(30, |r| r.parse().expect("--rounds N"));
+    let rounds = number("--rounds", 30) as usize;
+    let (rtt_us, jitter_us) = (number("--rtt-us", 500), number("--jitter-us", 100));
+    let pin = !args.iter().any(|a| a == "--no-pin") && can_pin();
+    let (fleet_core, client_core) = if pin {
+        (Some(1), Some(0))
+    } else {
+        (None, None)
+    };
     let max = *sizes.iter().max().unwrap();
 
     raise_open_files();
     let (pod_fleet, binary) = build_binaries();
-    let mut fleet = FleetProcess::start(&pod_fleet, max.max(3));
     println!("Machine: {}", machine());
     println!(
-        "Rounds per N: {rounds} (plus 2 warm-up rounds); pods in a separate process; loopback\n"
+        "Rounds per N: {rounds} (after 2 warm-up rounds), each a new connection to every pod, \
+         Pause, Unpause; {}\n",
+        if pin {
+            "pods pinned to core 1 (one thread), each client to core 0"
+        } else {
+            "not pinned"
+        }
     );
-    println!(
-        "| pods | connect p50 / p99 ms | pause p50 / p99 ms | unpause p50 / p99 ms | gate spread p50 / p99 ms \
-         | client peak RSS MB | plain tonic connect + call p50 ms | one pod at a time ms | speed-up |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &n in &sizes {
-        let targets = fleet.targets(n);
-        let stats = run_client("concurrent", rounds + 2, &targets);
-        let skip = |v: &[u64]| v[2..].to_vec();
-        let (connect, pause, unpause) = (
-            skip(&stats.connect),
-            skip(&stats.pause),
-            skip(&stats.unpause),
-        );
-        let spreads = fleet.spreads();
-        let spreads = spreads[spreads.len().saturating_sub(rounds)..].to_vec();
-        let baseline_rounds = if n >= 1000 { 3 } else { 10 };
-        let baseline = run_client("sequential", baseline_rounds, &targets);
-        let tonic = run_client("tonic", rounds.min(10) + 2, &targets);
-        fleet.spreads();
-        let tonic_total = percentile(&tonic.connect[2..], 50) + percentile(&tonic.pause[2..], 50);
-        let concurrent_total =
-            percentile(&connect, 50) + percentile(&pause, 50) + percentile(&unpause, 50);
-        let base = percentile(&baseline.baseline, 50);
-        println!(
-            "| {n} | {} / {} | {} / {} | {} / {} | {} / {} | {:.1} | {} + {} = {} | {} | {:.1}x |",
-            ms(percentile(&connect, 50)),
-            ms(percentile(&connect, 99)),
-            ms(percentile(&pause, 50)),
-            ms(percentile(&pause, 99)),
-            ms(percentile(&unpause, 50)),
-            ms(percentile(&unpause, 99)),
-            ms(percentile(&spreads, 50)),
-            ms(percentile(&spreads, 99)),
-            stats.peak_rss_kb as f64 / 1024.0,
-            ms(percentile(&tonic.connect[2..], 50)),
-            ms(percentile(&tonic.pause[2..], 50)),
-            ms(tonic_total),
-            ms(base),
-            base as f64 / concurrent_total.max(1) as f64,
-        );
-    }
 
+    let networks = [
+        ("Loopback".to_owned(), Vec::new()),
+        (
+            format!("A network like a cluster's: every call takes {rtt_us} ± {jitter_us} µs"),
+            vec![
+                "--rtt-us".to_owned(),
+                rtt_us.to_string(),
+                "--jitter-us".to_owned(),
+                jitter_us.to_string(),
+            ],
+        ),
+    ];
+    let mut lines = Vec::new();
+    let mut srv = None;
+    for (i, (name, fleet_args)) in networks.iter().enumerate() {
+        let mut fleet = FleetProcess::start_with(&pod_fleet, max.max(3), fleet_core, fleet_args);
+        println!("{name}:\n");
+        header();
+        let rows = measure(&mut fleet, &sizes, rounds, client_core);
+        println!();
+        let suffix = if i == 0 { "" } else { " (network)" };
+        lines.extend(series(&rows, suffix, i > 0));
+        if i == 0 {
+            srv = Some(whole_process(&fleet, &binary, rounds));
+        }
+    }
+    if let Some(line) = srv {
+        println!("{line}");
+    }
+    let chart = chart::svg(
+        &format!(
+            "scalar-admin fan-out, {} (solid: loopback, dashed: {rtt_us} µs round trips)",
+            machine()
+        ),
+        &lines,
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("report.svg");
+    std::fs::write(&path, chart).unwrap();
+    println!("\nChart: {}", path.display());
+}
+
+/// Times the whole `scalar-admin` process pausing and unpausing the 3 pods the fleet's
+/// DNS server publishes.
+fn whole_process(fleet: &FleetProcess, binary: &Path, rounds: usize) -> String {
     let dns = fleet.dns.to_string();
     let mut times = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (i, command) in ["pause", "unpause"].iter().enumerate() {
             let t0 = Instant::now();
-            let out = Command::new(&binary)
+            let out = std::process::Command::new(binary)
                 .args(["-c", command, "-s", &fleet.srv, "--dns-server", &dns])
                 .output()
                 .unwrap();
@@ -263,11 +399,11 @@ fn main() {
             );
         }
     }
-    println!(
-        "\nWhole `scalar-admin` process, 3 pods via SRV: pause p50 {} ms (p99 {}), unpause p50 {} ms (p99 {})",
+    format!(
+        "Whole `scalar-admin` process, 3 pods via SRV (loopback): pause p50 {} ms (p99 {}), unpause p50 {} ms (p99 {})",
         ms(percentile(&times[0], 50)),
         ms(percentile(&times[0], 99)),
         ms(percentile(&times[1], 50)),
         ms(percentile(&times[1], 99)),
-    );
+    )
 }

@@ -45,6 +45,11 @@ impl Clock {
     fn now(&self) -> SystemTime {
         self.wall + self.mono.elapsed()
     }
+
+    /// A monotonic instant on this clock's wall time.
+    fn at(&self, instant: Instant) -> SystemTime {
+        self.wall + instant.saturating_duration_since(self.mono)
+    }
 }
 
 struct Pod {
@@ -92,26 +97,31 @@ impl Call {
         }
     }
 
+    /// Sends the call; returns when the request reached the kernel, and the outcome.
     async fn send(
         self,
         connection: &Connection,
         deadline: Instant,
         writing: impl FnOnce(),
-    ) -> Result<Reply, CallError> {
+    ) -> (Option<Instant>, Result<Reply, CallError>) {
         let op = self.operation();
         match self {
-            Call::Pause(request) => connection
-                .call::<_, ()>(op, &request, deadline, writing)
-                .await
-                .map(|()| Reply::Done),
-            Call::Unpause => connection
-                .call::<_, ()>(op, &(), deadline, writing)
-                .await
-                .map(|()| Reply::Done),
-            Call::CheckPaused => connection
-                .call::<_, CheckPausedResponse>(op, &(), deadline, writing)
-                .await
-                .map(|r| Reply::Paused(r.paused)),
+            Call::Pause(request) => {
+                let (sent, r) = connection
+                    .call::<_, ()>(op, &request, deadline, writing)
+                    .await;
+                (sent, r.map(|()| Reply::Done))
+            }
+            Call::Unpause => {
+                let (sent, r) = connection.call::<_, ()>(op, &(), deadline, writing).await;
+                (sent, r.map(|()| Reply::Done))
+            }
+            Call::CheckPaused => {
+                let (sent, r) = connection
+                    .call::<_, CheckPausedResponse>(op, &(), deadline, writing)
+                    .await;
+                (sent, r.map(|r| Reply::Paused(r.paused)))
+            }
         }
     }
 }
@@ -125,7 +135,7 @@ async fn connect_pod(
     deadline: Instant,
 ) -> Result<(Connection, bool), CallError> {
     let connection = dial(config, target).await?;
-    match Call::CheckPaused.send(&connection, deadline, || {}).await {
+    match Call::CheckPaused.send(&connection, deadline, || {}).await.1 {
         Ok(reply) => Ok((connection, reply == Reply::Paused(true))),
         Err(e) => Err(CallError::connect(ConnectFailure::Probe).with_source(e)),
     }
@@ -655,20 +665,23 @@ async fn call_pod(
             pod.written.store(true, Ordering::Release);
         }
     };
-    let sent_at = clock.now();
-    let mut outcome = call.send(&connection, deadline, writing).await;
+    let handed_at = clock.now();
+    let (mut sent, mut outcome) = call.send(&connection, deadline, writing).await;
     if let Err(e) = &outcome
         && *e.kind() == CallErrorKind::NotProcessed
     {
         debug!(error = %e.chain(), "not processed; once more on a fresh connection");
         match dial(config, &pod.target).await {
             Ok(again) => {
-                outcome = call.send(&again, deadline, writing).await;
+                (sent, outcome) = call.send(&again, deadline, writing).await;
                 fresh = Some((again, None));
             }
             Err(e) => debug!(error = %e.chain(), "cannot reconnect"),
         }
     }
+    // "Sent" is when the request reached the kernel; a request that never got that far
+    // counts from when it was handed to the connection.
+    let sent_at = sent.map_or(handed_at, |at| clock.at(at));
     finish(fresh, sent_at, outcome)
 }
 

@@ -36,6 +36,8 @@ const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
     send: SendRequest<Bytes>,
+    /// When the connection last handed a request to the kernel.
+    stamp: Arc<Stamp>,
     /// `scheme://authority`, the prefix of every request URI; the authority is the
     /// overridden one when TLS names one, as grpc-java sends it.
     origin: Arc<str>,
@@ -50,6 +52,11 @@ impl Connection {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let stamp = Arc::new(Stamp::default());
+        let io = Stamped {
+            io,
+            stamp: stamp.clone(),
+        };
         let (send, connection) = h2::client::Builder::new()
             // Requests are a few bytes: no need for h2's default 1 MiB send buffer.
             .max_send_buffer_size(16 * 1024)
@@ -67,6 +74,7 @@ impl Connection {
         });
         Ok(Self {
             send,
+            stamp,
             origin: origin.into(),
             closed,
         })
@@ -83,8 +91,25 @@ impl Connection {
     /// The caller enforces the deadline locally, for a whole fan-out at once.
     ///
     /// `writing` runs just before the request is handed to the connection: from then on
-    /// it may reach the pod.
+    /// it may reach the pod. Returns, with the outcome, the instant the request was
+    /// handed to the kernel (when it got that far).
     pub(crate) async fn call<M, R>(
+        &self,
+        operation: Operation,
+        message: &M,
+        deadline: Instant,
+        writing: impl FnOnce(),
+    ) -> (Option<Instant>, Result<R, CallError>)
+    where
+        M: prost::Message,
+        R: prost::Message + Default,
+    {
+        self.stamp.arm();
+        let outcome = self.exchange(operation, message, deadline, writing).await;
+        (self.stamp.take(), outcome)
+    }
+
+    async fn exchange<M, R>(
         &self,
         operation: Operation,
         message: &M,
@@ -128,6 +153,111 @@ impl Connection {
                 None => error,
             }
         })
+    }
+}
+
+/// The instant of the first write to the socket after a call was armed: when the
+/// request left for the kernel, which is what "sent" means in a report. One atomic
+/// compare-and-swap per write; the clock is read only for the stamped write.
+#[derive(Debug, Default)]
+struct Stamp {
+    /// Nanoseconds since [`epoch`], plus one (0: not written yet); `ARMED` while
+    /// waiting for the write.
+    at: std::sync::atomic::AtomicU64,
+}
+
+const ARMED: u64 = u64::MAX;
+
+/// The process's reference instant for stamps.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Stamp {
+    fn arm(&self) {
+        self.at.store(ARMED, Ordering::Release);
+    }
+
+    fn wrote(&self) {
+        if self.at.load(Ordering::Relaxed) == ARMED {
+            let nanos = epoch().elapsed().as_nanos() as u64 + 1;
+            let _ = self
+                .at
+                .compare_exchange(ARMED, nanos, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self) -> Option<Instant> {
+        match self.at.swap(0, Ordering::AcqRel) {
+            0 | ARMED => None,
+            nanos => Some(epoch() + Duration::from_nanos(nanos - 1)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The connection's socket, stamping writes.
+    struct Stamped<IO> {
+        #[pin]
+        io: IO,
+        stamp: Arc<Stamp>,
+    }
+}
+
+impl<IO: tokio::io::AsyncRead> tokio::io::AsyncRead for Stamped<IO> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Stamped<IO> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let written = this.io.poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(_)) = written {
+            this.stamp.wrote();
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let written = this.io.poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(_)) = written {
+            this.stamp.wrote();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }
 

@@ -9,12 +9,14 @@
 //! that breaks a Pause in flight (`proxy`).
 
 mod certs;
+mod delay;
 mod dns;
 mod hostile;
 mod pod;
 mod proxy;
 
 pub use certs::{Ca, ServerCert};
+pub use delay::{Delay, DelayLine};
 pub use dns::{DnsMode, DnsServer};
 pub use hostile::{Fault, HostilePod, Seen};
 pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};

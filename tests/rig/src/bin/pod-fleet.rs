@@ -5,8 +5,14 @@
 //! pod-fleet --demo [N]          a demo cluster of N pods (3 by default) to try the
 //!                               `scalar-admin` command against; prints the commands,
 //!                               logs each admin call, stops on Ctrl-C
-//! pod-fleet --pods N [--busy I,J]
+//! pod-fleet --pods N [--busy I,J] [--threads T] [--rtt-us D --jitter-us J]
 //! ```
+//!
+//! `--threads` sets the runtime's worker threads (the benches run the fleet on one
+//! core, with one thread). `--rtt-us` makes every call take that round trip, plus or
+//! minus `--jitter-us`, as pods on other nodes do: half before the pod acts (the
+//! request in flight), half after (the reply). The TCP and HTTP/2 handshakes are not
+//! delayed.
 //!
 //! With `--pods` (for the benches and the interop tests) it prints one JSON line on
 //! stdout, `{"pods": ["127.0.0.1:port", ...], "dns": "ip:port", "srv": "<SRV name>"}`,
@@ -24,7 +30,7 @@ use std::time::Instant;
 use scalar_admin::gate::{AdminService, Gate};
 use scalar_admin::pb::admin_server::{Admin, AdminServer};
 use scalar_admin::pb::{CheckPausedResponse, PauseRequest};
-use scalar_admin_rig::{DnsServer, raise_open_files};
+use scalar_admin_rig::{Delay, DelayLine, DnsServer, raise_open_files};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -59,9 +65,21 @@ struct Timed {
     rounds: Arc<Mutex<Rounds>>,
     /// In demo mode, each call is logged with the pod's address.
     log: Option<SocketAddr>,
+    /// Half a round trip, waited before the pod acts and again before it answers.
+    travel: Option<DelayLine>,
+    calls: std::sync::atomic::AtomicU64,
 }
 
 impl Timed {
+    async fn travel(&self) {
+        if let Some(line) = &self.travel {
+            let seed = self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            line.wait(seed).await;
+        }
+    }
+
     fn log(&self, what: std::fmt::Arguments<'_>) {
         if let Some(addr) = self.log {
             println!("pod {addr}: {what}");
@@ -72,9 +90,11 @@ impl Timed {
 #[tonic::async_trait]
 impl Admin for Timed {
     async fn pause(&self, request: Request<PauseRequest>) -> Result<Response<()>, Status> {
+        self.travel().await;
         self.rounds.lock().unwrap().pause(Instant::now());
         let r = *request.get_ref();
         let result = self.inner.pause(request).await;
+        self.travel().await;
         self.log(format_args!(
             "Pause (wait_outstanding {}, max_pause_wait_time {:?}): {}",
             r.wait_outstanding,
@@ -87,9 +107,12 @@ impl Admin for Timed {
     }
 
     async fn unpause(&self, request: Request<()>) -> Result<Response<()>, Status> {
+        self.travel().await;
         self.rounds.lock().unwrap().unpause();
         self.log(format_args!("Unpause: unpaused"));
-        self.inner.unpause(request).await
+        let result = self.inner.unpause(request).await;
+        self.travel().await;
+        result
     }
 
     async fn check_paused(
@@ -106,7 +129,10 @@ impl Admin for Timed {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: pod-fleet --demo [N] | pod-fleet --pods N [--busy I,J]");
+    eprintln!(
+        "usage: pod-fleet --demo [N] | pod-fleet --pods N [--busy I,J] [--threads T] \
+         [--rtt-us D --jitter-us J]"
+    );
     std::process::exit(2);
 }
 
@@ -127,10 +153,26 @@ fn main() {
                 .collect()
         })
         .unwrap_or_default();
+    let micros = |flag: &str| {
+        value(flag).map_or(std::time::Duration::ZERO, |v| {
+            std::time::Duration::from_micros(v.parse().unwrap_or_else(|_| usage()))
+        })
+    };
+    let (rtt, jitter) = (micros("--rtt-us"), micros("--jitter-us"));
+    let travel = (!rtt.is_zero()).then(|| {
+        DelayLine::start(Delay {
+            base: rtt / 2,
+            jitter: jitter / 2,
+        })
+    });
     // Each pod holds a listener and a connection.
     raise_open_files();
 
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = value("--threads") {
+        runtime.worker_threads(threads.parse().unwrap_or_else(|_| usage()));
+    }
+    let runtime = runtime.enable_all().build().expect("runtime");
     let rounds = Arc::new(Mutex::new(Rounds::default()));
     let (addrs, dns, srv) = runtime.block_on(async {
         let mut addrs = Vec::with_capacity(n);
@@ -147,6 +189,8 @@ fn main() {
                 inner: gate.admin_service(),
                 rounds: rounds.clone(),
                 log: demo.then_some(addr),
+                travel: travel.clone(),
+                calls: std::sync::atomic::AtomicU64::new(i as u64 * 1_000_003),
             });
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             tokio::spawn(
