@@ -69,6 +69,22 @@ impl FleetProcess {
         }
     }
 
+    /// CPU time the pods' process has used so far (user and system).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        // Linux reports these in clock ticks of 1/100 s.
+        std::time::Duration::from_millis(ticks * 10)
+    }
+
     /// The first `n` pods as targets.
     pub fn targets(&self, n: usize) -> Vec<Target> {
         self.pods[..n]

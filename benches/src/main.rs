@@ -37,6 +37,9 @@ struct ClientStats {
     pause: Vec<u64>,
     unpause: Vec<u64>,
     send_spread: Vec<u64>,
+    /// Connect start to the last probe handed to the kernel: the client's part of
+    /// connecting, apart from waiting for the pods' answers.
+    probes_sent: Vec<u64>,
     baseline: Vec<u64>,
     peak_rss_kb: u64,
 }
@@ -78,7 +81,10 @@ fn client(mode: &str, rounds: usize, warm_up: usize) {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).unwrap();
     let targets: Vec<Target> = scalar_admin::parse_addresses(input.trim()).unwrap();
-    let runtime = if mode == "tonic" {
+    // `BENCH_RUNTIME=multi` runs our client on tokio's default runtime too, to see
+    // whether more threads help once the pods have a core of their own.
+    let multi = std::env::var("BENCH_RUNTIME").is_ok_and(|v| v == "multi");
+    let runtime = if mode == "tonic" || multi {
         // The calibration as a tonic user writes it: tokio's default runtime.
         tokio::runtime::Runtime::new().unwrap()
     } else {
@@ -102,10 +108,15 @@ fn client(mode: &str, rounds: usize, warm_up: usize) {
                     fleet.unpause().await.expect("unpause");
                     let t3 = Instant::now();
                     if keep {
+                        let connected = fleet.connect_report();
+                        let last_probe = connected.pods().iter().map(|p| p.sent_at()).max();
+                        let probes_sent =
+                            last_probe.and_then(|t| t.duration_since(connected.started_at()).ok());
                         stats.connect.push(us(t1 - t0));
                         stats.pause.push(us(t2 - t1));
                         stats.unpause.push(us(t3 - t2));
                         stats.send_spread.push(pause.send_spread().map_or(0, us));
+                        stats.probes_sent.push(probes_sent.map_or(0, us));
                     }
                 }
                 "tonic" => {
@@ -137,6 +148,31 @@ fn client(mode: &str, rounds: usize, warm_up: usize) {
                         stats.pause.push(us(t1.elapsed()));
                     }
                 }
+                "floor" => {
+                    // What the kernel alone costs: a blocking TCP connect to each pod,
+                    // then one 24-byte write to each (the HTTP/2 preface, so the pods
+                    // read something sensible), with no HTTP/2 or runtime at all.
+                    use std::io::Write as _;
+                    let t0 = Instant::now();
+                    let mut sockets: Vec<std::net::TcpStream> = targets
+                        .iter()
+                        .map(|t| {
+                            let s = std::net::TcpStream::connect(t.socket_addr().unwrap()).unwrap();
+                            s.set_nodelay(true).unwrap();
+                            s
+                        })
+                        .collect();
+                    let t1 = Instant::now();
+                    for socket in &mut sockets {
+                        socket
+                            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                            .unwrap();
+                    }
+                    if keep {
+                        stats.connect.push(us(t1 - t0));
+                        stats.send_spread.push(us(t1.elapsed()));
+                    }
+                }
                 _ => {
                     // One pod at a time: connect and pause each in turn, then unpause
                     // each.
@@ -165,7 +201,12 @@ fn client(mode: &str, rounds: usize, warm_up: usize) {
 fn run_client(mode: &str, rounds: usize, targets: &[Target], core: Option<usize>) -> ClientStats {
     let exe = std::env::current_exe().unwrap();
     let mut child = pinned(&exe, core)
-        .args(["client", mode, &rounds.to_string(), "2"])
+        .args([
+            "client",
+            mode,
+            &rounds.to_string(),
+            if rounds > 1 { "2" } else { "0" },
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -207,6 +248,11 @@ struct Row {
     rss_kb: u64,
     tonic: (u64, u64),
     sequential: u64,
+    /// Where the time goes.
+    probes_sent: u64,
+    pods_cpu_per_round: u64,
+    floor_connect: u64,
+    floor_write: u64,
 }
 
 impl Row {
@@ -233,6 +279,19 @@ impl Row {
             self.sequential as f64 / ours.max(1) as f64,
         );
     }
+
+    fn print_breakdown(&self) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            self.n,
+            ms(self.connect.0),
+            ms(self.probes_sent),
+            ms(self.pods_cpu_per_round),
+            ms(self.floor_connect),
+            ms(self.send_spread.0),
+            ms(self.floor_write),
+        );
+    }
 }
 
 fn pair(values: &[u64]) -> (u64, u64) {
@@ -250,21 +309,30 @@ fn measure(
     for &n in sizes {
         let targets = fleet.targets(n);
         fleet.spreads();
+        let cpu = fleet.cpu_time();
         let stats = run_client("concurrent", rounds, &targets, client_core);
+        let pods_cpu = fleet.cpu_time().saturating_sub(cpu) / (rounds as u32 + 2);
         let spreads = fleet.spreads();
         let spreads = &spreads[spreads.len().saturating_sub(rounds)..];
+        // Peak RSS as the `scalar-admin` binary has it: one process, one round.
+        let once = run_client("concurrent", 1, &targets, client_core);
         let tonic = run_client("tonic", rounds.min(10), &targets, client_core);
         let sequential_rounds = if n >= 1000 { 3 } else { 10 };
         let baseline = run_client("sequential", sequential_rounds, &targets, client_core);
+        let floor = run_client("floor", rounds.min(10), &targets, client_core);
         let row = Row {
             n,
             connect: pair(&stats.connect),
             pause: pair(&stats.pause),
             send_spread: pair(&stats.send_spread),
             gate_spread: pair(spreads),
-            rss_kb: stats.peak_rss_kb,
+            rss_kb: once.peak_rss_kb,
             tonic: (percentile(&tonic.connect, 50), percentile(&tonic.pause, 50)),
             sequential: percentile(&baseline.baseline, 50),
+            probes_sent: percentile(&stats.probes_sent, 50),
+            pods_cpu_per_round: us(pods_cpu),
+            floor_connect: percentile(&floor.connect, 50),
+            floor_write: percentile(&floor.send_spread, 50),
         };
         row.print();
         rows.push(row);
@@ -357,6 +425,20 @@ fn main() {
         println!("{name}:\n");
         header();
         let rows = measure(&mut fleet, &sizes, rounds, client_core);
+        println!(
+            "\nWhere the time goes ({name}): the client's part of connecting (until every probe \
+             was handed to the kernel), the pods' CPU per round (connect, pause, unpause), and \
+             the kernel's floor on this machine: blocking TCP connects to every pod one after \
+             another, and one bare 24-byte write to each.\n"
+        );
+        println!(
+            "| pods | connect p50 ms | of which until every probe left ms | pods' CPU per round ms \
+             | floor: bare TCP connects ms | client send spread p50 ms | floor: bare writes ms |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        for row in &rows {
+            row.print_breakdown();
+        }
         println!();
         let suffix = if i == 0 { "" } else { " (network)" };
         lines.extend(series(&rows, suffix, i > 0));

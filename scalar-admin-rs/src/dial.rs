@@ -17,13 +17,25 @@ pub(crate) async fn dial(config: &ClientConfig, target: &Target) -> Result<Conne
     // Requests are single small frames: send them now, not after a delayed ACK.
     let _ = tcp.set_nodelay(true);
     match config.tls_config() {
-        None => Connection::handshake(tcp, format!("http://{}", target.address())).await,
+        // The handshakes are boxed: their futures hold codecs and TLS state that the
+        // rest of a connection's life does not need room for.
+        None => {
+            Box::pin(Connection::handshake(
+                tcp,
+                format!("http://{}", target.address()),
+            ))
+            .await
+        }
         Some(tls) => {
             let authority = tls
                 .authority_header()
                 .map_or_else(|| target.address(), str::to_owned);
-            let stream = tls.connect(target, tcp).await?;
-            Connection::handshake(stream, format!("https://{authority}")).await
+            let stream = Box::pin(tls.connect(target, tcp)).await?;
+            Box::pin(Connection::handshake(
+                stream,
+                format!("https://{authority}"),
+            ))
+            .await
         }
     }
 }

@@ -126,18 +126,33 @@ impl Call {
     }
 }
 
+/// A pod connected and probed.
+struct Probed {
+    connection: Connection,
+    /// Whether it reported paused.
+    paused: bool,
+    /// When the probe was handed to the kernel: the client's part of connecting done.
+    sent: Option<Instant>,
+}
+
 /// Connects to a pod and probes it: one CheckPaused proves it answers the admin
 /// interface (a port that accepts TCP but is no admin server is found before any Pause
-/// is sent) and tells whether it is already paused.
+/// is sent) and tells whether it is already paused. The probe is queued right after the
+/// HTTP/2 preface, which waits for nothing from the pod, and leaves with it
+/// (`wire::Stamped`).
 async fn connect_pod(
     config: &ClientConfig,
     target: &Target,
     deadline: Instant,
-) -> Result<(Connection, bool), CallError> {
+) -> Result<Probed, CallError> {
     let connection = dial(config, target).await?;
-    match Call::CheckPaused.send(&connection, deadline, || {}).await.1 {
-        Ok(reply) => Ok((connection, reply == Reply::Paused(true))),
-        Err(e) => Err(CallError::connect(ConnectFailure::Probe).with_source(e)),
+    match Call::CheckPaused.send(&connection, deadline, || {}).await {
+        (sent, Ok(reply)) => Ok(Probed {
+            connection,
+            paused: reply == Reply::Paused(true),
+            sent,
+        }),
+        (_, Err(e)) => Err(CallError::connect(ConnectFailure::Probe).with_source(e)),
     }
 }
 
@@ -206,8 +221,13 @@ impl Fleet {
         let results = all_within(
             targets.iter().map(|target| {
                 async move {
-                    let sent_at = clock.now();
+                    let started = clock.now();
                     let result = connect_pod(config_ref, target, deadline).await;
+                    // "Sent" is when the probe left: the client's part of connecting.
+                    let sent_at = match &result {
+                        Ok(Probed { sent: Some(at), .. }) => clock.at(*at),
+                        _ => started,
+                    };
                     (sent_at, clock.now(), result)
                 }
                 .instrument(info_span!("connect", pod = %target))
@@ -223,7 +243,9 @@ impl Fleet {
         let mut reports = Vec::with_capacity(targets.len());
         for (target, (sent_at, received_at, result)) in targets.into_iter().zip(results) {
             let (connection, found_paused, outcome) = match result {
-                Ok((connection, paused)) => (Ok(connection), paused, Ok(Reply::Paused(paused))),
+                Ok(Probed {
+                    connection, paused, ..
+                }) => (Ok(connection), paused, Ok(Reply::Paused(paused))),
                 Err(e) => {
                     debug!(pod = %target, error = %e.chain(), "cannot connect");
                     (Err(e.clone()), false, Err(e))
@@ -492,9 +514,9 @@ impl Fleet {
         for (pod, result) in self.pods.iter_mut().zip(results) {
             match result {
                 None => {}
-                Some(Ok((connection, paused))) => {
-                    pod.connection = Ok(connection);
-                    pod.learn(paused);
+                Some(Ok(probed)) => {
+                    pod.connection = Ok(probed.connection);
+                    pod.learn(probed.paused);
                 }
                 Some(Err(e)) => pod.connection = Err(e),
             }
@@ -543,8 +565,11 @@ impl Fleet {
         let calls = which.iter().map(|&i| {
             let pod = &pods[i];
             let span = info_span!("call", pod = %pod.target, op = %operation);
-            let call =
-                AssertUnwindSafe(call_pod(config, pod, call, deadline, clock).instrument(span));
+            // Boxed: an `async` block that captures a future and awaits it keeps room for
+            // it twice, and at a thousand pods that is megabytes.
+            let call = Box::pin(AssertUnwindSafe(
+                call_pod(config, pod, call, deadline, clock).instrument(span),
+            ));
             async move {
                 match call.catch_unwind().await {
                     Ok(outcome) => outcome,
@@ -652,10 +677,12 @@ async fn call_pod(
     };
     let connection = match pod.live() {
         Some(c) => c.clone(),
-        None => match connect_pod(config, &pod.target, deadline).await {
-            Ok((c, paused)) => {
-                fresh = Some((c.clone(), Some(paused)));
-                c
+        // Boxed, as the retry below: connecting is the rare path, and inline it would
+        // make every pod's call future several kilobytes.
+        None => match Box::pin(connect_pod(config, &pod.target, deadline)).await {
+            Ok(probed) => {
+                fresh = Some((probed.connection.clone(), Some(probed.paused)));
+                probed.connection
             }
             Err(e) => return finish(None, clock.now(), Err(e.during(operation))),
         },
@@ -671,7 +698,7 @@ async fn call_pod(
         && *e.kind() == CallErrorKind::NotProcessed
     {
         debug!(error = %e.chain(), "not processed; once more on a fresh connection");
-        match dial(config, &pod.target).await {
+        match Box::pin(dial(config, &pod.target)).await {
             Ok(again) => {
                 (sent, outcome) = call.send(&again, deadline, writing).await;
                 fresh = Some((again, None));
@@ -707,7 +734,7 @@ async fn all_within<F: Future>(
     let mut pending: FuturesUnordered<_> = futures
         .into_iter()
         .enumerate()
-        .map(|(i, f)| async move { (i, f.await) })
+        .map(|(i, f)| f.map(move |output| (i, output)))
         .collect();
     let mut outputs: Vec<Option<F::Output>> = std::iter::repeat_with(|| None)
         .take(pending.len())

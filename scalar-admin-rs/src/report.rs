@@ -51,7 +51,9 @@ impl PodReport {
         }
     }
 
-    /// UTC wall-clock time the request was handed to the connection.
+    /// UTC wall-clock time the request was handed to the kernel (for a connection, the
+    /// probe's): the socket write that carried it. A request that never got that far
+    /// counts from when it was handed to the connection.
     pub fn sent_at(&self) -> SystemTime {
         self.sent_at
     }
@@ -139,7 +141,8 @@ impl Report {
         )
     }
 
-    /// Time between the first and the last request sent.
+    /// Time between the first and the last request handed to the kernel: the client's
+    /// own part of how far apart the gates close.
     pub fn send_spread(&self) -> Option<Duration> {
         spread(self.pods.iter().map(|p| p.sent_at))
     }

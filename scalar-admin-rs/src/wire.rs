@@ -53,10 +53,7 @@ impl Connection {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let stamp = Arc::new(Stamp::default());
-        let io = Stamped {
-            io,
-            stamp: stamp.clone(),
-        };
+        let io = Stamped::new(io, stamp.clone());
         let (send, connection) = h2::client::Builder::new()
             // Requests are a few bytes: no need for h2's default 1 MiB send buffer.
             .max_send_buffer_size(16 * 1024)
@@ -197,11 +194,61 @@ impl Stamp {
 }
 
 pin_project_lite::pin_project! {
-    /// The connection's socket, stamping writes.
+    /// The connection's socket. It stamps writes (see [`Stamp`]), and holds back the
+    /// HTTP/2 preface, h2's first write, to send it with the next one: the preface,
+    /// the SETTINGS and the probe then leave in one segment, and the pod reads them in
+    /// one go instead of waking twice.
     struct Stamped<IO> {
         #[pin]
         io: IO,
         stamp: Arc<Stamp>,
+        // `None` until the first write, then the bytes still held back.
+        held: Option<Vec<u8>>,
+    }
+}
+
+impl<IO> Stamped<IO> {
+    fn new(io: IO, stamp: Arc<Stamp>) -> Self {
+        Self {
+            io,
+            stamp,
+            held: None,
+        }
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite> Stamped<IO> {
+    /// Writes the held bytes and then `buf`, as one vectored write when it can.
+    /// Returns how much of `buf` went out.
+    fn poll_write_held(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::IoSlice;
+        use std::task::{Poll, ready};
+        let mut this = self.project();
+        loop {
+            let held = match this.held.as_mut() {
+                Some(held) if !held.is_empty() => held,
+                _ if buf.is_empty() => return Poll::Ready(Ok(0)),
+                _ => return this.io.as_mut().poll_write(cx, buf),
+            };
+            let slices = [IoSlice::new(held), IoSlice::new(buf)];
+            let n = ready!(this.io.as_mut().poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            if n >= held.len() {
+                let sent = n - held.len();
+                held.clear();
+                if sent > 0 || buf.is_empty() {
+                    return Poll::Ready(Ok(sent));
+                }
+            } else {
+                held.drain(..n);
+            }
+        }
     }
 }
 
@@ -217,14 +264,18 @@ impl<IO: tokio::io::AsyncRead> tokio::io::AsyncRead for Stamped<IO> {
 
 impl<IO: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Stamped<IO> {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let written = this.io.poll_write(cx, buf);
+        if self.held.is_none() {
+            // The preface: hold it for the next write.
+            *self.as_mut().project().held = Some(buf.to_vec());
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        let written = self.as_mut().poll_write_held(cx, buf);
         if let std::task::Poll::Ready(Ok(_)) = written {
-            this.stamp.wrote();
+            self.stamp.wrote();
         }
         written
     }
@@ -234,6 +285,15 @@ impl<IO: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Stamped<IO> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        // h2 writes its frames through here; the first non-empty slice carries on any
+        // held bytes, the rest go as they are.
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
+        if self.held.as_ref().is_none_or(|h| !h.is_empty()) {
+            return self.poll_write(cx, first);
+        }
         let this = self.project();
         let written = this.io.poll_write_vectored(cx, bufs);
         if let std::task::Poll::Ready(Ok(_)) = written {
@@ -247,16 +307,20 @@ impl<IO: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Stamped<IO> {
     }
 
     fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        // A flush sends what is held (h2 writes its SETTINGS before it first flushes,
+        // so the preface has gone with them by then).
+        std::task::ready!(self.as_mut().poll_write_held(cx, &[]))?;
         self.project().io.poll_flush(cx)
     }
 
     fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_write_held(cx, &[]))?;
         self.project().io.poll_shutdown(cx)
     }
 }
@@ -632,6 +696,40 @@ mod tests {
         assert_eq!(grpc_timeout(Duration::from_secs(86_400 * 365)), "31536000S");
         assert_eq!(grpc_timeout(Duration::from_secs(86_400 * 3650)), "5256000M");
         assert_eq!(grpc_timeout(Duration::MAX), "99999999H");
+    }
+
+    /// The preface is held and leaves with the next write, in order, whatever the
+    /// socket accepts at a time; the write after it is stamped.
+    #[tokio::test]
+    async fn the_preface_leaves_with_the_first_frames() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A pipe that takes 5 bytes at a time: every write is partial.
+        let (near, mut far) = tokio::io::duplex(5);
+        let stamp = Arc::new(Stamp::default());
+        let mut io = Stamped::new(near, stamp.clone());
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            far.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        io.write_all(b"PREFACE").await.unwrap();
+        stamp.arm();
+        let frames = [
+            std::io::IoSlice::new(b"SETTINGS"),
+            std::io::IoSlice::new(b"HEADERS"),
+        ];
+        let mut sent = 0;
+        while sent < 15 {
+            let rest: Vec<u8> = b"SETTINGSHEADERS"[sent..].to_vec();
+            sent += if sent == 0 {
+                io.write_vectored(&frames).await.unwrap()
+            } else {
+                io.write(&rest).await.unwrap()
+            };
+        }
+        io.shutdown().await.unwrap();
+        assert!(stamp.take().is_some(), "the frames' write is stamped");
+        assert_eq!(reader.await.unwrap(), b"PREFACESETTINGSHEADERS");
     }
 
     fn collect(chunks: &[&[u8]]) -> Result<Bytes, Violation> {
