@@ -11,6 +11,12 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 
 use crate::util::bounded;
 
+/// A Pause on the gate in a task of its own, so the test can act during the drain.
+fn spawn_pause(gate: &Gate, drain: Drain) -> tokio::task::JoinHandle<Result<(), DrainError>> {
+    let gate = gate.clone();
+    tokio::spawn(async move { gate.pause(drain).await })
+}
+
 #[tokio::test]
 async fn drain_limit_reopens_the_gate() {
     bounded(async {
@@ -68,10 +74,7 @@ async fn pause_returns_when_the_last_request_leaves() {
     bounded(async {
         let gate = Gate::new();
         let passes = [gate.enter().unwrap(), gate.enter().unwrap()];
-        let pausing = {
-            let gate = gate.clone();
-            tokio::spawn(async move { gate.pause(Drain::default()).await })
-        };
+        let pausing = spawn_pause(&gate, Drain::default());
         gate.wait_until_paused(true).await;
         assert_eq!(gate.in_flight(), 2);
         // On this one-thread runtime a yield lets the pausing task run until it waits:
@@ -97,10 +100,7 @@ async fn unpause_during_a_drain_ends_the_wait() {
     bounded(async {
         let gate = Gate::new();
         let _pass = gate.enter().unwrap();
-        let pausing = {
-            let gate = gate.clone();
-            tokio::spawn(async move { gate.pause(Drain::UpTo(Duration::from_secs(50))).await })
-        };
+        let pausing = spawn_pause(&gate, Drain::UpTo(Duration::from_secs(50)));
         gate.wait_until_paused(true).await;
         gate.unpause();
         let err = pausing.await.unwrap().unwrap_err();
@@ -115,10 +115,7 @@ async fn a_pause_cancelled_during_its_drain_reopens_the_gate() {
     bounded(async {
         let gate = Gate::new();
         let _pass = gate.enter().unwrap();
-        let pausing = {
-            let gate = gate.clone();
-            tokio::spawn(async move { gate.pause(Drain::UpTo(Duration::from_secs(50))).await })
-        };
+        let pausing = spawn_pause(&gate, Drain::UpTo(Duration::from_secs(50)));
         gate.wait_until_paused(true).await;
         pausing.abort();
         gate.wait_until_paused(false).await;
@@ -126,10 +123,7 @@ async fn a_pause_cancelled_during_its_drain_reopens_the_gate() {
 
         // A cancelled Pause that did not close the gate leaves it as it was.
         gate.pause(Drain::Skip).await.unwrap();
-        let pausing = {
-            let gate = gate.clone();
-            tokio::spawn(async move { gate.pause(Drain::UpTo(Duration::from_secs(50))).await })
-        };
+        let pausing = spawn_pause(&gate, Drain::UpTo(Duration::from_secs(50)));
         tokio::task::yield_now().await;
         pausing.abort();
         let _ = pausing.await;

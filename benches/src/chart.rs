@@ -30,8 +30,8 @@ fn decades(lo: f64, hi: f64) -> (f64, f64) {
     )
 }
 
-/// Renders the series as an SVG document.
-pub fn svg(title: &str, series: &[Series]) -> String {
+/// Renders the series as an SVG document, with a title and a smaller line under it.
+pub fn svg(title: &str, subtitle: &str, series: &[Series]) -> String {
     let points = series.iter().flat_map(|s| s.points.iter());
     let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points.filter(|(x, y)| *x > 0.0 && *y > 0.0) {
@@ -58,9 +58,15 @@ pub fn svg(title: &str, series: &[Series]) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         out,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
-        LEFT + plot_w / 2.0,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="15">{}</text>"#,
+        WIDTH / 2.0,
         escape(title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<text x="{}" y="38" text-anchor="middle" font-size="11" fill="#555">{}</text>"##,
+        WIDTH / 2.0,
+        escape(subtitle)
     );
     // Grid and tick labels, one per decade.
     for d in (x0 as i32)..=(x1 as i32) {

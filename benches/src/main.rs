@@ -451,9 +451,9 @@ fn main() {
     }
     let chart = chart::svg(
         &format!(
-            "scalar-admin fan-out, {} (solid: loopback, dashed: {rtt_us} µs round trips)",
-            machine()
+            "scalar-admin fan-out, p50 (solid: loopback; dashed: {rtt_us} ± {jitter_us} µs round trips)"
         ),
+        &format!("{}; pods on one core, the client on the other", machine()),
         &lines,
     );
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("report.svg");

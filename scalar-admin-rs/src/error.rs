@@ -22,6 +22,16 @@ use crate::target::Target;
 /// An underlying error, shared so that reports stay cheap to clone.
 pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
 
+fn shared(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Option<Source> {
+    Some(Arc::from(source.into()))
+}
+
+fn as_source(source: &Option<Source>) -> Option<&(dyn std::error::Error + 'static)> {
+    source
+        .as_deref()
+        .map(|e| e as &(dyn std::error::Error + 'static))
+}
+
 /// Why one call to one pod failed.
 #[derive(Debug, Clone)]
 pub struct CallError {
@@ -209,7 +219,7 @@ impl CallError {
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        self.source = Some(Arc::from(source.into()));
+        self.source = shared(source);
         self
     }
 
@@ -330,9 +340,7 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        as_source(&self.source)
     }
 }
 
@@ -455,7 +463,7 @@ impl DiscoveryError {
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        self.source = Some(Arc::from(source.into()));
+        self.source = shared(source);
         self
     }
 
@@ -498,9 +506,7 @@ impl fmt::Display for DiscoveryError {
 
 impl std::error::Error for DiscoveryError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        as_source(&self.source)
     }
 }
 
