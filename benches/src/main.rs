@@ -362,6 +362,7 @@ fn series(rows: &[Row], suffix: &str, dashed: bool) -> Vec<Series> {
     vec![
         line("connect + probe", "#1f77b4", &|r| r.connect.0),
         line("pause", "#d62728", &|r| r.pause.0),
+        line("connect + pause", "#9467bd", &|r| r.connect.0 + r.pause.0),
         line("tonic connect + call", "#7f7f7f", &|r| {
             r.tonic.0 + r.tonic.1
         }),
