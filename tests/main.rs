@@ -1,13 +1,13 @@
-//! End-to-end tests: the library and the `scalar-admin` binary against real admin pods
-//! and a real DNS server on loopback (see `tests/rig`). One test binary, so the 2-core
-//! CI machine links everything once.
+//! End-to-end tests: the library and the `scalar-admin` binary against real admin pods,
+//! hostile HTTP/2 servers and proxies, and a real DNS server on loopback (see
+//! `tests/rig`). One test binary, so the 2-core CI machine links everything once.
 
 mod util;
 
 mod cli;
 mod discovery;
-mod fanout;
 mod faults;
+mod fleet;
 mod gate;
 mod soak;
 mod tls;
