@@ -32,6 +32,9 @@ const USER_AGENT: &str = concat!("scalar-admin/", env!("CARGO_PKG_VERSION"));
 /// headers and trailers are a few hundred bytes, and gRPC's own default is 8 KiB.
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 
+/// The receive window of each stream: one frame of the smallest maximum frame size.
+const STREAM_WINDOW: u32 = 16 * 1024;
+
 /// One HTTP/2 connection to a pod, driven by a task of its own.
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
@@ -57,6 +60,10 @@ impl Connection {
         let (send, connection) = h2::client::Builder::new()
             // Requests are a few bytes: no need for h2's default 1 MiB send buffer.
             .max_send_buffer_size(16 * 1024)
+            // Replies are a few bytes too. A window of one frame bounds what a pod can
+            // make us buffer before we read it (a larger reply still comes, a window at
+            // a time, as `read_reply` releases capacity).
+            .initial_window_size(STREAM_WINDOW)
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
             .handshake(io)
             .await
