@@ -48,7 +48,6 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(&low);
     let config = match Config::from_low_args(&low) {
         Ok(config) => config,
         Err(e) => {
@@ -56,6 +55,7 @@ fn main() -> ExitCode {
             return ExitStatus::Usage.into();
         }
     };
+    init_tracing(&low, config.inject_panic.as_deref() == Some("pod"));
     let current_thread = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -179,7 +179,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
-fn init_tracing(low: &LowArgs) {
+/// Logs to stderr at the level the flags ask for; `panic_in_pod_call` is for the tests
+/// of panic safety only.
+fn init_tracing(low: &LowArgs, panic_in_pod_call: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let default = match (low.quiet, low.verbose) {
@@ -194,8 +196,8 @@ fn init_tracing(low: &LowArgs) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter);
-    let inject = (std::env::var("SCALAR_ADMIN_INJECT_PANIC").as_deref() == Ok("pod"))
-        .then(|| PanicInPodCall(std::sync::atomic::AtomicBool::new(false)));
+    let inject =
+        panic_in_pod_call.then(|| PanicInPodCall(std::sync::atomic::AtomicBool::new(false)));
     tracing_subscriber::registry().with(fmt).with(inject).init();
 }
 

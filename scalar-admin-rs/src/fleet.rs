@@ -22,7 +22,7 @@ use crate::dial::dial;
 use crate::error::{CallError, CallErrorKind, ConnectFailure, Error};
 use crate::pb::{CheckPausedResponse, PauseRequest};
 use crate::report::{KeptPod, PodReport, Reply, Report, Rollback};
-use crate::rollback::{self, Hold};
+use crate::rollback::{self, Before, Hold};
 use crate::target::Target;
 use crate::wire::Connection;
 
@@ -65,6 +65,8 @@ struct Pod {
     /// What this fleet holds on the pod after its last Pause; `None` while a Pause runs
     /// or after one was abandoned, when `written` decides.
     hold: Option<Hold>,
+    /// Whether this fleet held the pod paused when the running (or last) Pause started.
+    held_before: bool,
 }
 
 impl Pod {
@@ -75,8 +77,19 @@ impl Pod {
     fn hold(&self, take_over: bool) -> Hold {
         self.hold.unwrap_or_else(|| {
             let written = self.written.load(Ordering::Acquire);
-            rollback::after_pause(written, None, self.found_paused, take_over)
+            rollback::after_pause(written, None, self.before(), take_over)
         })
+    }
+
+    /// Whose pause the gate held when the running (or last) Pause started.
+    fn before(&self) -> Before {
+        if self.held_before {
+            Before::Ours
+        } else if self.found_paused {
+            Before::Others
+        } else {
+            Before::Open
+        }
     }
 }
 
@@ -263,6 +276,7 @@ impl Fleet {
                 found_paused,
                 written: AtomicBool::new(false),
                 hold: Some(Hold::Nothing),
+                held_before: false,
             });
         }
         let connect = Report {
@@ -342,27 +356,23 @@ impl Fleet {
             });
         }
         self.take_over = options.takes_over();
-        let before: Vec<Option<Hold>> = self.pods.iter_mut().map(|p| p.hold.take()).collect();
+        for pod in &mut self.pods {
+            pod.held_before = pod.hold.take() == Some(Hold::Paused);
+        }
         let deadline = self.config.pause_deadline(&options);
         let all: Vec<usize> = (0..self.pods.len()).collect();
         let report = self
             .fan_out(Call::Pause(options.request()), deadline, &all)
             .await;
-        for ((pod, pod_report), before) in self.pods.iter_mut().zip(&report.pods).zip(before) {
+        for (pod, pod_report) in self.pods.iter_mut().zip(&report.pods) {
             let written = pod.written.load(Ordering::Acquire);
-            let mut hold = rollback::after_pause(
+            let before = pod.before();
+            pod.hold = Some(rollback::after_pause(
                 written,
                 Some(&pod_report.outcome),
-                pod.found_paused,
+                before,
                 self.take_over,
-            );
-            // The earlier pause a server keeps may be this fleet's own.
-            if before == Some(Hold::Paused)
-                && hold == Hold::NotOurs(crate::report::Kept::EarlierPause)
-            {
-                hold = Hold::Paused;
-            }
-            pod.hold = Some(hold);
+            ));
         }
         if report.is_success() {
             info!(spread = ?report.reply_spread(), "pause completed");

@@ -21,16 +21,27 @@ pub(crate) enum Hold {
     NotOurs(Kept),
 }
 
+/// Whose pause, if any, a pod's gate held when a Pause of this run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Before {
+    /// Open (as far as this run knows).
+    Open,
+    /// Paused by someone else: it reported paused before this run paused it.
+    Others,
+    /// Paused by an earlier Pause of this run.
+    Ours,
+}
+
 /// What a Pause may have left on a pod.
 ///
 /// - `written`: whether the request may have left (it was handed to the connection);
 /// - `outcome`: its answer, or `None` when the call was abandoned (a signal, a panic);
-/// - `found_paused`: whether the pod reported paused before this run paused it;
-/// - `take_over`: whether such pods count as this run's.
+/// - `before`: whose pause the gate held when this Pause started;
+/// - `take_over`: whether someone else's pause counts as this run's.
 pub(crate) fn after_pause(
     written: bool,
     outcome: Option<&Result<Reply, CallError>>,
-    found_paused: bool,
+    before: Before,
     take_over: bool,
 ) -> Hold {
     if !written {
@@ -42,7 +53,11 @@ pub(crate) fn after_pause(
         }
         if let CallErrorKind::Status(status) = error.kind() {
             match status.reason() {
-                // The server keeps the gate closed for an earlier pause.
+                // The server keeps the gate closed for an earlier pause, which may be
+                // this run's own.
+                Some(reason::TIMED_OUT_STILL_PAUSED) if before == Before::Ours => {
+                    return Hold::Paused;
+                }
                 Some(reason::TIMED_OUT_STILL_PAUSED) => {
                     return Hold::NotOurs(Kept::EarlierPause);
                 }
@@ -56,10 +71,9 @@ pub(crate) fn after_pause(
         }
     }
     // It answered OK, or the request may have closed the gate before the call failed.
-    if found_paused && !take_over {
-        Hold::NotOurs(Kept::PausedBefore)
-    } else {
-        Hold::Paused
+    match before {
+        Before::Others if !take_over => Hold::NotOurs(Kept::PausedBefore),
+        _ => Hold::Paused,
     }
 }
 
@@ -77,71 +91,49 @@ mod tests {
 
     #[test]
     fn the_rule() {
+        use Before::{Open, Others, Ours};
+        let rule = |written, outcome, before| after_pause(written, outcome, before, false);
         let ok = Some(&Ok(Reply::Done));
-        assert_eq!(after_pause(false, ok, false, false), Hold::Nothing);
-        assert_eq!(after_pause(true, ok, false, false), Hold::Paused);
+        assert_eq!(rule(false, ok, Open), Hold::Nothing);
+        assert_eq!(rule(true, ok, Open), Hold::Paused);
+        assert_eq!(rule(true, ok, Others), Hold::NotOurs(Kept::PausedBefore));
         assert_eq!(
-            after_pause(true, ok, true, false),
-            Hold::NotOurs(Kept::PausedBefore)
-        );
-        assert_eq!(after_pause(true, ok, true, true), Hold::Paused);
-        assert_eq!(
-            after_pause(true, None, false, false),
+            after_pause(true, ok, Others, true),
             Hold::Paused,
-            "abandoned"
+            "taken over"
         );
+        assert_eq!(rule(true, ok, Ours), Hold::Paused);
+        assert_eq!(rule(true, None, Open), Hold::Paused, "abandoned");
         let refused = Err(CallError::new(
             Operation::Pause,
             CallErrorKind::NotProcessed,
         ));
-        assert_eq!(
-            after_pause(true, Some(&refused), false, false),
-            Hold::Nothing
-        );
+        assert_eq!(rule(true, Some(&refused), Open), Hold::Nothing);
         let connect = Err(CallError::connect(ConnectFailure::Tcp));
-        assert_eq!(
-            after_pause(true, Some(&connect), false, false),
-            Hold::Nothing
-        );
+        assert_eq!(rule(true, Some(&connect), Open), Hold::Nothing);
         let timeout = Err(CallError::new(
             Operation::Pause,
             CallErrorKind::Timeout(Default::default()),
         ));
+        assert_eq!(rule(true, Some(&timeout), Open), Hold::Paused);
+        let still_paused = status(Code::FailedPrecondition, reason::TIMED_OUT_STILL_PAUSED);
         assert_eq!(
-            after_pause(true, Some(&timeout), false, false),
-            Hold::Paused
-        );
-        assert_eq!(
-            after_pause(
-                true,
-                status(Code::FailedPrecondition, reason::TIMED_OUT_STILL_PAUSED),
-                false,
-                true
-            ),
+            after_pause(true, still_paused, Open, true),
             Hold::NotOurs(Kept::EarlierPause),
             "kept even when taking over"
         );
         assert_eq!(
-            after_pause(
-                true,
-                status(Code::Aborted, reason::PAUSE_IN_PROGRESS),
-                false,
-                false
-            ),
+            rule(true, still_paused, Ours),
+            Hold::Paused,
+            "our own earlier pause"
+        );
+        let in_progress = status(Code::Aborted, reason::PAUSE_IN_PROGRESS);
+        assert_eq!(
+            rule(true, in_progress, Open),
             Hold::NotOurs(Kept::PauseInProgress)
         );
-        assert_eq!(
-            after_pause(
-                true,
-                status(Code::FailedPrecondition, reason::TIMED_OUT),
-                false,
-                false
-            ),
-            Hold::Nothing
-        );
-        assert_eq!(
-            after_pause(true, status(Code::Internal, ""), false, false),
-            Hold::Paused
-        );
+        let timed_out = status(Code::FailedPrecondition, reason::TIMED_OUT);
+        assert_eq!(rule(true, timed_out, Open), Hold::Nothing);
+        assert_eq!(rule(true, status(Code::Internal, ""), Open), Hold::Paused);
     }
 }
