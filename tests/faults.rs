@@ -201,27 +201,23 @@ fn expectations() -> Vec<Expect> {
     ]
 }
 
-/// Two healthy pods, one paused before the run, and the hostile one.
+/// Two healthy pods and the hostile one. (A pod paused by someone else before the run
+/// makes Pause refuse before anything is sent: `a_pod_paused_by_someone_else_...`.)
 struct Scene {
     healthy: Vec<Pod>,
-    paused_before: Pod,
     hostile: HostilePod,
 }
 
 impl Scene {
     async fn new(fault: Fault) -> Scene {
-        let paused_before = Pod::start().await;
-        paused_before.gate().pause(Drain::Skip).await.unwrap();
         Scene {
             healthy: Pod::start_many(2).await,
-            paused_before,
             hostile: HostilePod::start(fault).await,
         }
     }
 
     fn targets(&self) -> Vec<Target> {
         let mut targets: Vec<Target> = self.healthy.iter().map(Pod::target).collect();
-        targets.push(self.paused_before.target());
         targets.push(self.hostile.target());
         targets
     }
@@ -231,8 +227,8 @@ impl Scene {
         names.join(",")
     }
 
-    /// The state the run must leave: healthy pods open, the pod paused before still
-    /// paused, the hostile pod unpaused again (or never paused).
+    /// The state the run must leave: healthy pods open, the hostile pod unpaused again
+    /// (or never paused).
     fn assert_state_restored(&mut self, expect: &Expect) {
         let fault = &expect.fault;
         for pod in &self.healthy {
@@ -242,14 +238,6 @@ impl Scene {
                 pod.addr()
             );
         }
-        assert!(
-            self.paused_before.gate().is_paused(),
-            "{fault:?}: a pause that was not ours was ended"
-        );
-        assert!(
-            !self.paused_before.take_calls().contains(&Call::Unpause),
-            "{fault:?}: Unpause sent to a pod paused before the run"
-        );
         assert!(
             !self.hostile.is_paused(),
             "{fault:?}: hostile pod left paused"
@@ -268,10 +256,6 @@ async fn hostile_replies_through_the_library() {
         for expect in expectations() {
             let mut scene = Scene::new(expect.fault.clone()).await;
             let mut fleet = Fleet::connect(scene.targets(), quick()).await;
-            assert_eq!(
-                fleet.already_paused().collect::<Vec<_>>(),
-                [&scene.paused_before.target()]
-            );
             let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
             let fault = &expect.fault;
             let Error::Pause { pause, rollback } = &err else {
@@ -298,7 +282,7 @@ async fn hostile_replies_through_the_library() {
                 .map(|k| (k.target().clone(), k.why()))
                 .collect();
             kept.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut expected = vec![(scene.paused_before.target(), Kept::PausedBefore)];
+            let mut expected = Vec::new();
             if let Some(why) = expect.kept {
                 expected.push((scene.hostile.target(), why));
             }
@@ -347,14 +331,6 @@ async fn hostile_replies_through_the_binary() {
                     .find(|l| l.starts_with(&format!("{hostile}: ")))
                     .unwrap_or_else(|| panic!("{fault:?}: no line for the pod in {}", run.stderr));
                 assert!(line.contains(expect.text), "{fault:?}: {line}");
-                let before = scene.paused_before.target();
-                assert!(
-                    run.stderr.contains(&format!(
-                        "left paused: {before} (already paused before this run)"
-                    )),
-                    "{fault:?}: {}",
-                    run.stderr
-                );
                 match expect.kept {
                     Some(Kept::PauseInProgress) => assert!(
                         run.stderr
@@ -380,15 +356,8 @@ async fn hostile_replies_through_the_binary() {
                     let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
                     assert_eq!(doc["ok"], false);
                     assert_eq!(doc["maybe_paused"], serde_json::json!([]));
-                    let left = &doc["rollback"]["left_paused"];
-                    assert!(
-                        left.as_array()
-                            .unwrap()
-                            .iter()
-                            .any(|k| k["pod"] == before.name()
-                                && k["why"] == "already paused before this run"),
-                        "{doc}"
-                    );
+                    let left = doc["rollback"]["left_paused"].as_array().unwrap();
+                    assert_eq!(left.len(), usize::from(expect.kept.is_some()), "{doc}");
                     let pod = doc["reports"][0]["pods"]
                         .as_array()
                         .unwrap()
@@ -532,21 +501,33 @@ async fn a_connection_reset_before_the_pause_arrives_is_rolled_back() {
 }
 
 #[tokio::test]
-async fn a_pod_that_keeps_an_earlier_pause_stays_paused() {
+async fn a_pod_paused_by_someone_else_is_refused_and_taken_over_only_when_asked() {
     bounded(async {
-        let healthy = Pod::start_many(2).await;
-        // Paused before the run, with a request in flight: this run's waiting Pause
-        // times out, and the gate stays closed for the earlier pause.
-        let earlier = Pod::start().await;
+        let mut healthy = Pod::start_many(2).await;
+        // Paused by someone else, with a request in flight.
+        let mut earlier = Pod::start().await;
         let _work = earlier.begin_work();
         earlier.gate().pause(Drain::Skip).await.unwrap();
         let mut targets: Vec<Target> = healthy.iter().map(Pod::target).collect();
         targets.push(earlier.target());
         let mut fleet = Fleet::connect(targets, quick()).await;
-        let err = fleet
-            .pause(PauseOptions::default().max_pause_wait(Duration::from_millis(100)))
-            .await
-            .unwrap_err();
+        let options = PauseOptions::default().max_pause_wait(Duration::from_millis(100));
+
+        // Refused: nothing is sent to any pod.
+        let err = fleet.pause(options).await.unwrap_err();
+        let Error::AlreadyPaused { pods } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(pods, &[earlier.target()]);
+        assert!(err.to_string().contains("no Pause was sent"), "{err}");
+        for pod in healthy.iter_mut().chain([&mut earlier]) {
+            let calls = pod.take_calls();
+            assert!(calls.iter().all(|c| *c == Call::CheckPaused), "{calls:?}");
+        }
+
+        // Taken over: this run's waiting Pause times out, and the gate stays closed for
+        // the earlier pause, which the rollback leaves as found.
+        let err = fleet.pause(options.take_over(true)).await.unwrap_err();
         let failure = err.reports()[0].failures().next().unwrap().clone();
         assert_eq!(
             failure.error().unwrap().reason(),
@@ -557,7 +538,9 @@ async fn a_pod_that_keeps_an_earlier_pause_stays_paused() {
         assert_eq!(kept[0].target(), &earlier.target());
         assert_eq!(kept[0].why(), Kept::EarlierPause);
         assert!(earlier.gate().is_paused());
+        assert!(!earlier.take_calls().contains(&Call::Unpause));
         assert!(healthy.iter().all(|p| !p.gate().is_paused()));
+        let _ = fleet.keep_paused();
     })
     .await
 }

@@ -206,16 +206,18 @@ async fn pod_that_cannot_drain_fails_and_the_rest_roll_back() {
 
         for (i, pod) in pods.iter_mut().enumerate() {
             assert!(!pod.gate().is_paused(), "{} left paused", pod.addr());
-            let last = pod.take_calls().pop();
-            let expected = if i == 1 {
-                Call::Pause {
-                    wait_outstanding: true,
-                    max_pause_wait_time: Some(200),
-                }
+            let calls = pod.take_calls();
+            let pause = calls
+                .iter()
+                .rposition(|c| matches!(c, Call::Pause { .. }))
+                .unwrap();
+            let after: Vec<&Call> = calls[pause + 1..].iter().collect();
+            if i == 1 {
+                assert!(after.is_empty(), "the pod that failed: {after:?}");
             } else {
-                Call::Unpause
-            };
-            assert_eq!(last, Some(expected));
+                // Unpaused, then confirmed.
+                assert_eq!(after, [&Call::Unpause, &Call::CheckPaused]);
+            }
         }
     })
     .await

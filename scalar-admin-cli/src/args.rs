@@ -92,6 +92,11 @@ pub(crate) struct LowArgs {
     #[arg(long)]
     pub(crate) no_rollback: bool,
 
+    /// How long a rollback (or a window's end) may spend unpausing and confirming with
+    /// CheckPaused that every pod it paused is unpaused, e.g. 15s (the default).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) rollback_timeout: Option<Duration>,
+
     /// WINDOW: how long the pods stay paused, the period backups can restore to.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) duration: Option<Duration>,
@@ -100,8 +105,9 @@ pub(crate) struct LowArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) attempts: Option<u32>,
 
-    /// WINDOW: start even when a pod already reports paused, and take such pods over:
-    /// the window's end unpauses them too.
+    /// PAUSE and WINDOW: pause even when a pod already reports paused by someone else,
+    /// and take such pods over: a rollback (or the window's end) unpauses them too.
+    /// Without it such a run refuses before any Pause is sent.
     #[arg(long)]
     pub(crate) force: bool,
 
@@ -227,17 +233,20 @@ impl Config {
                     "give exactly one of -s NAME or -a LIST (only WINDOW takes several)",
                 ));
             }
-            if low.duration.is_some() || low.attempts.is_some() || low.force {
-                return Err(usage(
-                    "--duration/--attempts/--force",
-                    "only apply to -c WINDOW",
-                ));
+            if low.duration.is_some() || low.attempts.is_some() {
+                return Err(usage("--duration/--attempts", "only apply to -c WINDOW"));
+            }
+            if low.force && low.command != Command::Pause {
+                return Err(usage("--force", "only applies to -c PAUSE and -c WINDOW"));
             }
         }
 
         let mut client = ClientConfig::default().connect_timeout(low.connect_timeout);
         if let Some(timeout) = low.timeout {
             client = client.call_timeout(timeout);
+        }
+        if let Some(budget) = low.rollback_timeout {
+            client = client.rollback_budget(budget);
         }
         let mut tls_flags = Vec::new();
         if low.tls {
@@ -265,7 +274,8 @@ impl Config {
 
         let mut pause = PauseOptions::default()
             .wait_outstanding(!low.no_wait)
-            .rollback(!low.no_rollback);
+            .rollback(!low.no_rollback)
+            .take_over(low.force);
         if let Some(ms) = low.max_pause_wait_time {
             pause = pause.max_pause_wait(Duration::from_millis(ms));
         }

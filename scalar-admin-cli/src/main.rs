@@ -28,7 +28,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use futures::FutureExt;
-use scalar_admin::{Error, Fleet, Target};
+use scalar_admin::{Error, Fleet, Target, panic_message};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -64,15 +64,24 @@ fn main() -> ExitCode {
         return ExitStatus::Failure.into();
     };
     // The Java commands take exactly one group (`Config` checked); resolve it first, so
-    // that the pod count can choose the runtime and check the open-files limit.
+    // that the pod count can check the open-files limit. A window resolves its groups
+    // itself (and again before unpausing); here they are only counted.
+    let resolved = current_thread.block_on(futures::future::try_join_all(
+        config.groups.iter().map(|g| g.resolve(&config.dns)),
+    ));
+    let mut resolved = match resolved {
+        Ok(resolved) => resolved,
+        Err(e) if config.command == Command::Window => {
+            return output::windows(&config, &Err(e)).into();
+        }
+        Err(e) => return output::report(&config, &Err(e)).into(),
+    };
+    let pods: usize = resolved.iter().map(Vec::len).sum();
     let targets = match config.command {
         Command::Window => None,
-        _ => match current_thread.block_on(config.groups[0].resolve(&config.dns)) {
-            Ok(targets) => Some(targets),
-            Err(e) => return output::report(&config, &Err(e)).into(),
-        },
+        _ => resolved.pop(),
     };
-    if let Err(message) = open_files_for(targets.as_ref().map_or(0, Vec::len)) {
+    if let Err(message) = open_files_for(pods) {
         tell!("error: {message}; no pod was contacted");
         return ExitStatus::Failure.into();
     }
@@ -160,23 +169,18 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
         }
         output::report(&config, &result)
     });
-    match command.catch_unwind().await {
+    let status = match command.catch_unwind().await {
         Ok(status) => status,
         Err(panic) => {
             let rollback = fleet.release().await;
             output::panicked(&config, &panic_message(&*panic), &rollback);
             ExitStatus::Failure
         }
-    }
-}
-
-/// The text of a panic's payload.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
+    };
+    // A plain pause is meant to outlive the command, and whatever else is still held has
+    // been named in the output with its recovery command.
+    let _ = fleet.keep_paused();
+    status
 }
 
 /// Logs to stderr at the level the flags ask for; `panic_in_pod_call` is for the tests

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use scalar_admin::window::{Group, Verdict, WindowReport};
-use scalar_admin::{Error, Kept, Operation, Report, Rollback, Target};
+use scalar_admin::{Error, Kept, Operation, Report, Rollback, Target, unix_micros as micros};
 use serde::Serialize;
 
 use crate::args::{Command, Config, Output};
@@ -121,19 +121,22 @@ fn check_json(report: &Report) -> String {
 /// that may still be paused, with the command that unpauses them.
 pub(crate) fn failure_text(config: &Config, e: &Error) -> String {
     let mut out = format!("error: {e}\n");
-    for report in e.reports() {
-        let label = match report.operation() {
-            Operation::Unpause if !matches!(e, Error::Unpause { .. }) => "rollback ",
-            _ => "",
-        };
-        for pod in report.failures() {
-            out.push_str(&format!("{label}{pod}\n"));
-        }
+    let failed = match e {
+        Error::Pause { pause, .. } => Some(pause),
+        Error::Unpause { unpause } => Some(unpause),
+        Error::Check { check } => Some(check),
+        _ => None,
+    };
+    for pod in failed.iter().flat_map(|r| r.failures()) {
+        out.push_str(&format!("{pod}\n"));
     }
     if let Some(rollback) = e.rollback() {
         out.push_str(&rollback_text(rollback));
     }
     out.push_str(&recovery_text(config, &e.maybe_paused()));
+    if matches!(e, Error::AlreadyPaused { .. }) {
+        out.push_str("check who paused them; pass --force to pause over them and take them over\n");
+    }
     out
 }
 
@@ -141,7 +144,10 @@ fn rollback_text(rollback: &Rollback) -> String {
     let mut out = String::new();
     let unpaused: Vec<&str> = rollback.unpaused().map(Target::name).collect();
     if !unpaused.is_empty() {
-        out.push_str(&format!("unpaused by this run: {}\n", unpaused.join(", ")));
+        out.push_str(&format!(
+            "unpaused by this run (confirmed by CheckPaused): {}\n",
+            unpaused.join(", ")
+        ));
     }
     for kept in rollback.kept() {
         let line = match kept.why() {
@@ -149,6 +155,9 @@ fn rollback_text(rollback: &Rollback) -> String {
             why => format!("{} ({why})", kept.target()),
         };
         out.push_str(&format!("left paused: {line}\n"));
+    }
+    for stuck in rollback.stuck() {
+        out.push_str(&format!("may still be paused: {stuck}\n"));
     }
     out
 }
@@ -167,9 +176,6 @@ fn recovery_text(config: &Config, stuck: &[&Target]) -> String {
 /// Reports a panic caught after the command started, and what the rollback did.
 pub(crate) fn panicked(config: &Config, message: &str, rollback: &Rollback) {
     let mut out = format!("error: internal error: {message}; {rollback}\n");
-    for pod in rollback.failed() {
-        out.push_str(&format!("rollback {pod}\n"));
-    }
     out.push_str(&rollback_text(rollback));
     out.push_str(&recovery_text(config, &rollback.maybe_paused()));
     tell!("{}", out.trim_end());
@@ -214,11 +220,6 @@ fn maybe_paused<'a>(config: &Config, e: Option<&'a Error>) -> (Vec<&'a str>, Opt
     let stuck = e.map(Error::maybe_paused).unwrap_or_default();
     let command = (!stuck.is_empty()).then(|| recovery_command(config, &stuck));
     (stuck.into_iter().map(Target::name).collect(), command)
-}
-
-fn micros(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn json(config: &Config, result: &Result<Report, Error>) {
@@ -414,19 +415,22 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
         }
     }
     match result {
-        Ok(windows) if !windows.last().is_some_and(|w| w.verdict().is_valid()) => {
-            tell!(
-                "error: the backup window is INVALID after {} attempt(s); every pod is unpaused; do not restore to it",
-                windows.len()
-            );
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tell!("{}", failure_text(config, e).trim_end());
-            if matches!(e, Error::AlreadyPaused { .. }) {
-                tell!("check who paused them; pass --force to run the window anyway");
+        Ok(windows) => {
+            if let Some(w) = windows.last().filter(|w| !w.verdict().is_valid()) {
+                // Only a confirmed release is an `Ok`; say what it confirmed.
+                let state = match w.release().kept().len() {
+                    0 => "every pod this run paused is confirmed unpaused".to_owned(),
+                    n => format!(
+                        "every pod this run paused was confirmed unpaused, and {n} reported paused again since (left paused)"
+                    ),
+                };
+                tell!(
+                    "error: the backup window is INVALID after {} attempt(s); {state}; do not restore to it",
+                    windows.len()
+                );
             }
         }
+        Err(e) => tell!("{}", failure_text(config, e).trim_end()),
     }
     status(valid)
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::contract::DEFAULT_DRAIN_LIMIT;
 use crate::pb::PauseRequest;
 use crate::tls::Tls;
@@ -12,6 +14,16 @@ pub const PAUSE_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_ROLLBACK_BUDGET: Duration = Duration::from_secs(15);
+const DEFAULT_ROLLBACK_WATCH: Duration = Duration::from_secs(1);
+
+/// The instant `after` from now, or a far-future one when that does not fit an
+/// `Instant` (`Duration::MAX` means "no limit", not a panic).
+pub(crate) fn deadline_in(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
 
 /// How pods are called: transport security and time limits.
 ///
@@ -26,6 +38,8 @@ pub struct ClientConfig {
     tls: Option<Tls>,
     connect_timeout: Duration,
     call_timeout: Option<Duration>,
+    rollback_budget: Duration,
+    rollback_watch: Duration,
 }
 
 impl Default for ClientConfig {
@@ -34,6 +48,8 @@ impl Default for ClientConfig {
             tls: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             call_timeout: None,
+            rollback_budget: DEFAULT_ROLLBACK_BUDGET,
+            rollback_watch: DEFAULT_ROLLBACK_WATCH,
         }
     }
 }
@@ -61,11 +77,42 @@ impl ClientConfig {
         self
     }
 
+    /// Sets how long a rollback may take, all rounds together: Unpause to every pod this
+    /// run may have paused (on a fresh connection where the last call timed out or
+    /// broke), then CheckPaused after a short settling delay and again, with a doubling
+    /// backoff up to 1 second, while a pod still reports paused. 15 seconds by default:
+    /// half of Kubernetes' default termination grace period, so that a rollback started
+    /// by SIGTERM ends before the SIGKILL.
+    pub fn rollback_budget(mut self, budget: Duration) -> Self {
+        self.rollback_budget = budget;
+        self
+    }
+
+    /// Sets how long a rollback keeps checking a pod whose Pause outcome is unknown (a
+    /// time-out, a broken connection) after it was seen unpaused: a server may keep
+    /// running a Pause handler after the client gave up and close the gate after the
+    /// rollback's Unpause, and a check in this period catches it and unpauses again.
+    /// 1 second by default; within [`rollback_budget`](Self::rollback_budget).
+    pub fn rollback_watch(mut self, watch: Duration) -> Self {
+        self.rollback_watch = watch;
+        self
+    }
+
+    /// How long a rollback may take.
+    pub(crate) fn rollback_budget_value(&self) -> Duration {
+        self.rollback_budget
+    }
+
+    /// How long a rollback watches a pod in doubt.
+    pub(crate) fn rollback_watch_value(&self) -> Duration {
+        self.rollback_watch
+    }
+
     /// The deadline of a Pause call with these options.
     pub fn pause_deadline(&self, pause: &PauseOptions) -> Duration {
         self.call_timeout.unwrap_or_else(|| {
             if pause.wait_outstanding {
-                pause.drain_limit() + PAUSE_DEADLINE_MARGIN
+                pause.drain_limit().saturating_add(PAUSE_DEADLINE_MARGIN)
             } else {
                 DEFAULT_CALL_TIMEOUT
             }

@@ -18,7 +18,8 @@ use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::{Resolver, TokioResolver};
 use tracing::{debug, instrument};
 
-use crate::error::{DiscoveryError, DiscoveryErrorKind, Error, InvalidInput};
+use crate::error::{DiscoveryError, DiscoveryErrorKind, InvalidInput};
+use crate::failure::Error;
 use crate::target::{Target, validate_host_name};
 
 /// How many target-address lookups run at once when the SRV answer carries no addresses.

@@ -1,11 +1,12 @@
-//! Errors, from one pod's failed call up to the operation that failed.
+//! The errors below an operation: one call to one pod ([`CallError`]), discovery
+//! ([`DiscoveryError`]) and bad input ([`InvalidInput`]). They name no pod and hold no
+//! report, so every other module can use them; what an operation returns is
+//! [`Error`](crate::Error), one layer up.
 //!
 //! [`CallError`] is what went wrong with one call to one pod: the operation, a
 //! [`CallErrorKind`] with the cause as data, and the underlying error as its
 //! [`source`](std::error::Error::source). It does not name the pod, since the
-//! [`PodReport`](crate::PodReport) that holds it does. [`Error`] is what an operation
-//! returns: its `Display` is one line saying what failed and the state the cluster is left
-//! in, and the reports inside give per-pod detail.
+//! [`PodReport`](crate::PodReport) that holds it does.
 //!
 //! Everything a pod sends is untrusted: status messages and reasons are stored with
 //! control characters escaped and their length capped, so that a reply can neither
@@ -16,8 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::contract::{Code, Operation, reason};
-use crate::report::{Report, Rollback};
-use crate::target::Target;
 
 /// An underlying error, shared so that reports stay cheap to clone.
 pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
@@ -291,6 +290,16 @@ impl CallError {
         matches!(self.kind, CallErrorKind::Connect(_))
     }
 
+    /// Whether the connection the call used still works as far as this call shows: the
+    /// pod answered (with any status), or the request never got onto it. A time-out, a
+    /// broken stream or a malformed reply says nothing good of it.
+    pub fn is_connection_sound(&self) -> bool {
+        matches!(
+            self.kind,
+            CallErrorKind::Status(_) | CallErrorKind::NotSent | CallErrorKind::NotProcessed
+        )
+    }
+
     /// Whether the request certainly never reached the pod's handler: nothing was sent,
     /// or the pod refused it unprocessed.
     pub fn is_unprocessed(&self) -> bool {
@@ -510,136 +519,12 @@ impl std::error::Error for DiscoveryError {
     }
 }
 
-/// What an operation returns when it failed.
-///
-/// `Display` is one line: the operation, how many pods failed, and the state the cluster
-/// is left in. The [`Report`]s and the [`Rollback`] inside give each pod's outcome.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// Bad input, found before any pod was contacted.
-    #[error(transparent)]
-    InvalidInput(#[from] InvalidInput),
-    /// The pods could not be discovered; none was contacted.
-    #[error(transparent)]
-    Discovery(#[from] DiscoveryError),
-    /// Pause failed on at least one pod. `rollback` says what became of the pods this
-    /// run may have paused (undone, unless rollback was turned off); `None` when no Pause
-    /// request was sent.
-    #[error("{}", pause_summary(pause, rollback.as_deref()))]
-    Pause {
-        /// The Pause fan-out.
-        pause: Box<Report>,
-        /// What the rollback unpaused, left as found, or could not unpause.
-        rollback: Option<Box<Rollback>>,
-    },
-    /// Unpause failed on at least one pod.
-    #[error(
-        "unpause failed on {} of {} pods; {}",
-        unpause.failures().count(),
-        unpause.pods().len(),
-        may_still_be_paused(unpause)
-    )]
-    Unpause {
-        /// The Unpause fan-out.
-        unpause: Box<Report>,
-    },
-    /// The operation was interrupted (by a signal, say); `rollback` undid what this run
-    /// had paused by then.
-    #[error("interrupted; {rollback}")]
-    Interrupted {
-        /// What the rollback unpaused, left as found, or could not unpause.
-        rollback: Box<Rollback>,
-    },
-    /// A backup window did not start because pods already report paused: someone else
-    /// may be running a backup, and this window's Unpause would end theirs.
-    #[error(
-        "{} pod(s) already report paused: {}; the window did not start and nothing was changed",
-        pods.len(),
-        join(pods)
-    )]
-    AlreadyPaused {
-        /// The pods reporting paused.
-        pods: Vec<Target>,
-    },
-    /// CheckPaused failed on at least one pod.
-    #[error(
-        "check failed on {} of {} pods; the pods' state is unchanged",
-        check.failures().count(),
-        check.pods().len()
-    )]
-    Check {
-        /// The CheckPaused fan-out.
-        check: Box<Report>,
-    },
-}
-
-impl Error {
-    /// Whether the input was rejected before any pod was contacted.
-    pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Error::InvalidInput(_))
-    }
-
-    /// The fan-out reports this error carries, in the order they ran.
-    pub fn reports(&self) -> Vec<&Report> {
-        match self {
-            Error::Pause { pause, rollback } => std::iter::once(&**pause)
-                .chain(rollback.as_deref().and_then(Rollback::report))
-                .collect(),
-            Error::Unpause { unpause } => vec![unpause],
-            Error::Check { check } => vec![check],
-            Error::Interrupted { rollback } => rollback.report().into_iter().collect(),
-            Error::InvalidInput(_) | Error::Discovery(_) | Error::AlreadyPaused { .. } => {
-                Vec::new()
-            }
-        }
-    }
-
-    /// The rollback this error carries, if one ran.
-    pub fn rollback(&self) -> Option<&Rollback> {
-        match self {
-            Error::Pause { rollback, .. } => rollback.as_deref(),
-            Error::Interrupted { rollback } => Some(rollback),
-            _ => None,
-        }
-    }
-
-    /// Pods that may still be paused by this run after this error: empty when every pause
-    /// this run made is known to be undone. Pods left paused as they were found are not
-    /// here; [`Rollback::kept`] lists them.
-    pub fn maybe_paused(&self) -> Vec<&Target> {
-        match self {
-            Error::Unpause { unpause } => unpause.failures().map(|p| p.target()).collect(),
-            _ => self
-                .rollback()
-                .map(Rollback::maybe_paused)
-                .unwrap_or_default(),
-        }
-    }
-}
-
-fn join(pods: &[Target]) -> String {
-    let names: Vec<&str> = pods.iter().map(Target::name).collect();
-    names.join(", ")
-}
-
-fn pause_summary(pause: &Report, rollback: Option<&Rollback>) -> String {
-    let state = match rollback {
-        Some(r) => r.to_string(),
-        None => "no Pause request was sent: nothing was changed".to_owned(),
-    };
-    format!(
-        "pause failed on {} of {} pods; {state}",
-        pause.failures().count(),
-        pause.pods().len()
-    )
-}
-
-fn may_still_be_paused(report: &Report) -> String {
-    let stuck: Vec<Target> = report.failures().map(|p| p.target().clone()).collect();
-    if stuck.is_empty() {
-        "no pod is left paused".to_owned()
-    } else {
-        format!("may still be paused: {}", join(&stuck))
-    }
+/// The text of a panic's payload, as a report shows a caught panic. For callers that
+/// catch panics around a fleet, as the CLI does, to say what happened.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }

@@ -3,8 +3,9 @@
 //! [`Fleet::connect`] opens one connection per pod and learns, from one CheckPaused
 //! (the probe), whether each pod answers the admin interface and whether it is already
 //! paused. Each operation then calls every pod concurrently, never stops early, and
-//! returns a [`Report`]. A Pause that fails is undone by the rule in `rollback`: only the
-//! pauses this fleet made are ended.
+//! returns a [`Report`]. Every answer a pod gives feeds its [`PodState`]; a Pause that
+//! fails is undone by [`Fleet::release`], which reads only that state and confirms each
+//! Unpause with CheckPaused.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,20 +15,38 @@ use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::client::{ClientConfig, PauseOptions};
+use crate::client::{ClientConfig, PauseOptions, deadline_in};
 use crate::contract::Operation;
 use crate::dial::dial;
-use crate::error::{CallError, CallErrorKind, ConnectFailure, Error};
+use crate::error::{CallError, CallErrorKind, ConnectFailure, panic_message};
+use crate::failure::Error;
 use crate::pb::{CheckPausedResponse, PauseRequest};
-use crate::report::{KeptPod, PodReport, Reply, Report, Rollback};
-use crate::rollback::{self, Before, Hold};
+use crate::report::{KeptPod, PodReport, Report, Rollback, StuckPod, Unconfirmed};
+use crate::state::{Event, Holder, PodState, Reply};
 use crate::target::Target;
 use crate::wire::Connection;
 
-/// A monotonic clock anchored to one wall-clock reading, so that a report's timestamps
-/// stay ordered even if the system clock steps.
+/// How old the pods' last answers may be for [`Fleet::pause`] to decide from them
+/// alone: 1 second. The connection probe of a Pause that follows [`Fleet::connect`] at
+/// once (as the CLI's does) is that fresh, and a second round would cost a round trip on
+/// every pause; older answers are refreshed with one CheckPaused to every pod first.
+///
+/// What remains is the gap between that answer and the Pause landing: a pod that
+/// someone else pauses within it is taken for this run's by the Pause, and one that
+/// someone else unpauses within it is refused as theirs.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The first wait between a rollback's Unpause and its CheckPaused; it doubles each
+/// round, up to [`MAX_BACKOFF`].
+const SETTLE: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The time limit of the one check a rollback still makes once it is interrupted.
+const LAST_CHECK: Duration = Duration::from_secs(1);
+
+/// A monotonic clock anchored to one wall-clock reading, so that a fleet's timestamps
+/// stay ordered, and its differences true, even if the system clock steps.
 #[derive(Clone, Copy)]
 struct Clock {
     wall: SystemTime,
@@ -43,30 +62,27 @@ impl Clock {
     }
 
     fn now(&self) -> SystemTime {
-        self.wall + self.mono.elapsed()
+        self.at(Instant::now())
     }
 
     /// A monotonic instant on this clock's wall time.
     fn at(&self, instant: Instant) -> SystemTime {
-        self.wall + instant.saturating_duration_since(self.mono)
+        let since = instant.saturating_duration_since(self.mono);
+        self.wall.checked_add(since).unwrap_or(self.wall)
     }
 }
 
 struct Pod {
     target: Target,
     connection: Result<Connection, CallError>,
-    /// Whether the pod reported paused before this fleet paused it: from the probe, and
-    /// from CheckPaused while this fleet holds no pause on it.
-    found_paused: bool,
-    /// Whether a Pause from this fleet may have left for the pod since this fleet last
-    /// unpaused it. Set by the call itself, so that it survives a call that is dropped
-    /// (a signal) or panics.
+    /// What this fleet believes about the pod, from its answers.
+    state: PodState,
+    /// When the pod last answered CheckPaused (the probe included).
+    seen_at: Option<Instant>,
+    /// Set by a Pause call the moment its request may leave, and folded into `state`
+    /// when the call ends, so that a call that is dropped (a signal, a cancel) or panics
+    /// still counts as written.
     written: AtomicBool,
-    /// What this fleet holds on the pod after its last Pause; `None` while a Pause runs
-    /// or after one was abandoned, when `written` decides.
-    hold: Option<Hold>,
-    /// Whether this fleet held the pod paused when the running (or last) Pause started.
-    held_before: bool,
 }
 
 impl Pod {
@@ -74,22 +90,9 @@ impl Pod {
         self.connection.as_ref().ok().filter(|c| !c.is_closed())
     }
 
-    fn hold(&self, take_over: bool) -> Hold {
-        self.hold.unwrap_or_else(|| {
-            let written = self.written.load(Ordering::Acquire);
-            rollback::after_pause(written, None, self.before(), take_over)
-        })
-    }
-
-    /// Whose pause the gate held when the running (or last) Pause started.
-    fn before(&self) -> Before {
-        if self.held_before {
-            Before::Ours
-        } else if self.found_paused {
-            Before::Others
-        } else {
-            Before::Open
-        }
+    fn observe(&mut self, paused: bool) {
+        self.state = self.state.next(Event::Observed(paused));
+        self.seen_at = Some(Instant::now());
     }
 }
 
@@ -184,6 +187,11 @@ struct Outcome {
 /// with every pod's outcome; it fails only when a pod failed, with the reports in the
 /// [`Error`].
 ///
+/// A fleet remembers, per pod, what the pod last said and what this fleet did to it, and
+/// a rollback acts on that alone: it unpauses only the pods this fleet may have paused.
+/// Dropping a fleet that may still hold pods paused logs them at error level; a plain
+/// pause that is meant to outlive the fleet ends with [`keep_paused`](Self::keep_paused).
+///
 /// ```no_run
 /// # async fn run() -> Result<(), scalar_admin::Error> {
 /// use scalar_admin::{ClientConfig, Fleet, PauseOptions, parse_addresses};
@@ -200,12 +208,18 @@ struct Outcome {
 /// println!("unpause started at {:?}", unpause.started_at());
 /// # Ok(()) }
 /// ```
+#[must_use = "a fleet that paused pods and is dropped leaves them paused"]
 pub struct Fleet {
     config: ClientConfig,
     pods: Vec<Pod>,
     connect: Report,
-    /// The last Pause's take-over setting, which the rollback rule needs.
+    /// Every timestamp of this fleet's reports, so that a window's length and midpoint
+    /// come from one monotonic clock.
+    clock: Clock,
+    /// The last Pause's take-over setting, which the state needs.
     take_over: bool,
+    /// Set by [`keep_paused`](Self::keep_paused): the pods held are meant to stay paused.
+    kept_on_purpose: bool,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -219,6 +233,22 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if self.kept_on_purpose {
+            return;
+        }
+        self.fold_abandoned();
+        let held: Vec<&str> = self.held().map(Target::name).collect();
+        if !held.is_empty() {
+            error!(
+                pods = %held.join(", "),
+                "a fleet was dropped while it may hold pods paused; they stay paused until unpaused"
+            );
+        }
+    }
+}
+
 impl Fleet {
     /// Connects to every target concurrently, within the connect timeout, and asks each
     /// whether it is paused.
@@ -227,9 +257,14 @@ impl Fleet {
     /// reached and whether each of the others is already paused, so a caller can decide
     /// before anything is paused. An unreachable pod is retried by the next operation,
     /// and Pause refuses to start while any pod is unreachable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future closes the connections made so far; nothing was changed on
+    /// any pod.
     pub async fn connect(targets: Vec<Target>, config: ClientConfig) -> Self {
         let clock = Clock::start();
-        let deadline = Instant::now() + config.connect_deadline();
+        let deadline = deadline_in(config.connect_deadline());
         let config_ref = &config;
         let results = all_within(
             targets.iter().map(|target| {
@@ -255,29 +290,34 @@ impl Fleet {
         let mut pods = Vec::with_capacity(targets.len());
         let mut reports = Vec::with_capacity(targets.len());
         for (target, (sent_at, received_at, result)) in targets.into_iter().zip(results) {
-            let (connection, found_paused, outcome) = match result {
+            let mut pod = Pod {
+                target: target.clone(),
+                connection: Err(CallError::connect(ConnectFailure::Tcp)),
+                state: PodState::NEW,
+                seen_at: None,
+                written: AtomicBool::new(false),
+            };
+            let outcome = match result {
                 Ok(Probed {
                     connection, paused, ..
-                }) => (Ok(connection), paused, Ok(Reply::Paused(paused))),
+                }) => {
+                    pod.connection = Ok(connection);
+                    pod.observe(paused);
+                    Ok(Reply::Paused(paused))
+                }
                 Err(e) => {
                     debug!(pod = %target, error = %e.chain(), "cannot connect");
-                    (Err(e.clone()), false, Err(e))
+                    pod.connection = Err(e.clone());
+                    Err(e)
                 }
             };
             reports.push(PodReport {
-                target: target.clone(),
+                target,
                 sent_at,
                 received_at,
                 outcome,
             });
-            pods.push(Pod {
-                target,
-                connection,
-                found_paused,
-                written: AtomicBool::new(false),
-                hold: Some(Hold::Nothing),
-                held_before: false,
-            });
+            pods.push(pod);
         }
         let connect = Report {
             operation: Operation::Connect,
@@ -290,7 +330,9 @@ impl Fleet {
             config,
             pods,
             connect,
+            clock,
             take_over: false,
+            kept_on_purpose: false,
         }
     }
 
@@ -312,14 +354,13 @@ impl Fleet {
             .filter_map(|p| Some((p.target(), p.error()?)))
     }
 
-    /// The pods that reported paused when connecting: someone else's pause, which a
-    /// rollback leaves alone.
+    /// The pods whose last answers say someone else paused them: [`pause`](Self::pause)
+    /// refuses to pause over them unless it takes them over, and a rollback leaves them.
     pub fn already_paused(&self) -> impl Iterator<Item = &Target> {
-        self.connect
-            .pods()
+        self.pods
             .iter()
-            .filter(|p| p.paused() == Some(true))
-            .map(PodReport::target)
+            .filter(|p| p.state.kept().is_some())
+            .map(|p| &p.target)
     }
 
     /// How long [`Fleet::connect`] took.
@@ -328,24 +369,43 @@ impl Fleet {
     }
 
     /// The pods a Pause of this fleet may hold paused: what [`release`](Self::release)
-    /// would unpause.
+    /// would unpause. A Pause abandoned mid-call (its future dropped) counts once this
+    /// fleet is used again.
     pub fn held(&self) -> impl Iterator<Item = &Target> {
         self.pods
             .iter()
-            .filter(|p| p.hold(self.take_over) == Hold::Paused)
+            .filter(|p| p.state.may_hold() || p.written.load(Ordering::Acquire))
             .map(|p| &p.target)
+    }
+
+    /// Consumes the fleet, leaving the pods it paused paused on purpose (the plain PAUSE
+    /// command, whose pause outlives the process), and returns them.
+    pub fn keep_paused(mut self) -> Vec<Target> {
+        self.kept_on_purpose = true;
+        self.held().cloned().collect()
     }
 
     /// Pauses every pod.
     ///
-    /// Starts only when every pod is connected; otherwise nothing is sent and the error
-    /// names the unreachable pods. When Pause fails on any pod, the pods this run may
-    /// have paused are unpaused again ([`release`](Self::release)) unless
-    /// [`PauseOptions::rollback`] is off, and the error says what became of each.
+    /// Decides from a fresh belief: the connection probe when the Pause follows
+    /// [`connect`](Self::connect) within [`FRESH_FOR`], otherwise one CheckPaused to
+    /// every pod first. Starts only when every pod is connected and answered; otherwise
+    /// nothing is sent and the error names the pods. A pod paused by someone else is
+    /// refused ([`Error::AlreadyPaused`], nothing sent) unless
+    /// [`PauseOptions::take_over`] is on. When Pause fails on any pod, the pods this run
+    /// may have paused are unpaused again and confirmed ([`release`](Self::release))
+    /// unless [`PauseOptions::rollback`] is off, and the error says what became of each.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future after the Pause requests left leaves the pods this call may
+    /// have paused paused; the fleet remembers them, and the next [`release`](Self::release)
+    /// unpauses them ([`pause_with_cancel`](Self::pause_with_cancel) does that itself).
     pub async fn pause(&mut self, options: PauseOptions) -> Result<Report, Error> {
+        self.fold_abandoned();
         self.reconnect().await;
         if self.pods.iter().any(|p| p.connection.is_err()) {
-            let report = self.unsent_pause();
+            let report = self.unsent_pause(|p| p.connection.as_ref().err());
             warn!(
                 failed = report.failures().count(),
                 "pods unreachable; no Pause sent"
@@ -355,25 +415,36 @@ impl Fleet {
                 rollback: None,
             });
         }
+        let stale = self
+            .pods
+            .iter()
+            .any(|p| p.seen_at.is_none_or(|at| at.elapsed() > FRESH_FOR));
+        if stale {
+            let check = self.check_report().await;
+            if !check.is_success() {
+                let failed: Vec<Option<&CallError>> =
+                    check.pods.iter().map(PodReport::error).collect();
+                let report = self.unsent_pause_from(&failed);
+                warn!("pods could not be checked; no Pause sent");
+                return Err(Error::Pause {
+                    pause: Box::new(report),
+                    rollback: None,
+                });
+            }
+        }
         self.take_over = options.takes_over();
-        for pod in &mut self.pods {
-            pod.held_before = pod.hold.take() == Some(Hold::Paused);
+        if !self.take_over {
+            let others: Vec<Target> = self.already_paused().cloned().collect();
+            if !others.is_empty() {
+                warn!(pods = others.len(), "paused by someone else; no Pause sent");
+                return Err(Error::AlreadyPaused { pods: others });
+            }
         }
         let deadline = self.config.pause_deadline(&options);
         let all: Vec<usize> = (0..self.pods.len()).collect();
         let report = self
             .fan_out(Call::Pause(options.request()), deadline, &all)
             .await;
-        for (pod, pod_report) in self.pods.iter_mut().zip(&report.pods) {
-            let written = pod.written.load(Ordering::Acquire);
-            let before = pod.before();
-            pod.hold = Some(rollback::after_pause(
-                written,
-                Some(&pod_report.outcome),
-                before,
-                self.take_over,
-            ));
-        }
         if report.is_success() {
             info!(spread = ?report.reply_spread(), "pause completed");
             return Ok(report);
@@ -382,11 +453,7 @@ impl Fleet {
             warn!("pause failed; rolling back");
             self.release().await
         } else {
-            Rollback {
-                unpause: None,
-                kept: self.kept(),
-                left: self.held().cloned().collect(),
-            }
+            self.left_paused()
         };
         Err(Error::Pause {
             pause: Box::new(report),
@@ -399,6 +466,11 @@ impl Fleet {
     /// paused are unpaused again, since a call in flight may already have closed a gate.
     /// A cancel before any Pause request left changes nothing. Returns
     /// [`Error::Interrupted`] with what the rollback did.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`pause`](Self::pause): dropping this future during its rollback leaves the
+    /// pods not yet unpaused to the next [`release`](Self::release).
     pub async fn pause_with_cancel<C: Future>(
         &mut self,
         options: PauseOptions,
@@ -419,49 +491,199 @@ impl Fleet {
         })
     }
 
-    /// Undoes this fleet's pause: unpauses every pod a Pause of this fleet may have
-    /// paused, and leaves the pods whose pause is someone else's as they were found
-    /// (unless the Pause took them over). Safe to call at any time, and again: a pod is
-    /// unpaused only while this fleet may hold it.
+    /// Undoes this fleet's pause and proves it: unpauses every pod a Pause of this fleet
+    /// may have paused (on a fresh connection where the last call timed out or broke),
+    /// then asks each with CheckPaused after a short settling delay, and unpauses and
+    /// asks again, with a doubling backoff, while it still reports paused, all within
+    /// [`ClientConfig::rollback_budget`]. A pod whose Pause outcome was unknown is
+    /// watched for [`ClientConfig::rollback_watch`] after it was seen unpaused, since its
+    /// Pause may still land. Pods whose pause is someone else's are left as found.
+    ///
+    /// [`Rollback::unpaused`] lists only the pods a CheckPaused confirmed unpaused; any
+    /// other is in [`Rollback::stuck`]. Safe to call at any time, and again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future may leave pods paused; the fleet still knows them, and the
+    /// next call of this method picks them up.
     pub async fn release(&mut self) -> Rollback {
-        let take_over = self.take_over;
-        let mut ours = Vec::new();
-        for (i, pod) in self.pods.iter_mut().enumerate() {
-            let hold = pod.hold(take_over);
-            pod.hold = Some(hold);
-            if hold == Hold::Paused {
-                ours.push(i);
+        self.release_until(std::future::pending::<()>()).await
+    }
+
+    /// [`release`](Self::release), cut short when `cancel` completes: no more waiting
+    /// between rounds, one last check, and what is not confirmed by then is reported
+    /// stuck, with [`Rollback::was_interrupted`] set.
+    pub(crate) async fn release_until(&mut self, cancel: impl Future) -> Rollback {
+        self.fold_abandoned();
+        let started = Instant::now();
+        let deadline = deadline_in(self.config.rollback_budget_value());
+        let watch = self.config.rollback_watch_value();
+        let mut pending: Vec<usize> = (0..self.pods.len())
+            .filter(|&i| self.pods[i].state.may_hold())
+            .collect();
+        let mut rollback = Rollback::default();
+        // Since when each pod in doubt has been watched.
+        let mut watch_from = vec![started; self.pods.len()];
+        let mut delay = SETTLE;
+        let mut interrupted = false;
+        tokio::pin!(cancel);
+        while !pending.is_empty() {
+            let unpause: Vec<usize> = pending
+                .iter()
+                .copied()
+                .filter(|&i| needs_unpause(self.pods[i].state))
+                .collect();
+            if !unpause.is_empty() {
+                let report = self
+                    .fan_out(Call::Unpause, self.limit(deadline), &unpause)
+                    .await;
+                let now = Instant::now();
+                for &i in &unpause {
+                    watch_from[i] = now;
+                }
+                rollback.unpauses.push(report);
             }
+            if Instant::now() >= deadline {
+                break;
+            }
+            if !interrupted {
+                let wake = deadline.min(Instant::now() + delay);
+                tokio::select! {
+                    biased;
+                    _ = &mut cancel => interrupted = true,
+                    () = tokio::time::sleep_until(wake) => {}
+                }
+            }
+            let limit = self.limit(deadline);
+            let check = if interrupted {
+                None
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut cancel => {
+                        interrupted = true;
+                        None
+                    }
+                    check = self.fan_out(Call::CheckPaused, limit, &pending) => Some(check),
+                }
+            };
+            // Interrupted: one last, short check, so that what did unpause is said so.
+            let check = match check {
+                Some(check) => check,
+                None => {
+                    let limit = limit.min(LAST_CHECK);
+                    self.fan_out(Call::CheckPaused, limit, &pending).await
+                }
+            };
+            rollback.checks.push(check);
+            let now = Instant::now();
+            let last_round = interrupted || now >= deadline;
+            pending.retain(|&i| {
+                let pod = &mut self.pods[i];
+                match pod.state.holder {
+                    Holder::Nobody
+                        if !pod.state.in_doubt || last_round || now >= watch_from[i] + watch =>
+                    {
+                        pod.state = pod.state.next(Event::Settled);
+                        rollback.unpaused.push(pod.target.clone());
+                        false
+                    }
+                    // Someone else paused it after this run's Unpause took effect.
+                    Holder::Others(_) if !pod.state.in_doubt => false,
+                    _ => true,
+                }
+            });
+            if last_round {
+                break;
+            }
+            delay = delay.saturating_mul(2).min(MAX_BACKOFF);
         }
-        let unpause = if ours.is_empty() {
-            None
-        } else {
-            let deadline = self.config.call_deadline();
-            Some(self.fan_out(Call::Unpause, deadline, &ours).await)
-        };
+        for &i in &pending {
+            let pod = &self.pods[i];
+            let why = last_failure(&rollback, &pod.target).map_or(
+                if pod.state.holder == Holder::Us {
+                    Unconfirmed::StillPaused
+                } else {
+                    Unconfirmed::Unchecked
+                },
+                |e| Unconfirmed::Failed(e.clone()),
+            );
+            rollback.stuck.push(StuckPod {
+                target: pod.target.clone(),
+                why,
+            });
+        }
+        if !rollback.stuck.is_empty() {
+            warn!(
+                pods = rollback.stuck.len(),
+                "rollback could not confirm every pod unpaused"
+            );
+        }
+        rollback.kept = self.kept();
+        rollback.interrupted = interrupted;
+        rollback
+    }
+
+    /// What rollback turned off leaves: every pod this run may have paused, untried.
+    fn left_paused(&mut self) -> Rollback {
+        self.fold_abandoned();
         Rollback {
-            unpause,
             kept: self.kept(),
-            left: Vec::new(),
+            stuck: self
+                .held()
+                .map(|t| StuckPod {
+                    target: t.clone(),
+                    why: Unconfirmed::NotTried,
+                })
+                .collect(),
+            ..Rollback::default()
         }
     }
 
     fn kept(&self) -> Vec<KeptPod> {
         self.pods
             .iter()
-            .filter_map(|p| match p.hold(self.take_over) {
-                Hold::NotOurs(why) => Some(KeptPod {
+            .filter_map(|p| {
+                Some(KeptPod {
                     target: p.target.clone(),
-                    why,
-                }),
-                _ => None,
+                    why: p.state.kept()?,
+                })
             })
             .collect()
     }
 
+    /// Folds Pause calls that were dropped or panicked mid-call into the pods' states:
+    /// their requests may have left, and nothing answered.
+    fn fold_abandoned(&mut self) {
+        let take_over = self.take_over;
+        for pod in &mut self.pods {
+            if pod.written.swap(false, Ordering::AcqRel) {
+                pod.state = pod.state.next(Event::Paused {
+                    written: true,
+                    outcome: None,
+                    take_over,
+                });
+            }
+        }
+    }
+
+    /// A call's time limit: the call deadline, or less when the rollback budget ends
+    /// sooner.
+    fn limit(&self, deadline: Instant) -> Duration {
+        self.config
+            .call_deadline()
+            .min(deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// Unpauses every pod, reconnecting to pods that were unreachable. Unlike
     /// [`release`](Self::release), this ends every pause, whoever made it: it is the
-    /// operator's explicit Unpause.
+    /// operator's explicit Unpause. An OK is what each pod answered; call
+    /// [`check_paused`](Self::check_paused) to see the gates open.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future may leave some pods unpaused and others not; nothing is
+    /// left that the fleet does not know of.
     pub async fn unpause(&mut self) -> Result<Report, Error> {
         let report = self.unpause_report().await;
         if report.is_success() {
@@ -474,6 +696,10 @@ impl Fleet {
     }
 
     /// Asks every pod whether it is paused.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future changes nothing on any pod.
     pub async fn check_paused(&mut self) -> Result<Report, Error> {
         let report = self.check_report().await;
         if report.is_success() {
@@ -494,6 +720,7 @@ impl Fleet {
 
     /// Unpauses every pod and reports, whatever the outcome.
     pub(crate) async fn unpause_report(&mut self) -> Report {
+        self.fold_abandoned();
         let all: Vec<usize> = (0..self.pods.len()).collect();
         let deadline = self.config.call_deadline();
         self.fan_out(Call::Unpause, deadline, &all).await
@@ -502,7 +729,7 @@ impl Fleet {
     /// Connects again to every pod that has no open connection.
     async fn reconnect(&mut self) {
         let config = &self.config;
-        let deadline = Instant::now() + config.connect_deadline();
+        let deadline = deadline_in(config.connect_deadline());
         let results = all_within(
             self.pods.iter().map(|pod| async move {
                 match pod.live() {
@@ -526,28 +753,29 @@ impl Fleet {
                 None => {}
                 Some(Ok(probed)) => {
                     pod.connection = Ok(probed.connection);
-                    pod.learn(probed.paused);
+                    pod.observe(probed.paused);
                 }
                 Some(Err(e)) => pod.connection = Err(e),
             }
         }
     }
 
-    /// A Pause report for when some pods are unreachable: their connection error, and
+    /// A Pause report for when no Pause was sent: each pod's error (`failed`), or
     /// `NotSent` for the rest.
-    fn unsent_pause(&self) -> Report {
-        let now = SystemTime::now();
+    fn unsent_pause_from(&self, failed: &[Option<&CallError>]) -> Report {
+        let now = self.clock.now();
         let pods = self
             .pods
             .iter()
-            .map(|p| PodReport {
+            .zip(failed)
+            .map(|(p, error)| PodReport {
                 target: p.target.clone(),
                 sent_at: now,
                 received_at: now,
-                outcome: match &p.connection {
-                    Ok(_) => Err(CallError::new(Operation::Pause, CallErrorKind::NotSent)),
-                    Err(e) => Err(e.clone().during(Operation::Pause)),
-                },
+                outcome: Err(match error {
+                    Some(e) => (*e).clone().during(Operation::Pause),
+                    None => CallError::new(Operation::Pause, CallErrorKind::NotSent),
+                }),
             })
             .collect();
         Report {
@@ -558,18 +786,26 @@ impl Fleet {
         }
     }
 
+    fn unsent_pause(&self, error: impl Fn(&Pod) -> Option<&CallError>) -> Report {
+        let failed: Vec<Option<&CallError>> = self.pods.iter().map(error).collect();
+        self.unsent_pause_from(&failed)
+    }
+
     /// Calls the pods at `which` (indices) at once and waits for all of them, or for the
-    /// deadline. The report lists them in index order.
+    /// deadline, then feeds every answer to the pods' states. The report lists them in
+    /// index order.
     ///
-    /// A pod without an open connection (unreachable before, or restarted since) is
-    /// connected first, inside its own call, so that it delays nobody else. A request
-    /// the pod did not process (refused stream, or after its GOAWAY) is sent once more on
-    /// a fresh connection within the same deadline. A panic in one pod's call becomes
-    /// that pod's failure: the others still finish, and the rollback rule still applies.
+    /// A pod without an open connection (unreachable before, or restarted since, or
+    /// whose last call timed out or broke) is connected first, inside its own call, so
+    /// that it delays nobody else. A request the pod did not process (refused stream, or
+    /// after its GOAWAY) is sent once more on a fresh connection within the same
+    /// deadline. A panic in one pod's call becomes that pod's failure: the others still
+    /// finish, and the rollback rule still applies.
     async fn fan_out(&mut self, call: Call, limit: Duration, which: &[usize]) -> Report {
         let operation = call.operation();
-        let clock = Clock::start();
-        let deadline = clock.mono + limit;
+        let clock = self.clock;
+        let started_at = clock.now();
+        let deadline = deadline_in(limit);
         let config = &self.config;
         let pods = &self.pods;
         let calls = which.iter().map(|&i| {
@@ -590,7 +826,7 @@ impl Fleet {
                         Outcome {
                             report: PodReport {
                                 target: pod.target.clone(),
-                                sent_at: clock.wall,
+                                sent_at: started_at,
                                 received_at: clock.now(),
                                 outcome: Err(CallError::new(operation, kind)),
                             },
@@ -605,7 +841,7 @@ impl Fleet {
             Outcome {
                 report: PodReport {
                     target: pods[which[k]].target.clone(),
-                    sent_at: clock.wall,
+                    sent_at: started_at,
                     received_at: clock.now(),
                     outcome: Err(CallError::new(operation, CallErrorKind::Timeout(limit))),
                 },
@@ -614,45 +850,72 @@ impl Fleet {
         })
         .await;
         let completed_at = clock.now();
+        let take_over = self.take_over;
         let mut reports = Vec::with_capacity(results.len());
         for (&i, outcome) in which.iter().zip(results) {
             let pod = &mut self.pods[i];
             if let Some((connection, probed)) = outcome.fresh {
                 pod.connection = Ok(connection);
                 if let Some(paused) = probed {
-                    pod.learn(paused);
+                    pod.observe(paused);
                 }
-            } else if let Err(e) = &outcome.report.outcome
-                && e.is_connect()
+            }
+            let result = &outcome.report.outcome;
+            if let Err(e) = result
+                && !e.is_connection_sound()
             {
+                // A connection whose call timed out or broke may be dead (a black hole,
+                // a conntrack reset) while its socket stays open: the next call dials a
+                // fresh one.
                 pod.connection = Err(e.clone());
             }
-            match (call, &outcome.report.outcome) {
-                (Call::Unpause, Ok(_)) => {
-                    pod.written.store(false, Ordering::Release);
-                    pod.hold = Some(Hold::Nothing);
+            match (call, result) {
+                (Call::Pause(_), _) => {
+                    let written = pod.written.swap(false, Ordering::AcqRel);
+                    pod.state = pod.state.next(Event::Paused {
+                        written,
+                        outcome: Some(result),
+                        take_over,
+                    });
                 }
-                (Call::CheckPaused, Ok(Reply::Paused(paused))) => pod.learn(*paused),
-                _ => {}
+                (Call::Unpause, _) => pod.state = pod.state.next(Event::Unpaused(result)),
+                (Call::CheckPaused, Ok(Reply::Paused(paused))) => pod.observe(*paused),
+                (Call::CheckPaused, _) => {}
             }
             reports.push(outcome.report);
         }
         Report {
             operation,
-            started_at: clock.wall,
+            started_at,
             completed_at,
             pods: reports,
         }
     }
 }
 
-impl Pod {
-    /// Records what the pod said of its gate, as the state found, unless this fleet may
-    /// hold it paused (then the answer is this fleet's own pause).
-    fn learn(&mut self, paused: bool) {
-        if self.hold != Some(Hold::Paused) && !self.written.load(Ordering::Acquire) {
-            self.found_paused = paused;
-        }
+/// Whether a rollback must (again) send Unpause to a pod in this state: this run may
+/// hold it, and no Unpause of this run took effect since (`Released`) nor did the pod
+/// answer open.
+fn needs_unpause(state: PodState) -> bool {
+    state.holder == Holder::Us
+}
+
+/// The last failed call to `pod` in a rollback, if its last call failed.
+fn last_failure<'a>(rollback: &'a Rollback, pod: &Target) -> Option<&'a CallError> {
+    let last = |reports: &'a [Report]| {
+        reports
+            .iter()
+            .rev()
+            .find_map(|r| r.pods.iter().find(|p| &p.target == pod))
+    };
+    let unpause = last(&rollback.unpauses);
+    let check = last(&rollback.checks);
+    // The check came after the Unpause of its round.
+    match (check, unpause) {
+        (Some(c), _) if c.outcome.is_err() => c.error(),
+        (Some(c), Some(u)) if u.received_at > c.received_at => u.error(),
+        (None, Some(u)) => u.error(),
+        _ => None,
     }
 }
 
@@ -720,15 +983,6 @@ async fn call_pod(
     // counts from when it was handed to the connection.
     let sent_at = sent.map_or(handed_at, |at| clock.at(at));
     finish(fresh, sent_at, outcome)
-}
-
-/// The text of a panic's payload.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Runs every future at once and returns their outputs in order; those still pending

@@ -17,7 +17,9 @@
 //! # Layout
 //!
 //! - [`discovery`]: SRV name to pod endpoints ([`Target`]), through hickory-resolver.
-//! - [`Fleet`]: one connection per pod, every call at once, and the rollback rule.
+//! - [`Fleet`]: one connection per pod, every call at once, and the confirmed rollback.
+//! - `state`: what this run believes about each pod, changed only by the pod's answers;
+//!   the rollback rule reads nothing else.
 //! - [`Report`], [`Rollback`]: what a fan-out did, and what a rollback left.
 //! - [`window`]: a whole backup window: pause every product, hold, verify, unpause.
 //! - [`contract`]: what clients and servers agree on: calls, status codes, reasons.
@@ -26,6 +28,10 @@
 //!
 //! Inside, the wire client is split as the protocol is: `dial` (TCP), `tls`, and `wire`
 //! (the gRPC unary exchange over h2, and the checks on every reply).
+//!
+//! Each module imports only those below it: `contract`; `error` (one call's error,
+//! discovery's, bad input); `target`; `state`; `report`; `failure` ([`Error`]); `fleet`;
+//! `window`.
 //!
 //! # Features
 //!
@@ -84,13 +90,14 @@ pub mod contract;
 mod dial;
 pub mod discovery;
 mod error;
+mod failure;
 mod fleet;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod gate;
 pub mod pb;
 mod report;
-mod rollback;
+mod state;
 mod target;
 mod tls;
 pub mod window;
@@ -100,10 +107,12 @@ pub use client::{ClientConfig, PAUSE_DEADLINE_MARGIN, PauseOptions};
 pub use contract::{Code, Operation};
 pub use discovery::{DnsConfig, resolve_srv};
 pub use error::{
-    CallError, CallErrorKind, ConnectFailure, DiscoveryError, DiscoveryErrorKind, Error,
-    GrpcStatus, InvalidInput, Violation,
+    CallError, CallErrorKind, ConnectFailure, DiscoveryError, DiscoveryErrorKind, GrpcStatus,
+    InvalidInput, Violation, panic_message,
 };
-pub use fleet::Fleet;
-pub use report::{Kept, KeptPod, PodReport, Reply, Report, Rollback};
+pub use failure::Error;
+pub use fleet::{FRESH_FOR, Fleet};
+pub use report::{KeptPod, PodReport, Report, Rollback, StuckPod, Unconfirmed, unix_micros};
+pub use state::{Kept, Reply};
 pub use target::{Host, Target, parse_addresses};
 pub use tls::Tls;

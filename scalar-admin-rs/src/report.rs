@@ -6,16 +6,17 @@ use std::time::{Duration, SystemTime};
 
 use crate::contract::Operation;
 use crate::error::CallError;
+use crate::state::{Kept, Reply};
 use crate::target::Target;
 
-/// What a pod answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Reply {
-    /// Pause or Unpause succeeded.
-    Done,
-    /// CheckPaused's answer (also the connection probe's).
-    Paused(bool),
+/// Microseconds since the Unix epoch, negative before it: how JSON output gives
+/// instants, so that scripts need no date parsing.
+pub fn unix_micros(t: SystemTime) -> i64 {
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => micros(d),
+        Err(e) => -micros(e.duration()),
+    }
 }
 
 /// One pod's part in a fan-out.
@@ -161,30 +162,6 @@ fn spread(times: impl Iterator<Item = SystemTime> + Clone) -> Option<Duration> {
     last.duration_since(first).ok()
 }
 
-/// Why a rollback left a pod paused on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Kept {
-    /// The pod already reported paused before this run paused it: that pause is
-    /// someone else's, and ending it is not this run's business.
-    PausedBefore,
-    /// The pod answered `TIMED_OUT_STILL_PAUSED`: the server keeps the gate closed for
-    /// an earlier pause.
-    EarlierPause,
-    /// The pod answered `ABORTED` with `PAUSE_IN_PROGRESS`: another pause holds its gate.
-    PauseInProgress,
-}
-
-impl fmt::Display for Kept {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kept::PausedBefore => "already paused before this run",
-            Kept::EarlierPause => "the server keeps an earlier pause",
-            Kept::PauseInProgress => "another pause is in progress",
-        })
-    }
-}
-
 /// A pod a rollback left paused on purpose, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptPod {
@@ -204,33 +181,104 @@ impl KeptPod {
     }
 }
 
+/// Why a rollback could not say a pod is unpaused: it may still be paused by this run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Unconfirmed {
+    /// Rollback was turned off: no Unpause was sent.
+    NotTried,
+    /// It still reported paused at the rollback's last check.
+    StillPaused,
+    /// The last call to it failed.
+    Failed(CallError),
+    /// No check answered before the rollback was interrupted or ran out of time.
+    Unchecked,
+}
+
+impl fmt::Display for Unconfirmed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unconfirmed::NotTried => f.write_str("rollback turned off"),
+            Unconfirmed::StillPaused => f.write_str("still reports paused after Unpause"),
+            Unconfirmed::Failed(e) => write!(f, "{}: {}", e.operation(), e.chain()),
+            Unconfirmed::Unchecked => f.write_str("Unpause not confirmed by any check"),
+        }
+    }
+}
+
+/// A pod that may still be paused by this run, and why.
+#[derive(Debug, Clone)]
+pub struct StuckPod {
+    pub(crate) target: Target,
+    pub(crate) why: Unconfirmed,
+}
+
+impl StuckPod {
+    /// The pod.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Why it is not known to be unpaused.
+    pub fn why(&self) -> &Unconfirmed {
+        &self.why
+    }
+}
+
+impl fmt::Display for StuckPod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.target, self.why)
+    }
+}
+
 /// What became of the pods a run may have paused, once it gave up: which it unpaused
-/// again, which it left paused because the pause was not its own, and which may still
-/// be paused because unpausing them failed (or rollback was turned off).
+/// again, as confirmed by CheckPaused; which it left paused because the pause was not
+/// its own; and which may still be paused because unpausing them failed, was not
+/// confirmed, or was not tried (rollback turned off).
 ///
 /// A rollback restores the state it found: it never ends a pause this run did not make.
 #[derive(Debug, Clone, Default)]
 pub struct Rollback {
-    pub(crate) unpause: Option<Report>,
+    /// Unpause rounds, in order: the first over every pod this run may have paused, the
+    /// later ones over pods that reported paused again.
+    pub(crate) unpauses: Vec<Report>,
+    /// CheckPaused rounds, one after each settling delay.
+    pub(crate) checks: Vec<Report>,
+    /// Pods a check confirmed unpaused.
+    pub(crate) unpaused: Vec<Target>,
     pub(crate) kept: Vec<KeptPod>,
-    /// Pods this run may have paused and did not try to unpause (rollback turned off).
-    pub(crate) left: Vec<Target>,
+    pub(crate) stuck: Vec<StuckPod>,
+    pub(crate) interrupted: bool,
 }
 
 impl Rollback {
-    /// The Unpause fan-out, over the pods this run may have paused; `None` when there was
-    /// none to unpause, or rollback was turned off.
+    /// The first Unpause fan-out, over every pod this run may have paused; `None` when
+    /// there was none to unpause, or rollback was turned off.
     pub fn report(&self) -> Option<&Report> {
-        self.unpause.as_ref()
+        self.unpauses.first()
     }
 
-    /// The pods this rollback unpaused.
+    /// The Unpause rounds, in order.
+    pub fn unpauses(&self) -> &[Report] {
+        &self.unpauses
+    }
+
+    /// The CheckPaused rounds that confirmed them, in order.
+    pub fn checks(&self) -> &[Report] {
+        &self.checks
+    }
+
+    /// Every Unpause and CheckPaused fan-out of the rollback, in the order they ran.
+    pub fn reports(&self) -> Vec<&Report> {
+        let mut all: Vec<&Report> = self.unpauses.iter().chain(&self.checks).collect();
+        all.sort_by_key(|r| r.started_at);
+        all
+    }
+
+    /// The pods this rollback unpaused, each confirmed by a CheckPaused that answered
+    /// unpaused.
     pub fn unpaused(&self) -> impl Iterator<Item = &Target> {
-        self.unpause
-            .iter()
-            .flat_map(|r| r.pods.iter())
-            .filter(|p| p.outcome.is_ok())
-            .map(|p| &p.target)
+        self.unpaused.iter()
     }
 
     /// The pods left paused on purpose, as they were found.
@@ -238,20 +286,24 @@ impl Rollback {
         &self.kept
     }
 
-    /// The pods whose Unpause failed: they may still be paused by this run.
-    pub fn failed(&self) -> impl Iterator<Item = &PodReport> {
-        self.unpause.iter().flat_map(|r| r.failures())
+    /// The pods that may still be paused by this run, and why.
+    pub fn stuck(&self) -> &[StuckPod] {
+        &self.stuck
     }
 
-    /// Every pod that may still be paused by this run: those whose Unpause failed, and
-    /// with rollback turned off, those it did not try.
+    /// Every pod that may still be paused by this run.
     pub fn maybe_paused(&self) -> Vec<&Target> {
-        self.failed().map(|p| &p.target).chain(&self.left).collect()
+        self.stuck.iter().map(|s| &s.target).collect()
     }
 
-    /// Whether no pod is left paused by this run.
+    /// Whether every pod this run may have paused is confirmed unpaused.
     pub fn is_complete(&self) -> bool {
-        self.maybe_paused().is_empty()
+        self.stuck.is_empty()
+    }
+
+    /// Whether a cancel cut the rollback short (no more waiting between rounds).
+    pub fn was_interrupted(&self) -> bool {
+        self.interrupted
     }
 }
 
@@ -263,13 +315,19 @@ impl fmt::Display for Rollback {
             0 => String::new(),
             n => format!("; {n} pod(s) paused by someone else left paused as found"),
         };
-        let maybe = self.maybe_paused();
-        let state = if !self.left.is_empty() {
-            format!("rollback disabled: {} pods may be left paused", maybe.len())
-        } else if !maybe.is_empty() {
-            let names: Vec<&str> = maybe.iter().map(|t| t.name()).collect();
-            format!("rollback failed: may still be paused: {}", names.join(", "))
-        } else if self.unpause.is_some() {
+        let names: Vec<&str> = self.stuck.iter().map(|s| s.target.name()).collect();
+        let state = if self
+            .stuck
+            .iter()
+            .any(|s| matches!(s.why, Unconfirmed::NotTried))
+        {
+            format!("rollback disabled: {} pods may be left paused", names.len())
+        } else if !names.is_empty() {
+            format!(
+                "rollback not confirmed: may still be paused: {}",
+                names.join(", ")
+            )
+        } else if !self.unpaused.is_empty() {
             "rolled back: no pod is left paused by this run".to_owned()
         } else {
             "no pod was paused by this run".to_owned()
@@ -282,23 +340,15 @@ impl fmt::Display for Rollback {
 /// durations in microseconds, so that scripts need no date parsing.
 #[cfg(feature = "serde")]
 mod json {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
 
     use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-    use super::{KeptPod, PodReport, Reply, Report, Rollback};
+    use super::{KeptPod, PodReport, Reply, Report, Rollback, StuckPod, unix_micros as micros};
     use crate::error::{CallErrorKind, Violation};
 
-    /// Microseconds since the Unix epoch; negative before it.
-    fn micros(t: SystemTime) -> i64 {
-        match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_micros() as i64,
-            Err(e) => -(e.duration().as_micros() as i64),
-        }
-    }
-
     fn us(d: Duration) -> u64 {
-        d.as_micros() as u64
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
     }
 
     fn kind_name(kind: &CallErrorKind) -> &'static str {
@@ -365,16 +415,28 @@ mod json {
         }
     }
 
+    impl Serialize for StuckPod {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("StuckPod", 2)?;
+            st.serialize_field("pod", self.target.name())?;
+            st.serialize_field("why", &self.why.to_string())?;
+            st.end()
+        }
+    }
+
     impl Serialize for Rollback {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let names = |it: &mut dyn Iterator<Item = &crate::Target>| -> Vec<String> {
                 it.map(|t| t.name().to_owned()).collect()
             };
-            let mut st = s.serialize_struct("Rollback", 4)?;
+            let mut st = s.serialize_struct("Rollback", 7)?;
             st.serialize_field("unpaused", &names(&mut self.unpaused()))?;
             st.serialize_field("left_paused", &self.kept)?;
             st.serialize_field("maybe_paused", &names(&mut self.maybe_paused().into_iter()))?;
-            st.serialize_field("unpause", &self.unpause)?;
+            st.serialize_field("stuck", &self.stuck)?;
+            st.serialize_field("interrupted", &self.interrupted)?;
+            st.serialize_field("unpause", &self.report())?;
+            st.serialize_field("rounds", &self.reports())?;
             st.end()
         }
     }

@@ -12,16 +12,18 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use std::panic::AssertUnwindSafe;
-
 use futures::FutureExt;
+use futures::future::Fuse;
 use tracing::{error, info, warn};
 
 use crate::client::{ClientConfig, PauseOptions};
 use crate::discovery::{DnsConfig, dedup_sorted, resolve_srv};
-use crate::error::{CallError, DiscoveryError, DiscoveryErrorKind, Error};
+use crate::error::{CallError, DiscoveryError, DiscoveryErrorKind};
+use crate::failure::Error;
 use crate::fleet::Fleet;
 use crate::report::{Report, Rollback};
 use crate::target::Target;
@@ -120,8 +122,6 @@ pub struct Window {
     hold: Duration,
     force: bool,
     attempts: usize,
-    unpause_attempts: usize,
-    unpause_backoff: Duration,
     pause: PauseOptions,
 }
 
@@ -135,13 +135,12 @@ impl Window {
             hold: Duration::from_secs(10),
             force: false,
             attempts: 1,
-            unpause_attempts: 3,
-            unpause_backoff: Duration::from_millis(500),
             pause: PauseOptions::default(),
         }
     }
 
-    /// How pods are called. [`ClientConfig::default`] by default.
+    /// How pods are called, and how long the window's release may take to unpause and
+    /// confirm ([`ClientConfig::rollback_budget`]). [`ClientConfig::default`] by default.
     pub fn client(mut self, client: ClientConfig) -> Self {
         self.client = client;
         self
@@ -174,14 +173,6 @@ impl Window {
         self
     }
 
-    /// Sets how many times Unpause is tried, and the wait before the first retry (it
-    /// doubles after each). 3 attempts from 500 ms by default.
-    pub fn unpause_retries(mut self, attempts: usize, backoff: Duration) -> Self {
-        self.unpause_attempts = attempts.max(1);
-        self.unpause_backoff = backoff;
-        self
-    }
-
     /// Sets the Pause options. [`PauseOptions::default`] by default; rollback always stays
     /// on, since a window never leaves pods paused on purpose.
     pub fn pause_options(mut self, pause: PauseOptions) -> Self {
@@ -192,15 +183,23 @@ impl Window {
     /// Runs windows until one is VALID or the attempts are used, and returns every window
     /// tried; the last is the one that counts.
     ///
-    /// Fails, with every pause this run made undone unless the error says otherwise,
-    /// when the pods cannot be found, a pod already reports paused (unless forced), Pause
-    /// fails (rolled back), `cancel` completes (any future: a signal, a timer;
-    /// [`Error::Interrupted`]), or Unpause still fails after its retries
-    /// ([`Error::Unpause`], naming the pods that may still be paused).
+    /// Fails, with every pause this run made undone and confirmed unless the error says
+    /// otherwise, when the pods cannot be found, a pod reports paused by someone else
+    /// (unless forced: [`Error::AlreadyPaused`]), Pause fails (rolled back), `cancel`
+    /// completes (any future: a signal, a timer; [`Error::Interrupted`]), or the
+    /// window's Unpause cannot be confirmed on every pod ([`Error::Release`], naming the
+    /// pods that may still be paused). `cancel` is honoured at every step: connecting,
+    /// pausing, the hold, the verification, and the confirmation of the Unpause.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future while pods are paused leaves them paused: pass the signal as
+    /// `cancel` instead, which unpauses them.
     pub async fn run<C: Future>(&self, cancel: C) -> Result<Vec<WindowReport>, Error> {
         let cancel = async {
             cancel.await;
-        };
+        }
+        .fuse();
         tokio::pin!(cancel);
         let mut windows = Vec::new();
         for attempt in 1..=self.attempts {
@@ -217,27 +216,32 @@ impl Window {
         Ok(windows)
     }
 
+    /// Every group's pods now, resolved concurrently: the whole takes at most one
+    /// resolution's time limit ([`DnsConfig::timeout`] and its tries), however many
+    /// groups there are.
+    async fn resolve_all(&self) -> Vec<(Group, Result<Vec<Target>, Error>)> {
+        let resolved =
+            futures::future::join_all(self.groups.iter().map(|g| g.resolve(&self.dns))).await;
+        self.groups.iter().cloned().zip(resolved).collect()
+    }
+
     async fn run_once(
         &self,
-        cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
+        mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
     ) -> Result<WindowReport, Error> {
         let mut groups = Vec::with_capacity(self.groups.len());
-        for group in &self.groups {
-            groups.push(GroupPods {
-                group: group.clone(),
-                pods: group.resolve(&self.dns).await?,
-            });
+        for (group, pods) in self.resolve_all().await {
+            groups.push(GroupPods { group, pods: pods? });
         }
         let all = dedup_sorted(groups.iter().flat_map(|g| g.pods.iter().cloned()).collect());
-        let mut fleet = Fleet::connect(all, self.client.clone()).await;
-
-        // The connection probe already asked every pod whether it is paused.
-        if !self.force {
-            let paused: Vec<Target> = fleet.already_paused().cloned().collect();
-            if !paused.is_empty() {
-                return Err(Error::AlreadyPaused { pods: paused });
+        let connect = Fleet::connect(all, self.client.clone());
+        let mut fleet = tokio::select! {
+            biased;
+            () = cancel.as_mut() => {
+                return Err(Error::Interrupted { rollback: Box::default() });
             }
-        }
+            fleet = connect => fleet,
+        };
 
         // From the first Pause on, a panic must not strand pods: undo this run's pause,
         // say what is left, then let the panic go on.
@@ -245,7 +249,7 @@ impl Window {
         match paused.catch_unwind().await {
             Ok(result) => result,
             Err(panic) => {
-                let (_, rollback) = self.release(&mut fleet).await;
+                let rollback = fleet.release().await;
                 error!(state = %rollback, "a panic interrupted the backup window");
                 std::panic::resume_unwind(panic)
             }
@@ -256,8 +260,10 @@ impl Window {
         &self,
         fleet: &mut Fleet,
         groups: Vec<GroupPods>,
-        mut cancel: std::pin::Pin<&mut impl Future<Output = ()>>,
+        mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
     ) -> Result<WindowReport, Error> {
+        // `Fleet::pause` decides from the pods' fresh answers, and refuses pods paused
+        // by someone else unless forced.
         let options = self.pause.rollback(true).take_over(self.force);
         let pause = fleet.pause_with_cancel(options, cancel.as_mut()).await?;
         info!(completed_at = ?pause.completed_at(), "window open");
@@ -266,36 +272,87 @@ impl Window {
             () = tokio::time::sleep(self.hold) => false,
             () = cancel.as_mut() => true,
         };
-        if interrupted {
-            warn!("interrupted during the hold; unpausing every pod this run paused");
-            let (_, rollback) = self.release(fleet).await;
+        // Verify just before unpausing, so the check covers the whole window.
+        let verified = if interrupted {
+            None
+        } else {
+            tokio::select! {
+                biased;
+                () = cancel.as_mut() => None,
+                verified = self.verify(fleet, &groups) => Some(verified),
+            }
+        };
+        let Some((verify, mut findings)) = verified else {
+            warn!("interrupted during the window; unpausing every pod this run paused");
             return Err(Error::Interrupted {
-                rollback: Box::new(rollback),
+                rollback: Box::new(fleet.release().await),
+            });
+        };
+
+        // The confirmation honours the cancel too: cut short, it says what it confirmed.
+        let release = fleet.release_until(cancel.as_mut()).await;
+        if release.was_interrupted() {
+            return Err(Error::Interrupted {
+                rollback: Box::new(release),
+            });
+        }
+        if !release.is_complete() {
+            return Err(Error::Release {
+                rollback: Box::new(release),
+            });
+        }
+        // Pods someone else paused after this run's Unpause: the period may still be
+        // good, but nobody can say the cluster is back to normal.
+        for kept in release.kept() {
+            findings.push(Finding::PausedAgain {
+                pod: kept.target().clone(),
             });
         }
 
-        // Verify just before unpausing, so the check covers the whole window.
+        let verdict = if findings.is_empty() {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid(findings)
+        };
+        Ok(WindowReport {
+            groups,
+            pause,
+            verify,
+            release,
+            verdict,
+        })
+    }
+
+    /// Re-resolves every SRV group and asks every pod whether it is still paused.
+    async fn verify(&self, fleet: &mut Fleet, groups: &[GroupPods]) -> (Report, Vec<Finding>) {
         let mut findings = Vec::new();
-        for GroupPods { group, pods } in &groups {
-            if let Group::Srv(name) = group {
-                match group.resolve(&self.dns).await {
-                    Ok(now) => {
-                        if let Some((added, removed)) = set_change(pods, &now) {
-                            findings.push(Finding::EndpointsChanged {
-                                group: group.clone(),
-                                added,
-                                removed,
-                            });
-                        }
+        let (resolved, verify) = {
+            let resolve = async {
+                let srv = groups.iter().filter(|g| matches!(g.group, Group::Srv(_)));
+                futures::future::join_all(
+                    srv.map(|g| async move { (g, g.group.resolve(&self.dns).await) }),
+                )
+                .await
+            };
+            futures::join!(resolve, fleet.check_report())
+        };
+        for (GroupPods { group, pods }, now) in resolved {
+            match now {
+                Ok(now) => {
+                    if let Some((added, removed)) = set_change(pods, &now) {
+                        findings.push(Finding::EndpointsChanged {
+                            group: group.clone(),
+                            added,
+                            removed,
+                        });
                     }
-                    Err(e) => findings.push(Finding::NotResolved {
-                        group: group.clone(),
-                        error: as_discovery_error(name, e),
-                    }),
                 }
+                Err(e) => findings.push(Finding::NotResolved {
+                    group: group.clone(),
+                    error: as_discovery_error(&group.to_string(), e),
+                }),
             }
         }
-        let verify = fleet.check_report().await;
         for pod in verify.pods() {
             match pod.outcome() {
                 Ok(_) if pod.paused() == Some(true) => {}
@@ -308,59 +365,7 @@ impl Window {
                 }),
             }
         }
-
-        let (unpause, rollback) = self.release(fleet).await;
-        if let Some(last) = rollback.report().filter(|_| !rollback.is_complete()) {
-            return Err(Error::Unpause {
-                unpause: Box::new(last.clone()),
-            });
-        }
-        let confirm = fleet.check_report().await;
-        for pod in confirm.pods() {
-            match pod.outcome() {
-                Ok(_) if pod.paused() == Some(false) => {}
-                Ok(_) => findings.push(Finding::StillPaused {
-                    pod: pod.target().clone(),
-                }),
-                Err(e) => findings.push(Finding::NotConfirmed {
-                    pod: pod.target().clone(),
-                    error: e.clone(),
-                }),
-            }
-        }
-
-        let verdict = if findings.is_empty() {
-            Verdict::Valid
-        } else {
-            Verdict::Invalid(findings)
-        };
-        Ok(WindowReport {
-            groups,
-            pause,
-            verify,
-            unpause,
-            confirm,
-            verdict,
-        })
-    }
-
-    /// Undoes the window's pause, retrying the pods that failed with a doubling backoff.
-    /// Returns every attempt's Unpause report, and the last rollback.
-    async fn release(&self, fleet: &mut Fleet) -> (Vec<Report>, Rollback) {
-        let mut reports = Vec::new();
-        let mut backoff = self.unpause_backoff;
-        let mut attempt = 1;
-        loop {
-            let rollback = fleet.release().await;
-            reports.extend(rollback.report().cloned());
-            if rollback.is_complete() || attempt == self.unpause_attempts {
-                return (reports, rollback);
-            }
-            warn!(attempt, ?backoff, "unpause failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-            attempt += 1;
-        }
+        (verify, findings)
     }
 }
 
@@ -431,17 +436,11 @@ pub enum Finding {
         /// Why.
         error: CallError,
     },
-    /// A pod still reported paused after Unpause.
-    StillPaused {
+    /// A pod reported paused again after the window's Unpause took effect: someone else
+    /// paused it since, and it was left as it was.
+    PausedAgain {
         /// The pod.
         pod: Target,
-    },
-    /// A pod could not be asked, after Unpause, whether it is unpaused.
-    NotConfirmed {
-        /// The pod.
-        pod: Target,
-        /// Why.
-        error: CallError,
     },
 }
 
@@ -472,14 +471,10 @@ impl fmt::Display for Finding {
             Finding::Unchecked { pod, error } => {
                 write!(f, "{pod} could not be checked: {}", error.chain())
             }
-            Finding::StillPaused { pod } => write!(f, "{pod} still reports paused after Unpause"),
-            Finding::NotConfirmed { pod, error } => {
-                write!(
-                    f,
-                    "{pod} could not be confirmed unpaused: {}",
-                    error.chain()
-                )
-            }
+            Finding::PausedAgain { pod } => write!(
+                f,
+                "{pod} reported paused again after the window's Unpause: paused by someone else since? left paused"
+            ),
         }
     }
 }
@@ -503,8 +498,7 @@ pub struct WindowReport {
     groups: Vec<GroupPods>,
     pause: Report,
     verify: Report,
-    unpause: Vec<Report>,
-    confirm: Report,
+    release: Rollback,
     #[cfg_attr(feature = "serde", serde(flatten))]
     verdict: Verdict,
 }
@@ -525,14 +519,10 @@ impl WindowReport {
         &self.verify
     }
 
-    /// The Unpause fan-outs, one per attempt.
-    pub fn unpause(&self) -> &[Report] {
-        &self.unpause
-    }
-
-    /// CheckPaused after unpausing.
-    pub fn confirm(&self) -> &Report {
-        &self.confirm
+    /// The window's release: its Unpause and CheckPaused rounds, and the pods each
+    /// confirmed unpaused.
+    pub fn release(&self) -> &Rollback {
+        &self.release
     }
 
     /// The verdict.
@@ -545,10 +535,12 @@ impl WindowReport {
         self.pause.completed_at()
     }
 
-    /// When unpausing began: the window's end.
+    /// When unpausing began: the window's end. Taken on the same monotonic-anchored
+    /// clock as [`pause_completed_at`](Self::pause_completed_at), so the window's length
+    /// is true even if the system clock stepped during the hold.
     pub fn unpause_started_at(&self) -> SystemTime {
-        self.unpause
-            .first()
+        self.release
+            .report()
             .map_or(self.pause.completed_at(), Report::started_at)
     }
 
