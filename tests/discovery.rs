@@ -233,3 +233,14 @@ async fn malformed_names_are_rejected_before_any_query() {
     })
     .await
 }
+
+#[tokio::test]
+async fn an_unbounded_query_time_is_no_panic() {
+    bounded(async {
+        let (dns, pods, name) = service(1).await;
+        let config = pod_dns(&dns).timeout(Duration::MAX).attempts(usize::MAX);
+        let targets = resolve_srv(&name, &config).await.unwrap();
+        assert_eq!(targets[0].socket_addr(), Some(pods[0].addr()));
+    })
+    .await
+}

@@ -166,8 +166,8 @@ fn expectations() -> Vec<Expect> {
         },
         Expect {
             fault: Fault::Oversized,
-            kind: |k| matches!(k, K::Protocol(Violation::TooLarge { limit: 4_194_304 })),
-            text: "RESOURCE_EXHAUSTED: malformed reply: a message over the 4194304-byte limit",
+            kind: |k| matches!(k, K::Protocol(Violation::TooLarge { limit: 1024 })),
+            text: "RESOURCE_EXHAUSTED: malformed reply: a message over the 1024-byte limit",
             unpaused: true,
             kept: None,
         },
@@ -565,6 +565,133 @@ async fn a_cancel_before_any_pause_was_sent_changes_nothing() {
         for pod in &mut pods {
             assert_eq!(pod.take_calls(), [Call::CheckPaused], "only the probe");
         }
+    })
+    .await
+}
+
+/// PUSH_PROMISE frames the flooding pod sends during one probe: each holds a 15 KB
+/// header, so a client that accepted them would hold about 60 MB per connection.
+const PUSHES: usize = 4_000;
+
+/// Asserts that the flooding pod's probe failed with a connection error naming it, and
+/// returns the error text.
+fn flood_refused(fleet: &Fleet, flood: &scalar_admin_rig::PushFlood) -> String {
+    let unreachable: Vec<_> = fleet.unreachable().collect();
+    assert_eq!(unreachable.len(), 1, "the flood was accepted");
+    let (target, error) = unreachable[0];
+    assert_eq!(target, &flood.target());
+    assert!(
+        matches!(error.kind(), CallErrorKind::Connect(_)),
+        "{}",
+        error.chain()
+    );
+    error.chain()
+}
+
+#[tokio::test]
+async fn a_push_promise_flood_during_the_probe_fails_the_pod_and_pauses_nothing() {
+    bounded(async {
+        let flood = scalar_admin_rig::PushFlood::start(PUSHES).await;
+        let healthy = Pod::start().await;
+        let mut fleet = Fleet::connect(vec![healthy.target(), flood.target()], quick()).await;
+        let message = flood_refused(&fleet, &flood);
+        println!("{message}");
+        assert!(message.contains("cannot connect"), "{message}");
+        assert!(
+            flood.promised() < PUSHES,
+            "the client read the whole flood: {message}"
+        );
+
+        // Pause refuses to start while a pod is unreachable; the pod is tried again,
+        // and refused again.
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0]
+            .failures()
+            .find(|f| f.target() == &flood.target())
+            .unwrap_or_else(|| panic!("no failure for the flooding pod: {err}"));
+        assert!(failure.to_string().contains("cannot connect"), "{failure}");
+        assert!(err.rollback().is_none_or(|r| r.unpaused().count() == 0));
+        assert_eq!(flood.calls_after_probe(), 0, "a call beyond the probe");
+        assert!(!healthy.gate().is_paused());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_push_promise_flood_through_the_binary_exits_1_naming_the_pod() {
+    bounded(async {
+        let flood = scalar_admin_rig::PushFlood::start(PUSHES).await;
+        let healthy = Pod::start().await;
+        let list = format!("{},{}", healthy.target(), flood.target());
+        let run = scalar_admin(&["-c", "pause", "-a", &list, "--timeout", "5s"]).await;
+        run.assert_status(1);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        let pod = flood.target();
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{pod}: cannot connect"))),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(flood.calls_after_probe(), 0, "a call beyond the probe");
+        assert!(!healthy.gate().is_paused());
+    })
+    .await
+}
+
+/// The peak resident memory of this process, in kB.
+fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Run alone, in a process of its own (see the test below), so that the peak memory
+/// it measures is its own and no other test's.
+#[tokio::test]
+#[ignore = "measures this process's memory: run by push_promise_flood_leaves_memory_bounded"]
+async fn push_promise_flood_alone() {
+    bounded(async {
+        let flood = scalar_admin_rig::PushFlood::start(PUSHES).await;
+        let before = peak_rss_kb();
+        let fleet = Fleet::connect(vec![flood.target()], quick()).await;
+        let after = peak_rss_kb();
+        println!(
+            "push flood: peak RSS {before} kB before, {after} kB after ({} promises written)",
+            flood.promised()
+        );
+        assert!(
+            after < before + 16 * 1024,
+            "a flood of pushes grew the client's peak memory from {before} kB to {after} kB"
+        );
+        flood_refused(&fleet, &flood);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn push_promise_flood_leaves_memory_bounded() {
+    bounded(async {
+        let me = std::env::current_exe().unwrap();
+        let run = crate::util::run_program(
+            me.to_str().unwrap(),
+            &[
+                "--ignored",
+                "--exact",
+                "faults::push_promise_flood_alone",
+                "--nocapture",
+                "--test-threads=1",
+            ],
+        )
+        .await
+        .success();
+        assert!(run.stdout.contains("1 passed"), "{}", run.stdout);
+        assert!(
+            run.stdout.contains("push flood: peak RSS"),
+            "{}",
+            run.stdout
+        );
     })
     .await
 }

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
-use scalar_admin::{ClientConfig, Error, Fleet, PauseOptions, Target, Tls};
-use scalar_admin_rig::{Ca, Fault, HostilePod, Pod};
+use scalar_admin::{
+    ClientConfig, DnsConfig, Error, Fleet, Host, PauseOptions, Target, Tls, resolve_srv,
+};
+use scalar_admin_rig::{Ca, DnsServer, Fault, HostilePod, Pod};
 
-use crate::util::bounded;
+use crate::util::{bounded, scalar_admin};
 
 fn config(tls: Tls) -> ClientConfig {
     ClientConfig::default()
@@ -182,6 +184,196 @@ async fn requests_carry_the_overridden_authority_a_user_agent_and_the_time_left(
             assert!(value > 0 && value < 100_000_000, "{timeout}");
             assert!(nanos <= 5_000_000_000 && nanos > 1_000_000_000, "{timeout}");
         }
+    })
+    .await
+}
+
+const HEADLESS: &str = "scalardb-headless.ns-scalar.svc.cluster.local";
+
+/// A wildcard certificate for the headless service's pods, as a cluster issues it: no IP
+/// address in it.
+fn wildcard_cert(ca: &Ca) -> scalar_admin_rig::ServerCert {
+    ca.server_cert(&[&format!("*.{HEADLESS}")])
+}
+
+/// Publishes one SRV record for a pod at `addr` under the name Kubernetes gives a pod
+/// without a host name (`127-0-0-1.<service>`). Returns the SRV name and the target
+/// host name.
+fn publish(dns: &DnsServer, addr: std::net::SocketAddr) -> (String, String) {
+    let host = format!("{}.{HEADLESS}", addr.ip().to_string().replace('.', "-"));
+    dns.set_address(&host, addr.ip());
+    let srv = format!("_scalardb._tcp.{HEADLESS}");
+    dns.set_srv(&srv, vec![(format!("{host}."), addr.port())]);
+    (srv, host)
+}
+
+fn dns_config(dns: &DnsServer) -> DnsConfig {
+    DnsConfig::default()
+        .name_server(dns.addr())
+        .search(Vec::<String>::new())
+        .ndots(1)
+        .timeout(Duration::from_secs(2))
+        .attempts(1)
+}
+
+#[tokio::test]
+async fn with_srv_the_target_host_name_is_verified_and_sent() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let mut pod = Pod::start_tls(&wildcard_cert(&ca)).await;
+        let dns = DnsServer::start().await;
+        let (srv, host) = publish(&dns, pod.addr());
+        let targets = resolve_srv(&srv, &dns_config(&dns)).await.unwrap();
+        let [target] = &targets[..] else {
+            panic!("{targets:?}")
+        };
+        assert_eq!(target.tls_name(), &Host::Name(host.clone()));
+        assert_eq!(target.authority(), format!("{host}:{}", pod.addr().port()));
+        // Reports still name the SRV target and the address connected to.
+        assert_eq!(target.name(), format!("{host}:{}", pod.addr().port()));
+        assert_eq!(target.address(), pod.addr().to_string());
+
+        let tls = Tls::with_ca_pem(ca.cert_pem()).unwrap();
+        let mut fleet = Fleet::connect(targets.clone(), config(tls)).await;
+        assert_eq!(fleet.unreachable().count(), 0);
+        fleet.pause(PauseOptions::default()).await.unwrap();
+        assert!(pod.gate().is_paused());
+        let check = fleet.check_paused().await.unwrap();
+        assert_eq!(check.pods()[0].paused(), Some(true));
+        fleet.unpause().await.unwrap();
+        assert!(!pod.gate().is_paused());
+        // The probe, Pause, CheckPaused, Unpause.
+        assert_eq!(pod.take_calls().len(), 4);
+
+        // The authority sent is the SRV target host name and the port.
+        let hostile = HostilePod::start_tls(Fault::None, &wildcard_cert(&ca)).await;
+        let (srv, host) = publish(&dns, hostile.addr());
+        let targets = resolve_srv(&srv, &dns_config(&dns)).await.unwrap();
+        let tls = Tls::with_ca_pem(ca.cert_pem()).unwrap();
+        let mut fleet = Fleet::connect(targets, config(tls)).await;
+        fleet.pause(PauseOptions::default()).await.unwrap();
+        let seen = hostile.seen();
+        assert_eq!(seen.len(), 2, "the probe, the Pause: {seen:?}");
+        let expected = format!("{host}:{}", hostile.addr().port());
+        for request in &seen {
+            assert_eq!(request.authority.as_deref(), Some(expected.as_str()));
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn by_address_the_same_pod_is_checked_against_the_ip_and_refused() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let mut pod = Pod::start_tls(&wildcard_cert(&ca)).await;
+        assert_eq!(
+            pod.target().tls_name(),
+            &Host::Ip(pod.addr().ip()),
+            "-a with an IP: the IP is the name"
+        );
+        let err = pause(&pod, config(Tls::with_ca_pem(ca.cert_pem()).unwrap()))
+            .await
+            .unwrap_err();
+        let message = connect_error(err);
+        assert!(
+            message.contains("cannot connect: TLS handshake failed")
+                && message.to_lowercase().contains("not valid for"),
+            "{message}"
+        );
+        assert!(pod.take_calls().is_empty());
+        // A host name as given is the name checked.
+        let named: Target = format!("Pod-0.{HEADLESS}:1").parse().unwrap();
+        assert_eq!(named.tls_name(), &Host::Name(format!("pod-0.{HEADLESS}")));
+        assert_eq!(named.authority(), format!("pod-0.{HEADLESS}:1"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn override_authority_wins_over_the_srv_host_name() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let dns = DnsServer::start().await;
+        let pod =
+            HostilePod::start_tls(Fault::None, &ca.server_cert(&["ledger.scalar.test"])).await;
+        let (srv, _) = publish(&dns, pod.addr());
+        let targets = resolve_srv(&srv, &dns_config(&dns)).await.unwrap();
+        let tls = Tls::with_ca_pem(ca.cert_pem()).unwrap();
+
+        // The SRV host name is not on this certificate.
+        let fleet = Fleet::connect(targets.clone(), config(tls.clone())).await;
+        let (_, error) = fleet.unreachable().next().expect("refused");
+        assert!(
+            error.chain().to_lowercase().contains("not valid for"),
+            "{}",
+            error.chain()
+        );
+        assert!(pod.seen().is_empty());
+
+        let tls = tls.authority("ledger.scalar.test").unwrap();
+        let mut fleet = Fleet::connect(targets, config(tls)).await;
+        fleet.pause(PauseOptions::default()).await.unwrap();
+        let seen = pod.seen();
+        assert_eq!(seen.len(), 2, "the probe, the Pause: {seen:?}");
+        for request in &seen {
+            assert_eq!(request.authority.as_deref(), Some("ledger.scalar.test"));
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_binary_verifies_srv_host_names_and_ips_as_the_java_tool_does() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let pod = Pod::start_tls(&wildcard_cert(&ca)).await;
+        let dns = DnsServer::start().await;
+        let (srv, host) = publish(&dns, pod.addr());
+        let server = dns.addr().to_string();
+        let pem = ca.cert_pem();
+        let tls = ["--tls", "--ca-root-cert-pem", pem.as_str()];
+        let srv_args = |command: &'static str| {
+            let mut args = vec!["-c", command, "-s", srv.as_str(), "--dns-server"];
+            args.push(server.as_str());
+            args.extend(tls);
+            args
+        };
+
+        scalar_admin(&srv_args("pause")).await.success();
+        assert!(pod.gate().is_paused());
+        let run = scalar_admin(&srv_args("check_paused")).await.success();
+        let check: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        let key = format!("{host}:{}", pod.addr().port());
+        assert_eq!(check[&key], "true", "keyed by the SRV target: {}", run.stdout);
+        scalar_admin(&srv_args("unpause")).await.success();
+        assert!(!pod.gate().is_paused());
+
+        // The same pod by its address: the IP is checked, and the certificate has none.
+        let address = pod.addr().to_string();
+        let mut args = vec!["-c", "pause", "-a", address.as_str()];
+        args.extend(tls);
+        let run = scalar_admin(&args).await;
+        run.assert_status(1);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{address}: cannot connect: TLS handshake failed"))),
+            "{}",
+            run.stderr
+        );
+        assert!(!pod.gate().is_paused());
+
+        // --override-authority replaces the SRV host name.
+        let mut args = srv_args("pause");
+        args.extend(["--override-authority", "other.scalar.test"]);
+        scalar_admin(&args).await.assert_status(1);
+        assert!(!pod.gate().is_paused());
+        let pod_name = format!("pod-9.{HEADLESS}");
+        let mut args = srv_args("pause");
+        args.extend(["--override-authority", pod_name.as_str()]);
+        scalar_admin(&args).await.success();
+        assert!(pod.gate().is_paused());
     })
     .await
 }

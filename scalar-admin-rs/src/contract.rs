@@ -12,9 +12,14 @@ use std::time::Duration;
 /// unset (or 0): 30 seconds, in ScalarDB and ScalarDL alike.
 pub const DEFAULT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-/// The largest reply this crate accepts, as gRPC's default receive limit: 4 MiB.
-/// An admin reply is a few bytes; anything near this is a broken or hostile peer.
-pub const MAX_REPLY_SIZE: usize = 4 * 1024 * 1024;
+/// The largest reply message this crate accepts: 1 KiB.
+///
+/// The admin replies are `google.protobuf.Empty` (0 bytes) and `CheckPausedResponse`
+/// (2 bytes). 1 KiB leaves room for the protocol to grow (a status string, a count of
+/// requests in flight, a few more fields) 500 times over, while a fan-out to 1000 pods
+/// holds at most about 1 MB of replies, where gRPC's default 4 MiB limit would let
+/// those pods make the client hold 4 GB. A message over it is a broken or hostile peer.
+pub const MAX_REPLY_SIZE: usize = 1024;
 
 /// `google.rpc.ErrorInfo` reasons that Scalar servers attach to a failed Pause, and what
 /// each says about the gate.

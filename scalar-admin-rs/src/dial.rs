@@ -16,20 +16,22 @@ pub(crate) async fn dial(config: &ClientConfig, target: &Target) -> Result<Conne
     let tcp = tcp(target).await?;
     // Requests are single small frames: send them now, not after a delayed ACK.
     let _ = tcp.set_nodelay(true);
+    // The authority names the pod as the Java tool does (the SRV target host name with
+    // `-s`, the host as given with `-a`), not the address connected to.
     match config.tls_config() {
         // The handshakes are boxed: their futures hold codecs and TLS state that the
         // rest of a connection's life does not need room for.
         None => {
             Box::pin(Connection::handshake(
                 tcp,
-                format!("http://{}", target.address()),
+                format!("http://{}", target.authority()),
             ))
             .await
         }
         Some(tls) => {
             let authority = tls
                 .authority_header()
-                .map_or_else(|| target.address(), str::to_owned);
+                .map_or_else(|| target.authority(), str::to_owned);
             let stream = Box::pin(tls.connect(target, tcp)).await?;
             Box::pin(Connection::handshake(
                 stream,

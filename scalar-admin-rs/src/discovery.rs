@@ -102,10 +102,22 @@ impl DnsConfig {
     }
 
     /// The longest a whole resolution may take: every name of the search list, tried
-    /// `attempts` times, plus one round of target-address lookups.
+    /// `attempts` times, plus one round of target-address lookups. Saturating, so that
+    /// `Duration::MAX` or a huge count means "no limit" rather than a panic.
     fn deadline(&self, search_len: usize) -> Duration {
-        let tries = (search_len as u32 + 2) * self.attempts as u32;
-        self.timeout * tries
+        let names = u32::try_from(search_len)
+            .unwrap_or(u32::MAX)
+            .saturating_add(2);
+        let attempts = u32::try_from(self.attempts).unwrap_or(u32::MAX);
+        self.timeout.saturating_mul(names.saturating_mul(attempts))
+    }
+
+    /// The time one query may take, as the resolver is given it: hickory adds it to
+    /// `Instant::now()` unchecked, which panics for `Duration::MAX`. A query that may
+    /// take a year is as unbounded as one that may take forever.
+    fn query_timeout(&self) -> Duration {
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+        self.timeout.min(YEAR)
     }
 
     fn resolver(&self, name: &str) -> Result<Resolved, DiscoveryError> {
@@ -166,7 +178,7 @@ impl DnsConfig {
 
         let mut opts = system_opts.unwrap_or_default();
         let ndots = self.ndots.unwrap_or(opts.ndots);
-        opts.timeout = self.timeout;
+        opts.timeout = self.query_timeout();
         opts.attempts = self.attempts;
         // Every resolution asks the server afresh: a cached answer would hide a pod
         // added or removed since, which is exactly what the backup window checks for.
@@ -430,6 +442,18 @@ mod tests {
             .iter()
             .map(|n| n.to_ascii())
             .collect()
+    }
+
+    #[test]
+    fn unbounded_time_limits_saturate_instead_of_panicking() {
+        let dns = DnsConfig::default()
+            .timeout(Duration::MAX)
+            .attempts(usize::MAX);
+        assert_eq!(dns.deadline(usize::MAX), Duration::MAX);
+        assert!(dns.query_timeout() < Duration::MAX);
+        let dns = DnsConfig::default().timeout(Duration::from_secs(2));
+        assert_eq!(dns.deadline(3), Duration::from_secs(20));
+        assert_eq!(dns.query_timeout(), Duration::from_secs(2));
     }
 
     #[tokio::test]

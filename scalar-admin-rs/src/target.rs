@@ -9,13 +9,19 @@ use crate::error::InvalidInput;
 ///
 /// A target has a *name*, the key it is reported under (the `host:port` as the user gave
 /// it, or the SRV target host name without its trailing dot plus the port, as the Java
-/// tool keys it), and the host and port to connect to.
+/// tool keys it), the host and port to connect to, and the [TLS name](Self::tls_name)
+/// the pod is known by: the host as given, or the SRV target host name when the address
+/// came from DNS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Target {
     name: String,
     host: Host,
     port: u16,
+    /// Determined by `name` (it is its host part), so it changes neither equality nor
+    /// order, and reports have no need for it.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    tls_name: Host,
 }
 
 /// Where a target's connection goes.
@@ -45,14 +51,19 @@ impl Target {
             name: addr.to_string(),
             host: Host::Ip(addr.ip()),
             port: addr.port(),
+            tls_name: Host::Ip(addr.ip()),
         }
     }
 
+    /// A pod found by SRV discovery: connected to at `ip`, known by the target host
+    /// name, as grpc-java's `forAddress(host, port)` knows it in the Java tool.
     pub(crate) fn from_srv(target_name: &str, ip: IpAddr, port: u16) -> Self {
+        let host_name = target_name.trim_end_matches('.');
         Self {
-            name: format!("{}:{port}", target_name.trim_end_matches('.')),
+            name: format!("{host_name}:{port}"),
             host: Host::Ip(ip),
             port,
+            tls_name: Host::Name(host_name.to_owned()),
         }
     }
 
@@ -80,9 +91,37 @@ impl Target {
     }
 
     /// `host:port` as connected to (IPv6 bracketed): the address a recovery command
-    /// names, and the request's authority.
+    /// names.
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// The name the pod is known by, as the Java tool knows it: the name its TLS
+    /// certificate must carry (an IP address is checked against the certificate's IP
+    /// addresses) and the host part of the `:authority` sent.
+    ///
+    /// The host as given for an address (`-a`); for a pod found by SRV discovery (`-s`),
+    /// the SRV target host name without its trailing dot, e.g.
+    /// `10-0-0-5.scalardb-headless.ns-scalar.svc.cluster.local`, which a wildcard
+    /// certificate for the headless service covers, although the connection goes to
+    /// the address that name resolved to. [`Tls::authority`](crate::Tls::authority)
+    /// overrides it.
+    ///
+    /// ```
+    /// use scalar_admin::{Host, Target};
+    ///
+    /// let target: Target = "10.0.0.5:60051".parse()?;
+    /// assert_eq!(target.tls_name(), &Host::Ip("10.0.0.5".parse().unwrap()));
+    /// # Ok::<(), scalar_admin::InvalidInput>(())
+    /// ```
+    pub fn tls_name(&self) -> &Host {
+        &self.tls_name
+    }
+
+    /// `tls_name:port` (IPv6 bracketed): the `:authority` of every request unless
+    /// [`Tls::authority`](crate::Tls::authority) overrides it, as grpc-java sends it.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.tls_name, self.port)
     }
 }
 
@@ -132,6 +171,7 @@ impl std::str::FromStr for Target {
         let port = parse_port(port).map_err(|r| bad(&r))?;
         Ok(Self {
             name: entry.to_owned(),
+            tls_name: host.clone(),
             host,
             port,
         })
@@ -229,6 +269,19 @@ mod tests {
         assert_eq!(t[1].address(), "[::1]:2");
         assert_eq!(t[2].host(), &Host::Name("pod-0.svc".into()));
         assert_eq!(t[2].name(), "Pod-0.svc:3");
+    }
+
+    #[test]
+    fn srv_targets_are_known_by_their_host_name() {
+        let host = "10-0-0-5.scalardb-headless.ns-scalar.svc.cluster.local";
+        let t = Target::from_srv(&format!("{host}."), "10.0.0.5".parse().unwrap(), 60051);
+        assert_eq!(t.name(), format!("{host}:60051"));
+        assert_eq!(t.address(), "10.0.0.5:60051", "connected to the address");
+        assert_eq!(t.tls_name(), &Host::Name(host.into()));
+        assert_eq!(t.authority(), format!("{host}:60051"));
+        let t = parse_addresses("[::1]:2,Pod-0.svc:3").unwrap();
+        assert_eq!(t[0].authority(), "[::1]:2");
+        assert_eq!(t[1].authority(), "pod-0.svc:3");
     }
 
     #[test]

@@ -104,10 +104,10 @@ impl Tls {
         })
     }
 
-    /// Uses `name` instead of the pod's host, as grpc-java's `overrideAuthority` does:
-    /// it is sent as the `:authority` of every request, and its host part is the name
-    /// expected in the server certificate. For pods reached by IP whose certificates name
-    /// the service. Unset by default.
+    /// Uses `name` instead of the pod's [TLS name](Target::tls_name), as grpc-java's
+    /// `overrideAuthority` does: it is sent as the `:authority` of every request, and its
+    /// host part is the name expected in the server certificate. For pods whose
+    /// certificates name the service rather than the pod. Unset by default.
     pub fn authority(mut self, name: &str) -> Result<Self, InvalidInput> {
         let bad = |reason: String| InvalidInput::new("authority", name, reason);
         let parsed: http::uri::Authority = name.parse().map_err(|e| bad(format!("{e}")))?;
@@ -134,11 +134,14 @@ impl Tls {
         self.authority.as_ref().map(|a| a.header.as_str())
     }
 
+    /// The name the pod's certificate must carry: the overridden authority's host, else
+    /// the target's [TLS name](Target::tls_name) (with SRV discovery the target host
+    /// name, not the address connected to, as grpc-java checks it).
     fn server_name(&self, target: &Target) -> Result<ServerName<'static>, CallError> {
         if let Some(authority) = &self.authority {
             return Ok(authority.server_name.clone());
         }
-        match target.host() {
+        match target.tls_name() {
             Host::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
             Host::Name(name) => ServerName::try_from(name.clone())
                 .map_err(|e| CallError::connect(ConnectFailure::ServerName).with_source(e)),

@@ -32,8 +32,14 @@ const USER_AGENT: &str = concat!("scalar-admin/", env!("CARGO_PKG_VERSION"));
 /// headers and trailers are a few hundred bytes, and gRPC's own default is 8 KiB.
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 
-/// The receive window of each stream: one frame of the smallest maximum frame size.
-const STREAM_WINDOW: u32 = 16 * 1024;
+/// The receive window of each stream: room for the largest reply accepted, framed (the
+/// 5-byte gRPC prefix and [`MAX_REPLY_SIZE`]), and no more. A pod can make the client
+/// buffer at most this much of a stream's body before `read_reply` has judged it;
+/// beyond that it must wait for a WINDOW_UPDATE, which comes only for bytes a reply
+/// could still use, or break flow control, which h2 treats as a connection error.
+/// (The connection window stays at the protocol's initial 65 535 bytes: HTTP/2 can
+/// only grow it.)
+const STREAM_WINDOW: u32 = 5 + MAX_REPLY_SIZE as u32;
 
 /// One HTTP/2 connection to a pod, driven by a task of its own.
 #[derive(Debug, Clone)]
@@ -60,11 +66,18 @@ impl Connection {
         let (send, connection) = h2::client::Builder::new()
             // Requests are a few bytes: no need for h2's default 1 MiB send buffer.
             .max_send_buffer_size(16 * 1024)
-            // Replies are a few bytes too. A window of one frame bounds what a pod can
-            // make us buffer before we read it (a larger reply still comes, a window at
-            // a time, as `read_reply` releases capacity).
+            // Replies are a few bytes too: see `STREAM_WINDOW`.
             .initial_window_size(STREAM_WINDOW)
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            // No stream the pod opens is ever read, so none may exist: h2 enables push
+            // by default and keeps every promised request (and the pushed response, a
+            // window of its body) until the parent stream's handle asks for them, which
+            // ours never does, so thousands of PUSH_PROMISEs during one probe held
+            // 160 MB. With push off (SETTINGS_ENABLE_PUSH 0) a PUSH_PROMISE is a
+            // connection error (RFC 9113 §8.4), and SETTINGS_MAX_CONCURRENT_STREAMS 0
+            // tells the pod that no stream of its own is welcome either (§5.1.2).
+            .enable_push(false)
+            .max_concurrent_streams(0)
             .handshake(io)
             .await
             .map_err(|e| CallError::connect(ConnectFailure::Http2).with_source(e))?;
@@ -766,6 +779,16 @@ mod tests {
                 limit: MAX_REPLY_SIZE
             })
         );
+        // The limit itself is accepted, one byte more is not, from the prefix alone.
+        let mut largest = vec![0, 0, 0, 4, 0];
+        largest.resize(5 + MAX_REPLY_SIZE, 7);
+        assert_eq!(collect(&[&largest]).unwrap().len(), MAX_REPLY_SIZE);
+        assert_eq!(
+            collect(&[&[0, 0, 0, 4, 1]]),
+            Err(Violation::TooLarge { limit: 1024 })
+        );
+        // A whole reply of the largest size fits the stream window, and no more does.
+        assert_eq!(STREAM_WINDOW as usize, largest.len());
     }
 
     proptest! {

@@ -54,7 +54,7 @@ pub enum Fault {
     /// Pauses, sends the reply's headers and half of its message, then closes the
     /// connection.
     HalfReply,
-    /// Pauses, then starts a 16 MiB message, over the 4 MiB limit.
+    /// Pauses, then starts a 16 MiB message, over the 1 KiB limit.
     Oversized,
     /// Pauses, then ends the reply without a `grpc-status`.
     NoStatus,

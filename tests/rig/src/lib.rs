@@ -5,12 +5,14 @@
 //!
 //! Nothing here mocks the network path: clients under test speak gRPC over TCP (and TLS)
 //! to the pods, and DNS over UDP and TCP to the DNS server. Hostile peers are real too:
-//! a raw HTTP/2 server that misbehaves on Pause (`hostile`), and a frame-level proxy
-//! that breaks a Pause in flight (`proxy`).
+//! a raw HTTP/2 server that misbehaves on Pause (`hostile`), a frame-level proxy
+//! that breaks a Pause in flight (`proxy`), and a pod that floods server pushes during
+//! the connection probe, written frame by frame (`flood`).
 
 mod certs;
 mod delay;
 mod dns;
+mod flood;
 mod hostile;
 mod pod;
 mod proxy;
@@ -18,6 +20,7 @@ mod proxy;
 pub use certs::{Ca, ServerCert};
 pub use delay::{Delay, DelayLine};
 pub use dns::{DnsMode, DnsServer};
+pub use flood::PushFlood;
 pub use hostile::{Fault, HostilePod, Seen};
 pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};
 pub use proxy::{Break, break_pause};
