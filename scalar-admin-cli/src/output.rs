@@ -417,16 +417,11 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
     match result {
         Ok(windows) => {
             if let Some(w) = windows.last().filter(|w| !w.verdict().is_valid()) {
-                // Only a confirmed release is an `Ok`; say what it confirmed.
-                let state = match w.release().kept().len() {
-                    0 => "every pod this run paused is confirmed unpaused".to_owned(),
-                    n => format!(
-                        "every pod this run paused was confirmed unpaused, and {n} reported paused again since (left paused)"
-                    ),
-                };
+                // Only a confirmed release is an `Ok`, so this is what its checks said.
                 tell!(
-                    "error: the backup window is INVALID after {} attempt(s); {state}; do not restore to it",
-                    windows.len()
+                    "error: the backup window is INVALID after {} attempt(s); {} pod(s) confirmed unpaused by CheckPaused; do not restore to it",
+                    windows.len(),
+                    w.release().unpaused().count()
                 );
             }
         }

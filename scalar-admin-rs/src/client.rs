@@ -40,6 +40,7 @@ pub struct ClientConfig {
     call_timeout: Option<Duration>,
     rollback_budget: Duration,
     rollback_watch: Duration,
+    fresh_for: Duration,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +51,7 @@ impl Default for ClientConfig {
             call_timeout: None,
             rollback_budget: DEFAULT_ROLLBACK_BUDGET,
             rollback_watch: DEFAULT_ROLLBACK_WATCH,
+            fresh_for: crate::fleet::FRESH_FOR,
         }
     }
 }
@@ -96,6 +98,19 @@ impl ClientConfig {
     pub fn rollback_watch(mut self, watch: Duration) -> Self {
         self.rollback_watch = watch;
         self
+    }
+
+    /// Sets how old the pods' last answers may be for a Pause to decide from them alone;
+    /// older ones are refreshed with a CheckPaused to every pod first.
+    /// [`FRESH_FOR`](crate::FRESH_FOR) (1 second) by default; zero always checks.
+    pub fn fresh_for(mut self, age: Duration) -> Self {
+        self.fresh_for = age;
+        self
+    }
+
+    /// How old an answer a Pause may decide from.
+    pub(crate) fn fresh_for_value(&self) -> Duration {
+        self.fresh_for
     }
 
     /// How long a rollback may take.

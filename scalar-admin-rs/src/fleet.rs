@@ -24,12 +24,12 @@ use crate::error::{CallError, CallErrorKind, ConnectFailure, panic_message};
 use crate::failure::Error;
 use crate::pb::{CheckPausedResponse, PauseRequest};
 use crate::report::{KeptPod, PodReport, Report, Rollback, StuckPod, Unconfirmed};
-use crate::state::{Event, Holder, PodState, Reply};
+use crate::state::{Event, Holder, PodState, Reply, Settle};
 use crate::target::Target;
 use crate::wire::Connection;
 
-/// How old the pods' last answers may be for [`Fleet::pause`] to decide from them
-/// alone: 1 second. The connection probe of a Pause that follows [`Fleet::connect`] at
+/// How old the pods' last answers may be, by default, for [`Fleet::pause`] to decide
+/// from them alone ([`ClientConfig::fresh_for`]): 1 second. The connection probe of a Pause that follows [`Fleet::connect`] at
 /// once (as the CLI's does) is that fresh, and a second round would cost a round trip on
 /// every pause; older answers are refreshed with one CheckPaused to every pod first.
 ///
@@ -415,10 +415,11 @@ impl Fleet {
                 rollback: None,
             });
         }
+        let fresh_for = self.config.fresh_for_value();
         let stale = self
             .pods
             .iter()
-            .any(|p| p.seen_at.is_none_or(|at| at.elapsed() > FRESH_FOR));
+            .any(|p| p.seen_at.is_none_or(|at| at.elapsed() >= fresh_for));
         if stale {
             let check = self.check_report().await;
             if !check.is_success() {
@@ -531,7 +532,7 @@ impl Fleet {
             let unpause: Vec<usize> = pending
                 .iter()
                 .copied()
-                .filter(|&i| needs_unpause(self.pods[i].state))
+                .filter(|&i| self.pods[i].state.needs_unpause())
                 .collect();
             if !unpause.is_empty() {
                 let report = self
@@ -575,22 +576,38 @@ impl Fleet {
                     self.fan_out(Call::CheckPaused, limit, &pending).await
                 }
             };
-            rollback.checks.push(check);
             let now = Instant::now();
             let last_round = interrupted || now >= deadline;
+            // Only a check answered in this round settles a pod.
+            let mut answered = vec![false; self.pods.len()];
+            for (&i, pod) in pending.iter().zip(&check.pods) {
+                answered[i] = pod.outcome.is_ok();
+            }
+            rollback.checks.push(check);
             pending.retain(|&i| {
+                if !answered[i] {
+                    return true;
+                }
                 let pod = &mut self.pods[i];
-                match pod.state.holder {
-                    Holder::Nobody
-                        if !pod.state.in_doubt || last_round || now >= watch_from[i] + watch =>
-                    {
+                let watched = last_round || now >= watch_from[i] + watch;
+                match pod.state.settle(watched) {
+                    Settle::Confirmed => {
                         pod.state = pod.state.next(Event::Settled);
                         rollback.unpaused.push(pod.target.clone());
                         false
                     }
-                    // Someone else paused it after this run's Unpause took effect.
-                    Holder::Others(_) if !pod.state.in_doubt => false,
-                    _ => true,
+                    // Someone else's pause since, or an Unpause that did not take: not
+                    // this run's to end, nor to call unpaused. Named, with the recovery
+                    // command.
+                    Settle::PausedAgain => {
+                        rollback.stuck.push(StuckPod {
+                            target: pod.target.clone(),
+                            why: Unconfirmed::PausedAgain,
+                        });
+                        false
+                    }
+                    Settle::Kept => false,
+                    Settle::Pending => true,
                 }
             });
             if last_round {
@@ -619,7 +636,11 @@ impl Fleet {
                 "rollback could not confirm every pod unpaused"
             );
         }
-        rollback.kept = self.kept();
+        rollback.kept = self
+            .kept()
+            .into_iter()
+            .filter(|k| !rollback.stuck.iter().any(|s| s.target == k.target))
+            .collect();
         rollback.interrupted = interrupted;
         rollback
     }
@@ -891,13 +912,6 @@ impl Fleet {
             pods: reports,
         }
     }
-}
-
-/// Whether a rollback must (again) send Unpause to a pod in this state: this run may
-/// hold it, and no Unpause of this run took effect since (`Released`) nor did the pod
-/// answer open.
-fn needs_unpause(state: PodState) -> bool {
-    state.holder == Holder::Us
 }
 
 /// The last failed call to `pod` in a rollback, if its last call failed.

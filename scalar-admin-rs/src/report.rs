@@ -193,6 +193,10 @@ pub enum Unconfirmed {
     Failed(CallError),
     /// No check answered before the rollback was interrupted or ran out of time.
     Unchecked,
+    /// It reported paused again after its Unpause answered OK: someone else paused it
+    /// since, or the Unpause did not take. Left alone, since the pause may not be this
+    /// run's.
+    PausedAgain,
 }
 
 impl fmt::Display for Unconfirmed {
@@ -202,6 +206,9 @@ impl fmt::Display for Unconfirmed {
             Unconfirmed::StillPaused => f.write_str("still reports paused after Unpause"),
             Unconfirmed::Failed(e) => write!(f, "{}: {}", e.operation(), e.chain()),
             Unconfirmed::Unchecked => f.write_str("Unpause not confirmed by any check"),
+            Unconfirmed::PausedAgain => f.write_str(
+                "reported paused again after its Unpause answered OK (someone else's pause since, or an Unpause that did not take); left alone",
+            ),
         }
     }
 }

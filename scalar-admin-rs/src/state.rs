@@ -108,6 +108,20 @@ pub(crate) enum Event<'a> {
     Settled,
 }
 
+/// What a rollback makes of a pod after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Seen open, and no Pause of this run is expected to land any more: unpaused.
+    Confirmed,
+    /// Paused again after this run's Unpause answered OK: not this run's to end, nor to
+    /// call unpaused.
+    PausedAgain,
+    /// Someone else's pause: left as found.
+    Kept,
+    /// Not settled yet: unpause again, or check again.
+    Pending,
+}
+
 /// What a Pause's answer says it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
@@ -219,6 +233,24 @@ impl PodState {
             }
         };
         Self { holder, in_doubt }
+    }
+
+    /// Whether a rollback must (again) send Unpause: this run may hold the pod, and no
+    /// Unpause of this run took effect since (`Released`), nor did the pod answer open.
+    pub(crate) fn needs_unpause(self) -> bool {
+        self.holder == Holder::Us
+    }
+
+    /// What a rollback makes of the pod after one of its checks. `watched`: the pod was
+    /// checked for the whole watch since this run's last Unpause to it, or the rollback
+    /// is on its last round.
+    pub(crate) fn settle(self, watched: bool) -> Settle {
+        match self.holder {
+            Holder::Nobody if !self.in_doubt || watched => Settle::Confirmed,
+            Holder::Others(Kept::PausedSince) => Settle::PausedAgain,
+            Holder::Others(_) => Settle::Kept,
+            _ => Settle::Pending,
+        }
     }
 
     /// Whether this run may hold the pod paused: what a rollback unpauses.
@@ -334,5 +366,260 @@ mod tests {
         let seen_open = doubt.next(Event::Observed(false));
         assert!(seen_open.may_hold() && !seen_open.is_settled_open());
         assert!(seen_open.next(Event::Settled).is_settled_open());
+    }
+
+    /// A model of one pod and the world around it, driven by random interleavings of
+    /// this run's calls (with lost replies and delayed Pauses) and another operator's
+    /// pause and unpause. The client side is this module's state and the rollback's
+    /// decisions (`needs_unpause`, `settle`), as `Fleet::release` uses them.
+    mod model {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Who closed the gate on the server.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Who {
+            Us,
+            Them,
+        }
+
+        /// How a Pause of this run fares.
+        #[derive(Debug, Clone, Copy)]
+        enum Fate {
+            /// Lands and is answered OK.
+            Answered,
+            /// Lands; the reply is lost (a time-out).
+            ReplyLost,
+            /// Held up in the network, lands later (within the rollback's watch); the
+            /// client times out.
+            Delayed,
+            /// Refused unprocessed.
+            Refused,
+            /// Lands and cannot drain: `TIMED_OUT` (the gate reopened) or, on a gate an
+            /// earlier pause closed, `TIMED_OUT_STILL_PAUSED`.
+            Reopened,
+        }
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            OtherPause,
+            OtherUnpause,
+            Check {
+                lost: bool,
+            },
+            Pause(Fate),
+            Deliver,
+            /// A rollback: per round, whether the Unpause reply and the check reply are
+            /// lost, and whether a delayed Pause lands in this round.
+            Release(Vec<(bool, bool, bool)>),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            let fate = prop_oneof![
+                Just(Fate::Answered),
+                Just(Fate::ReplyLost),
+                Just(Fate::Delayed),
+                Just(Fate::Refused),
+                Just(Fate::Reopened),
+            ];
+            prop_oneof![
+                Just(Step::OtherPause),
+                Just(Step::OtherUnpause),
+                any::<bool>().prop_map(|lost| Step::Check { lost }),
+                fate.prop_map(Step::Pause),
+                Just(Step::Deliver),
+                prop::collection::vec(any::<(bool, bool, bool)>(), 1..8).prop_map(Step::Release),
+            ]
+        }
+
+        /// Rounds of a rollback after which a pod in doubt counts as watched; the
+        /// rollback's budget allows more rounds than that.
+        const WATCH: usize = 2;
+
+        struct World {
+            gate: Option<Who>,
+            delayed: bool,
+            client: PodState,
+            /// An Unpause of this run whose reply was lost, not yet followed by a check:
+            /// the client cannot tell the gate's state.
+            unpause_unknown: bool,
+        }
+
+        fn ok() -> Result<Reply, CallError> {
+            Ok(Reply::Done)
+        }
+
+        fn timeout(op: Operation) -> Result<Reply, CallError> {
+            Err(CallError::new(
+                op,
+                CallErrorKind::Timeout(Default::default()),
+            ))
+        }
+
+        impl World {
+            fn land(&mut self) {
+                self.delayed = false;
+                if self.gate.is_none() {
+                    self.gate = Some(Who::Us);
+                }
+            }
+
+            fn observe(&mut self) {
+                self.client = self.client.next(Event::Observed(self.gate.is_some()));
+                self.unpause_unknown = false;
+            }
+
+            /// Another operator acts only when this run's belief can tell them apart:
+            /// no Pause of this run in doubt, no Unpause of unknown effect. Inside those
+            /// gaps, a paused answer is this run's by rule: the documented race.
+            fn other_may_act(&self) -> bool {
+                !self.client.in_doubt && !self.delayed && !self.unpause_unknown
+            }
+
+            fn pause(&mut self, fate: Fate) {
+                // `Fleet::pause`: a fresh answer first; someone else's pause is refused.
+                self.observe();
+                if self.client.kept().is_some() {
+                    return;
+                }
+                let outcome = match fate {
+                    Fate::Answered => {
+                        self.land();
+                        ok()
+                    }
+                    Fate::ReplyLost => {
+                        self.land();
+                        timeout(Operation::Pause)
+                    }
+                    Fate::Delayed => {
+                        self.delayed = true;
+                        timeout(Operation::Pause)
+                    }
+                    Fate::Refused => Err(CallError::new(
+                        Operation::Pause,
+                        CallErrorKind::NotProcessed,
+                    )),
+                    // ScalarDL: the gate reopens when this Pause closed it, else it stays
+                    // closed for the earlier pause.
+                    Fate::Reopened if self.gate.is_none() => {
+                        status(Code::FailedPrecondition, reason::TIMED_OUT)
+                    }
+                    Fate::Reopened => {
+                        status(Code::FailedPrecondition, reason::TIMED_OUT_STILL_PAUSED)
+                    }
+                };
+                self.client = self.client.next(Event::Paused {
+                    written: true,
+                    outcome: Some(&outcome),
+                    take_over: false,
+                });
+            }
+
+            /// `Fleet::release`, round by round. Returns what the rollback reports for
+            /// the pod.
+            fn release(&mut self, rounds: &[(bool, bool, bool)]) -> Result<Settle, String> {
+                if !self.client.may_hold() {
+                    return Ok(Settle::Kept);
+                }
+                // A delayed Pause lands within the watch, in the round the case says (or
+                // the last one inside the watch).
+                let land_at = rounds.iter().take(WATCH).position(|r| r.2).unwrap_or(0);
+                let mut since_unpause = 0;
+                for (round, &(unpause_lost, check_lost, _)) in rounds.iter().enumerate() {
+                    if self.client.needs_unpause() {
+                        if self.gate == Some(Who::Them) {
+                            return Err(format!("round {round}: ended a foreign pause"));
+                        }
+                        self.gate = None;
+                        let outcome = if unpause_lost {
+                            timeout(Operation::Unpause)
+                        } else {
+                            ok()
+                        };
+                        self.unpause_unknown = unpause_lost;
+                        self.client = self.client.next(Event::Unpaused(&outcome));
+                        since_unpause = 0;
+                    }
+                    if self.delayed && round == land_at {
+                        self.land();
+                    }
+                    since_unpause += 1;
+                    // Only a check answered in this round settles anything.
+                    if check_lost {
+                        continue;
+                    }
+                    self.observe();
+                    let last = round + 1 == rounds.len();
+                    let watched = last || since_unpause > WATCH;
+                    match self.client.settle(watched) {
+                        Settle::Confirmed => {
+                            self.client = self.client.next(Event::Settled);
+                            return Ok(Settle::Confirmed);
+                        }
+                        Settle::Pending => {}
+                        other => return Ok(other),
+                    }
+                }
+                Ok(Settle::Pending)
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn a_rollback_never_ends_a_foreign_pause_nor_hides_its_own(
+                steps in prop::collection::vec(step(), 1..24)
+            ) {
+                let mut world = World {
+                    gate: None,
+                    delayed: false,
+                    client: PodState::NEW,
+                    unpause_unknown: false,
+                };
+                world.observe();
+                for step in &steps {
+                    match step {
+                        Step::OtherPause if world.other_may_act() && world.gate.is_none() => {
+                            world.gate = Some(Who::Them);
+                        }
+                        Step::OtherUnpause if world.other_may_act() && world.gate == Some(Who::Them) => {
+                            world.gate = None;
+                        }
+                        Step::OtherPause | Step::OtherUnpause => {}
+                        Step::Check { lost } => {
+                            if !lost {
+                                world.observe();
+                            }
+                        }
+                        Step::Pause(fate) => world.pause(*fate),
+                        // Before a rollback, a delayed Pause may land at any time.
+                        Step::Deliver if world.delayed => world.land(),
+                        Step::Deliver => {}
+                        Step::Release(rounds) => {
+                            let said = world.release(rounds).map_err(TestCaseError::fail)?;
+                            // Whatever the rollback says, the gate bears it out: it calls
+                            // unpaused only what is open, and this run's own pause is
+                            // never left behind as someone else's or as nothing held.
+                            match said {
+                                Settle::Confirmed => prop_assert_ne!(world.gate, Some(Who::Us), "confirmed, yet paused by us"),
+                                Settle::Kept => prop_assert_ne!(world.gate, Some(Who::Us), "ours filed as someone else's"),
+                                Settle::PausedAgain | Settle::Pending => {}
+                            }
+                            prop_assert!(!world.delayed, "a delayed Pause outlived the watch");
+                            if said != Settle::Pending {
+                                // A pod the rollback is done with: still this run's only
+                                // if the rollback said it may be.
+                                prop_assert!(
+                                    world.gate != Some(Who::Us) || said == Settle::PausedAgain,
+                                    "{said:?} with the gate ours"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -282,7 +282,7 @@ impl Window {
                 verified = self.verify(fleet, &groups) => Some(verified),
             }
         };
-        let Some((verify, mut findings)) = verified else {
+        let Some((verify, findings)) = verified else {
             warn!("interrupted during the window; unpausing every pod this run paused");
             return Err(Error::Interrupted {
                 rollback: Box::new(fleet.release().await),
@@ -299,13 +299,6 @@ impl Window {
         if !release.is_complete() {
             return Err(Error::Release {
                 rollback: Box::new(release),
-            });
-        }
-        // Pods someone else paused after this run's Unpause: the period may still be
-        // good, but nobody can say the cluster is back to normal.
-        for kept in release.kept() {
-            findings.push(Finding::PausedAgain {
-                pod: kept.target().clone(),
             });
         }
 
@@ -436,12 +429,6 @@ pub enum Finding {
         /// Why.
         error: CallError,
     },
-    /// A pod reported paused again after the window's Unpause took effect: someone else
-    /// paused it since, and it was left as it was.
-    PausedAgain {
-        /// The pod.
-        pod: Target,
-    },
 }
 
 impl fmt::Display for Finding {
@@ -471,10 +458,6 @@ impl fmt::Display for Finding {
             Finding::Unchecked { pod, error } => {
                 write!(f, "{pod} could not be checked: {}", error.chain())
             }
-            Finding::PausedAgain { pod } => write!(
-                f,
-                "{pod} reported paused again after the window's Unpause: paused by someone else since? left paused"
-            ),
         }
     }
 }

@@ -58,6 +58,10 @@ pub enum Fault {
     Oversized,
     /// Pauses, then ends the reply without a `grpc-status`.
     NoStatus,
+    /// Closes the gate and never answers the first Pause, as a drain that outlasts the
+    /// client; later Pauses answer `ABORTED` with `PAUSE_IN_PROGRESS`, as ScalarDL does
+    /// while that first Pause still drains.
+    DrainsForever,
     /// No fault: answers Pause as an admin server does.
     None,
 }
@@ -408,6 +412,17 @@ where
                 respond.send_response(grpc_head(StatusCode::OK, "application/grpc"), false)?;
             stream.send_data(framed(&[1, 2, 3], 1), false)?;
             stream.send_trailers(trailers(&[("grpc-status", "0")]))?;
+        }
+        Fault::DrainsForever if nth == 0 => {
+            pauses(true);
+            std::future::pending::<()>().await;
+        }
+        Fault::DrainsForever => {
+            let in_progress = Fault::Status {
+                code: 10,
+                reason: "PAUSE_IN_PROGRESS",
+            };
+            return Box::pin(pause(connection, respond, state, &in_progress, nth)).await;
         }
         Fault::RefusedStream => respond.send_reset(h2::Reason::REFUSED_STREAM),
         Fault::RefusedOnce if nth == 0 => respond.send_reset(h2::Reason::REFUSED_STREAM),

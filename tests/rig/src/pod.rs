@@ -1,14 +1,16 @@
 //! Admin pods: our own gate and admin service on a loopback port, recording each call.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use scalar_admin::Target;
 use scalar_admin::gate::{AdminService, Gate, Pass};
 use scalar_admin::pb::admin_server::{Admin, AdminServer};
 use scalar_admin::pb::{CheckPausedResponse, PauseRequest};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -30,12 +32,26 @@ pub enum Call {
 }
 
 /// Records every call, with the instant it arrived, then lets the gate answer, or
-/// answers Pause with a set status instead.
+/// answers Pause with a set status instead, or misbehaves as a buggy or slow server does.
 #[derive(Clone)]
 struct Recording {
     inner: AdminService,
+    gate: Gate,
     calls: mpsc::UnboundedSender<(Call, Instant)>,
     fail_pause: Option<(tonic::Code, String)>,
+    quirks: Quirks,
+    /// Set once an Unpause arrived.
+    unpaused: Arc<AtomicBool>,
+    /// How many late Pauses closed the gate.
+    landed: Arc<watch::Sender<usize>>,
+}
+
+/// Ways a pod misbehaves, set on its builder.
+#[derive(Clone, Copy, Default)]
+struct Quirks {
+    late_pause: Option<Duration>,
+    ignore_unpause: bool,
+    hang_checks_after_unpause: bool,
 }
 
 impl Recording {
@@ -56,11 +72,27 @@ impl Admin for Recording {
         if let Some((code, message)) = &self.fail_pause {
             return Err(Status::new(*code, message.clone()));
         }
+        if let Some(delay) = self.quirks.late_pause {
+            // As a Java server does: the handler keeps running after the client gave up
+            // (a task of its own), and closes the gate only after `delay`.
+            let (gate, landed) = (self.gate.clone(), self.landed.clone());
+            let late = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = gate.pause(scalar_admin::gate::Drain::Skip).await;
+                landed.send_modify(|n| *n += 1);
+            });
+            let _ = late.await;
+            return Ok(Response::new(()));
+        }
         self.inner.pause(request).await
     }
 
     async fn unpause(&self, request: Request<()>) -> Result<Response<()>, Status> {
         self.record(Call::Unpause);
+        self.unpaused.store(true, Ordering::SeqCst);
+        if self.quirks.ignore_unpause {
+            return Ok(Response::new(()));
+        }
         self.inner.unpause(request).await
     }
 
@@ -69,6 +101,9 @@ impl Admin for Recording {
         request: Request<()>,
     ) -> Result<Response<CheckPausedResponse>, Status> {
         self.record(Call::CheckPaused);
+        if self.quirks.hang_checks_after_unpause && self.unpaused.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.inner.check_paused(request).await
     }
 }
@@ -79,6 +114,7 @@ pub struct PodBuilder {
     addr: Option<SocketAddr>,
     tls: Option<Identity>,
     fail_pause: Option<(tonic::Code, String)>,
+    quirks: Quirks,
 }
 
 impl PodBuilder {
@@ -100,6 +136,25 @@ impl PodBuilder {
         self
     }
 
+    /// Answers Pause only after `delay`, closing the gate then, from a task that goes on
+    /// after the client gave up: a Pause that lands after the client's deadline.
+    pub fn late_pause(mut self, delay: Duration) -> Self {
+        self.quirks.late_pause = Some(delay);
+        self
+    }
+
+    /// Answers Unpause OK and leaves the gate closed.
+    pub fn ignore_unpause(mut self) -> Self {
+        self.quirks.ignore_unpause = true;
+        self
+    }
+
+    /// Never answers CheckPaused once an Unpause arrived.
+    pub fn hang_checks_after_unpause(mut self) -> Self {
+        self.quirks.hang_checks_after_unpause = true;
+        self
+    }
+
     /// Binds, then serves in a background task. The listener is bound before this
     /// returns, so the pod accepts connections at once: no sleep needed.
     pub async fn start(self) -> Pod {
@@ -108,10 +163,15 @@ impl PodBuilder {
         let addr = listener.local_addr().unwrap();
         let gate = Gate::new();
         let (tx, calls) = mpsc::unbounded_channel();
+        let landed = Arc::new(watch::Sender::new(0));
         let service = AdminServer::new(Recording {
             inner: gate.admin_service(),
+            gate: gate.clone(),
             calls: tx,
             fail_pause: self.fail_pause,
+            quirks: self.quirks,
+            unpaused: Arc::new(AtomicBool::new(false)),
+            landed: landed.clone(),
         });
         let (shutdown, stop) = oneshot::channel::<()>();
         let mut server = Server::builder();
@@ -131,6 +191,7 @@ impl PodBuilder {
             addr,
             gate,
             calls,
+            landed,
             shutdown: Some(shutdown),
             task: Some(task),
         }
@@ -142,6 +203,7 @@ pub struct Pod {
     addr: SocketAddr,
     gate: Gate,
     calls: mpsc::UnboundedReceiver<(Call, Instant)>,
+    landed: Arc<watch::Sender<usize>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -192,6 +254,15 @@ impl Pod {
     /// Simulated in-flight work: the request counts until the pass is dropped.
     pub fn begin_work(&self) -> Pass {
         self.gate.enter().expect("gate open")
+    }
+
+    /// Waits until `n` late Pauses ([`PodBuilder::late_pause`]) closed the gate.
+    pub async fn late_pauses_landed(&self, n: usize) {
+        let _ = self
+            .landed
+            .subscribe()
+            .wait_for(|landed| *landed >= n)
+            .await;
     }
 
     /// Waits for the next admin call.

@@ -24,6 +24,10 @@ pub enum Break {
     /// Forwards the Pause, then resets the connection when the pod's reply starts: the
     /// pod has paused, the client never hears so.
     ResetAfterPause,
+    /// Forwards the Pause, then drops every byte in both directions while keeping the
+    /// socket open, as a one-way black hole or a conntrack reset looks: the pod has
+    /// paused, and nothing on this connection gets through any more.
+    BlackHoleAfterPause,
 }
 
 /// Relays to `upstream`, breaking the Pause on the first connection (or on every one,
@@ -143,10 +147,14 @@ async fn relay_frames(
     let mut held: Option<Frame> = None;
     // The Pause whose reply triggers the reset.
     let mut paused_stream = None;
+    let mut black_hole = false;
     loop {
         tokio::select! {
             frame = from_client.next(client_read) => {
                 let Some(frame) = frame else { return End::Closed };
+                if black_hole {
+                    continue;
+                }
                 if armed.is_some() && frame.kind() == HEADERS {
                     held = Some(frame);
                     continue;
@@ -169,6 +177,10 @@ async fn relay_frames(
                             paused_stream = Some(frame.stream());
                             *armed = None;
                         }
+                        Some(Break::BlackHoleAfterPause) => {
+                            black_hole = true;
+                            *armed = None;
+                        }
                         None => {}
                     }
                     out.extend_from_slice(headers.bytes.chunk());
@@ -180,6 +192,9 @@ async fn relay_frames(
             }
             frame = from_server.next(server_read) => {
                 let Some(frame) = frame else { return End::Closed };
+                if black_hole {
+                    continue;
+                }
                 if frame.kind() == HEADERS && paused_stream == Some(frame.stream()) {
                     return End::Reset;
                 }

@@ -1,0 +1,324 @@
+//! A rollback that proves itself: what the fleet believes about each pod comes from its
+//! last answers, pods paused by someone else are refused or left alone, and every
+//! Unpause is confirmed with CheckPaused, on a fresh connection when the old one died.
+
+use std::time::Duration;
+
+use scalar_admin::gate::Drain;
+use scalar_admin::window::{Group, Window};
+use scalar_admin::{ClientConfig, Code, Error, Fleet, PauseOptions, Target};
+use scalar_admin_rig::{Break, Call, Fault, HostilePod, Pod, break_pause};
+
+use crate::util::{bounded, scalar_admin, start_scalar_admin};
+
+/// Short deadlines, and a Pause that always refreshes what it knows first.
+fn config() -> ClientConfig {
+    ClientConfig::default()
+        .connect_timeout(Duration::from_secs(2))
+        .call_timeout(Duration::from_secs(2))
+        .fresh_for(Duration::ZERO)
+}
+
+fn targets(pods: &[&Pod]) -> Vec<Target> {
+    pods.iter().map(|p| p.target()).collect()
+}
+
+fn unpauses(calls: &[Call]) -> usize {
+    calls.iter().filter(|c| **c == Call::Unpause).count()
+}
+
+#[tokio::test]
+async fn a_pod_unpaused_by_someone_else_since_connect_is_this_runs_to_roll_back() {
+    bounded(async {
+        let a = Pod::start().await;
+        let failing = Pod::builder()
+            .fail_pause(tonic::Code::Internal, "boom")
+            .start()
+            .await;
+        a.gate().pause(Drain::Skip).await.unwrap();
+        let mut fleet = Fleet::connect(targets(&[&a, &failing]), config()).await;
+        assert_eq!(fleet.already_paused().collect::<Vec<_>>(), [&a.target()]);
+        // Someone else ends their pause after this fleet connected.
+        a.gate().unpause();
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.kept().is_empty(), "{err}");
+        assert!(rollback.unpaused().any(|t| t == &a.target()), "{err}");
+        assert!(!a.gate().is_paused(), "this run's pause was left behind");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_paused_by_someone_else_since_connect_is_refused() {
+    bounded(async {
+        let mut a = Pod::start().await;
+        let mut b = Pod::start().await;
+        let mut fleet = Fleet::connect(targets(&[&a, &b]), config()).await;
+        a.gate().pause(Drain::Skip).await.unwrap();
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let Error::AlreadyPaused { pods } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(pods, &[a.target()]);
+        for pod in [&mut a, &mut b] {
+            assert!(pod.take_calls().iter().all(|c| *c == Call::CheckPaused));
+        }
+        assert!(a.gate().is_paused() && !b.gate().is_paused());
+        // Nothing held: a release sends nothing.
+        let rollback = fleet.release().await;
+        assert!(rollback.report().is_none() && rollback.is_complete());
+        assert!(a.take_calls().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_foreign_pause_seen_after_a_pause_that_held_nothing_is_never_ended() {
+    bounded(async {
+        let a = Pod::start().await;
+        let mut b = Pod::start().await;
+        let mut fleet = Fleet::connect(targets(&[&a, &b]), config()).await;
+        // B cannot drain: its gate reopens (TIMED_OUT), so this Pause holds nothing there.
+        let work = b.begin_work();
+        let options = PauseOptions::default().max_pause_wait(Duration::from_millis(100));
+        let err = fleet.pause(options).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &b.target());
+        assert_eq!(failure.error().unwrap().reason(), Some("TIMED_OUT"));
+        assert!(!a.gate().is_paused() && !b.gate().is_paused());
+        drop(work);
+
+        // Another operator pauses B, and this fleet sees it.
+        b.gate().pause(Drain::Skip).await.unwrap();
+        b.take_calls();
+        let check = fleet.check_paused().await.unwrap();
+        assert_eq!(check.pods()[1].paused(), Some(true));
+        assert_eq!(fleet.already_paused().collect::<Vec<_>>(), [&b.target()]);
+        assert_eq!(fleet.held().count(), 0);
+        // A later pause refuses it, and a release leaves it.
+        let err = fleet.pause(options).await.unwrap_err();
+        assert!(matches!(err, Error::AlreadyPaused { .. }), "{err}");
+        let rollback = fleet.release().await;
+        assert!(rollback.report().is_none());
+        assert!(b.gate().is_paused());
+        assert_eq!(unpauses(&b.take_calls()), 0, "a foreign pause was ended");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn our_own_pause_in_progress_is_ours_to_roll_back() {
+    bounded(async {
+        let a = Pod::start().await;
+        let mut hostile = HostilePod::start(Fault::DrainsForever).await;
+        let config = config().call_timeout(Duration::from_millis(300));
+        let targets = vec![a.target(), hostile.target()];
+        let mut fleet = Fleet::connect(targets, config).await;
+        // The first Pause never answers on the hostile pod, which keeps draining it; with
+        // rollback off it stays paused, as the caller asked.
+        let err = fleet
+            .pause(PauseOptions::default().rollback(false))
+            .await
+            .unwrap_err();
+        assert_eq!(err.maybe_paused().len(), 2, "{err}");
+        assert!(hostile.is_paused());
+
+        // The second Pause is told another pause is in progress: this run's own.
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &hostile.target());
+        assert_eq!(failure.error().unwrap().reason(), Some("PAUSE_IN_PROGRESS"));
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.kept().is_empty(), "filed as someone else's: {err}");
+        assert!(rollback.unpaused().any(|t| t == &hostile.target()), "{err}");
+        assert!(rollback.is_complete(), "{err}");
+        assert!(!hostile.is_paused() && !a.gate().is_paused());
+        assert!(hostile.take_calls().contains(&Call::Unpause));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pause_that_lands_after_the_rollbacks_unpause_is_caught_and_undone() {
+    bounded(async {
+        let a = Pod::start().await;
+        // Its Pause handler outlives the client's deadline and closes the gate later,
+        // after the rollback's first Unpause.
+        let mut late = Pod::builder()
+            .late_pause(Duration::from_millis(600))
+            .start()
+            .await;
+        let config = config().call_timeout(Duration::from_millis(200));
+        let mut fleet = Fleet::connect(targets(&[&a, &late]), config).await;
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &late.target());
+        assert_eq!(failure.error().unwrap().code(), Code::DeadlineExceeded);
+        late.late_pauses_landed(1).await;
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.is_complete(), "{err}");
+        assert!(rollback.unpaused().any(|t| t == &late.target()), "{err}");
+        assert!(!late.gate().is_paused(), "the late Pause was left in place");
+        assert!(!a.gate().is_paused());
+        let calls = late.take_calls();
+        assert!(
+            unpauses(&calls) >= 2,
+            "unpaused again after it landed: {calls:?}"
+        );
+        assert_eq!(calls.last(), Some(&Call::CheckPaused), "confirmed last");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_black_holed_connection_is_replaced_for_the_rollback() {
+    bounded(async {
+        let a = Pod::start().await;
+        let b = Pod::start().await;
+        // The Pause reaches B, then nothing more gets through that connection; new
+        // connections work.
+        let (proxy, _task) = break_pause(b.addr(), Break::BlackHoleAfterPause, false).await;
+        let behind = Target::from_socket_addr(proxy);
+        let config = config().call_timeout(Duration::from_millis(500));
+        let mut fleet = Fleet::connect(vec![a.target(), behind.clone()], config).await;
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &behind);
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.is_complete(), "{err}");
+        assert!(rollback.unpaused().any(|t| t == &behind), "{err}");
+        assert!(!b.gate().is_paused() && !a.gate().is_paused());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn duration_max_means_no_limit_not_a_panic() {
+    bounded(async {
+        let pods = Pod::start_many(2).await;
+        let config = ClientConfig::default()
+            .connect_timeout(Duration::MAX)
+            .call_timeout(Duration::MAX)
+            .rollback_budget(Duration::MAX)
+            .fresh_for(Duration::MAX);
+        let list: Vec<Target> = pods.iter().map(Pod::target).collect();
+        let mut fleet = Fleet::connect(list.clone(), config.clone()).await;
+        let options = PauseOptions::default().max_pause_wait(Duration::MAX);
+        fleet.pause(options).await.unwrap();
+        assert!(pods.iter().all(|p| p.gate().is_paused()));
+        let rollback = fleet.release().await;
+        assert!(rollback.is_complete());
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+
+        let windows = Window::new([Group::addresses(list)])
+            .client(config)
+            .pause_options(options)
+            .hold(Duration::from_millis(10))
+            .run(std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert!(windows[0].verdict().is_valid());
+    })
+    .await
+}
+
+fn list(pods: &[&Pod]) -> String {
+    let names: Vec<String> = pods.iter().map(|p| p.addr().to_string()).collect();
+    names.join(",")
+}
+
+#[tokio::test]
+async fn a_window_that_cannot_confirm_its_unpause_names_the_pod_and_stops() {
+    bounded(async {
+        let a = Pod::start().await;
+        let mut stuck = Pod::builder().ignore_unpause().start().await;
+        let pods = list(&[&a, &stuck]);
+        let run = scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &pods,
+            "--duration",
+            "50ms",
+            "--attempts",
+            "2",
+            "--rollback-timeout",
+            "2s",
+        ])
+        .await;
+        run.assert_status(1);
+        let name = stuck.addr().to_string();
+        assert!(
+            run.stderr
+                .contains(&format!("may still be paused: {name}: ")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("scalar-admin -c UNPAUSE -a {name}")),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("INVALID"), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("every pod is unpaused"),
+            "{}",
+            run.stderr
+        );
+        let calls = stuck.take_calls();
+        let pauses = calls
+            .iter()
+            .filter(|c| matches!(c, Call::Pause { .. }))
+            .count();
+        assert_eq!(pauses, 1, "no second attempt over our own stuck pod");
+        assert!(!a.gate().is_paused());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sigterm_while_the_window_confirms_its_unpause_is_honoured() {
+    bounded(async {
+        let a = Pod::start().await;
+        let mut slow = Pod::builder().hang_checks_after_unpause().start().await;
+        let pods = list(&[&a, &slow]);
+        let child = start_scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &pods,
+            "--duration",
+            "50ms",
+            "--timeout",
+            "40s",
+            "--rollback-timeout",
+            "50s",
+        ]);
+        // The window's Unpause reached the pod: the confirmation is under way, and its
+        // check on this pod never answers.
+        while slow.next_call().await.0 != Call::Unpause {}
+        child.signal("TERM");
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+        let name = slow.addr().to_string();
+        assert!(
+            run.stderr
+                .contains(&format!("may still be paused: {name}: ")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!(
+                "unpaused by this run (confirmed by CheckPaused): {}",
+                a.addr()
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(!a.gate().is_paused() && !slow.gate().is_paused());
+    })
+    .await
+}
