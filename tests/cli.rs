@@ -599,6 +599,12 @@ async fn a_low_open_files_soft_limit_is_raised_for_1000_pods() {
             .await
             .assert_status(0);
         assert!(pods.iter().all(|p| !p.gate().is_paused()));
+        // A window raises it too.
+        let window = ["-c", "window", "-a", &list, "--duration", "50ms"];
+        let run = scalar_admin_with_ulimit("-Sn 256", &window).await;
+        run.assert_status(0);
+        assert!(run.stdout.contains("Verdict: VALID"), "{}", run.stdout);
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
     })
     .await
 }
@@ -611,10 +617,13 @@ async fn an_open_files_limit_too_low_for_the_pods_fails_before_any_pod_is_contac
         let port = pods[0].addr().port();
         let mut list = vec![pods[0].addr().to_string()];
         list.extend((1..300).map(|i| format!("127.0.{}.{}:{port}", 1 + i / 250, 1 + i % 250)));
-        let run = scalar_admin_with_ulimit("-n 256", &["-c", "pause", "-a", &list.join(",")]).await;
-        run.assert_status(1);
-        assert!(run.stderr.contains("300 pods need about"), "{}", run.stderr);
-        assert!(run.stderr.contains("ulimit -n"), "{}", run.stderr);
+        for command in ["pause", "window"] {
+            let run =
+                scalar_admin_with_ulimit("-n 256", &["-c", command, "-a", &list.join(",")]).await;
+            run.assert_status(1);
+            assert!(run.stderr.contains("300 pods need about"), "{}", run.stderr);
+            assert!(run.stderr.contains("ulimit -n"), "{}", run.stderr);
+        }
         assert!(pods[0].take_calls().is_empty());
     })
     .await

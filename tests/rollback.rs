@@ -322,3 +322,51 @@ async fn sigterm_while_the_window_confirms_its_unpause_is_honoured() {
     })
     .await
 }
+
+/// Collects what a test logs.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_dropped_while_it_holds_pods_says_so_at_error_level() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // This test's thread only: the runtime is current-thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    bounded(async {
+        let pods = Pod::start_many(2).await;
+        let mut fleet = Fleet::connect(targets(&[&pods[0]]), config()).await;
+        fleet.pause(PauseOptions::default()).await.unwrap();
+        drop(fleet);
+        let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let line = logged
+            .lines()
+            .find(|l| l.contains("dropped while it may hold pods paused"))
+            .unwrap_or_else(|| panic!("{logged}"));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains(&pods[0].addr().to_string()), "{line}");
+
+        // Kept on purpose: nothing to say.
+        let mut fleet = Fleet::connect(targets(&[&pods[1]]), config()).await;
+        fleet.pause(PauseOptions::default()).await.unwrap();
+        assert_eq!(fleet.keep_paused(), [pods[1].target()]);
+        let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.matches("dropped while it may hold").count(), 1);
+    })
+    .await
+}
