@@ -228,6 +228,12 @@ fn list(pods: &[&Pod]) -> String {
     names.join(",")
 }
 
+/// Asserts that stderr names `pod` as maybe still paused, with a reason.
+fn says_maybe_paused(run: &crate::util::Run, pod: &Pod) {
+    let line = format!("may still be paused: {}: ", pod.addr());
+    assert!(run.stderr.contains(&line), "{}", run.stderr);
+}
+
 #[tokio::test]
 async fn a_window_that_cannot_confirm_its_unpause_names_the_pod_and_stops() {
     bounded(async {
@@ -248,13 +254,8 @@ async fn a_window_that_cannot_confirm_its_unpause_names_the_pod_and_stops() {
         ])
         .await;
         run.assert_status(1);
+        says_maybe_paused(&run, &stuck);
         let name = stuck.addr().to_string();
-        assert!(
-            run.stderr
-                .contains(&format!("may still be paused: {name}: ")),
-            "{}",
-            run.stderr
-        );
         assert!(
             run.stderr
                 .contains(&format!("scalar-admin -c UNPAUSE -a {name}")),
@@ -319,6 +320,38 @@ async fn sigterm_while_the_window_confirms_its_unpause_is_honoured() {
             run.stderr
         );
         assert!(!a.gate().is_paused() && !slow.gate().is_paused());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sigterm_while_the_window_verifies_is_honoured() {
+    bounded(async {
+        let a = Pod::start().await;
+        let mut slow = Pod::builder().hang_checks_after_pause().start().await;
+        let pods = list(&[&a, &slow]);
+        let child = start_scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &pods,
+            "--duration",
+            "50ms",
+            "--timeout",
+            "40s",
+            "--rollback-timeout",
+            "2s",
+        ]);
+        // After the hold the verification asks every pod; this one never answers.
+        while slow.next_call().await.0 != Call::CheckPaused {}
+        while !matches!(slow.next_call().await.0, Call::Pause { .. }) {}
+        while slow.next_call().await.0 != Call::CheckPaused {}
+        child.signal("TERM");
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+        assert!(!a.gate().is_paused() && !slow.gate().is_paused());
+        assert!(slow.take_calls().contains(&Call::Unpause));
     })
     .await
 }

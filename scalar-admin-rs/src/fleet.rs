@@ -589,7 +589,7 @@ impl Fleet {
                     return true;
                 }
                 let pod = &mut self.pods[i];
-                let watched = last_round || now >= watch_from[i] + watch;
+                let watched = last_round || now.saturating_duration_since(watch_from[i]) >= watch;
                 match pod.state.settle(watched) {
                     Settle::Confirmed => {
                         pod.state = pod.state.next(Event::Settled);

@@ -529,7 +529,8 @@ impl WindowReport {
 
     /// The middle of the window, the safest restore point.
     pub fn midpoint(&self) -> SystemTime {
-        self.pause_completed_at() + self.length() / 2
+        let start = self.pause_completed_at();
+        start.checked_add(self.length() / 2).unwrap_or(start)
     }
 
     /// The window's length.

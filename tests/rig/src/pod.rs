@@ -40,8 +40,8 @@ struct Recording {
     calls: mpsc::UnboundedSender<(Call, Instant)>,
     fail_pause: Option<(tonic::Code, String)>,
     quirks: Quirks,
-    /// Set once an Unpause arrived.
-    unpaused: Arc<AtomicBool>,
+    /// Set once the call that stops its checks arrived.
+    hanging: Arc<AtomicBool>,
     /// How many late Pauses closed the gate.
     landed: Arc<watch::Sender<usize>>,
 }
@@ -51,7 +51,15 @@ struct Recording {
 struct Quirks {
     late_pause: Option<Duration>,
     ignore_unpause: bool,
-    hang_checks_after_unpause: bool,
+    /// Never answer CheckPaused once a call of this kind arrived.
+    hang_checks_after: Option<Hang>,
+}
+
+/// After which call a pod stops answering CheckPaused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hang {
+    Pause,
+    Unpause,
 }
 
 impl Recording {
@@ -65,6 +73,9 @@ impl Recording {
 impl Admin for Recording {
     async fn pause(&self, request: Request<PauseRequest>) -> Result<Response<()>, Status> {
         let r = request.get_ref();
+        if self.quirks.hang_checks_after == Some(Hang::Pause) {
+            self.hanging.store(true, Ordering::SeqCst);
+        }
         self.record(Call::Pause {
             wait_outstanding: r.wait_outstanding,
             max_pause_wait_time: r.max_pause_wait_time,
@@ -89,7 +100,9 @@ impl Admin for Recording {
 
     async fn unpause(&self, request: Request<()>) -> Result<Response<()>, Status> {
         self.record(Call::Unpause);
-        self.unpaused.store(true, Ordering::SeqCst);
+        if self.quirks.hang_checks_after == Some(Hang::Unpause) {
+            self.hanging.store(true, Ordering::SeqCst);
+        }
         if self.quirks.ignore_unpause {
             return Ok(Response::new(()));
         }
@@ -101,7 +114,7 @@ impl Admin for Recording {
         request: Request<()>,
     ) -> Result<Response<CheckPausedResponse>, Status> {
         self.record(Call::CheckPaused);
-        if self.quirks.hang_checks_after_unpause && self.unpaused.load(Ordering::SeqCst) {
+        if self.hanging.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
         self.inner.check_paused(request).await
@@ -151,7 +164,13 @@ impl PodBuilder {
 
     /// Never answers CheckPaused once an Unpause arrived.
     pub fn hang_checks_after_unpause(mut self) -> Self {
-        self.quirks.hang_checks_after_unpause = true;
+        self.quirks.hang_checks_after = Some(Hang::Unpause);
+        self
+    }
+
+    /// Never answers CheckPaused once a Pause arrived.
+    pub fn hang_checks_after_pause(mut self) -> Self {
+        self.quirks.hang_checks_after = Some(Hang::Pause);
         self
     }
 
@@ -170,7 +189,7 @@ impl PodBuilder {
             calls: tx,
             fail_pause: self.fail_pause,
             quirks: self.quirks,
-            unpaused: Arc::new(AtomicBool::new(false)),
+            hanging: Arc::new(AtomicBool::new(false)),
             landed: landed.clone(),
         });
         let (shutdown, stop) = oneshot::channel::<()>();
