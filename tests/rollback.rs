@@ -7,7 +7,7 @@ use std::time::Duration;
 use scalar_admin::gate::Drain;
 use scalar_admin::window::{Group, Window};
 use scalar_admin::{ClientConfig, Code, Error, Fleet, PauseOptions, Target};
-use scalar_admin_rig::{Break, Call, Fault, HostilePod, Pod, break_pause};
+use scalar_admin_rig::{Break, Call, Fault, HostilePod, Pod, break_pause, slow_replies};
 
 use crate::util::{bounded, scalar_admin, start_scalar_admin};
 
@@ -194,6 +194,95 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
 }
 
 #[tokio::test]
+async fn a_dropped_pause_then_a_check_still_counts_the_pause_as_ours() {
+    bounded(async {
+        // Its Pause handler keeps running after the client gave up, as Java's does.
+        let late = Pod::builder()
+            .late_pause(Duration::from_millis(100))
+            .start()
+            .await;
+        let mut fleet = Fleet::connect(vec![late.target()], config()).await;
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            fleet.pause(PauseOptions::default()),
+        )
+        .await;
+        assert!(dropped.is_err(), "the pause future was dropped mid-call");
+        late.late_pauses_landed(1).await;
+        // The check sees the gate closed: by this run's abandoned Pause.
+        let check = fleet.check_paused().await.unwrap();
+        assert_eq!(check.pods()[0].paused(), Some(true));
+        assert_eq!(fleet.already_paused().count(), 0);
+        let rollback = fleet.release().await;
+        assert!(rollback.kept().is_empty(), "{rollback}");
+        assert!(rollback.is_complete(), "{rollback}");
+        assert!(!late.gate().is_paused(), "this run's own pause was left");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn freshness_is_judged_at_each_pods_answer() {
+    bounded(async {
+        let mut a = Pod::start().await;
+        let slow = Pod::start().await;
+        let failing = Pod::builder()
+            .fail_pause(tonic::Code::Internal, "boom")
+            .start()
+            .await;
+        // Every byte the slow pod sends arrives 1.5 s late: the fleet's connect ends
+        // then, and A's probe answer is older than the default 1 s freshness.
+        let (behind, _task) = slow_replies(slow.addr(), Duration::from_millis(1500)).await;
+        let config = ClientConfig::default()
+            .connect_timeout(Duration::from_secs(5))
+            .call_timeout(Duration::from_secs(5));
+        let targets = vec![
+            a.target(),
+            Target::from_socket_addr(behind),
+            failing.target(),
+        ];
+        let (mut fleet, ()) = tokio::join!(Fleet::connect(targets, config), async {
+            // A answered its probe at once; another operator pauses it meanwhile.
+            a.next_call().await;
+            a.gate().pause(Drain::Skip).await.unwrap();
+        });
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        assert!(matches!(err, Error::AlreadyPaused { .. }), "{err}");
+        assert!(a.gate().is_paused(), "a foreign pause was ended: {err}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_watch_is_judged_at_each_pods_answer() {
+    bounded(async {
+        // Lands 300 ms after the client's 500 ms deadline, inside a 600 ms watch.
+        let late = Pod::builder()
+            .late_pause(Duration::from_millis(800))
+            .start()
+            .await;
+        // Its checks never answer once unpaused, so every check round lasts 500 ms.
+        let slow = Pod::builder().hang_checks_after_unpause().start().await;
+        let config = config()
+            .call_timeout(Duration::from_millis(500))
+            .rollback_watch(Duration::from_millis(600))
+            .rollback_budget(Duration::from_secs(4));
+        let mut fleet = Fleet::connect(vec![late.target(), slow.target()], config).await;
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        late.late_pauses_landed(1).await;
+        let rollback = err.rollback().unwrap();
+        let said_unpaused = rollback.unpaused().any(|t| t == &late.target());
+        assert!(said_unpaused, "{err}");
+        assert!(
+            !late.gate().is_paused(),
+            "said unpaused, but its Pause holds it"
+        );
+        assert_eq!(rollback.maybe_paused(), [&slow.target()], "{err}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn duration_max_means_no_limit_not_a_panic() {
     bounded(async {
         let pods = Pod::start_many(2).await;
@@ -201,6 +290,7 @@ async fn duration_max_means_no_limit_not_a_panic() {
             .connect_timeout(Duration::MAX)
             .call_timeout(Duration::MAX)
             .rollback_budget(Duration::MAX)
+            .rollback_watch(Duration::MAX)
             .fresh_for(Duration::MAX);
         let list: Vec<Target> = pods.iter().map(Pod::target).collect();
         let mut fleet = Fleet::connect(list.clone(), config.clone()).await;

@@ -66,6 +66,9 @@ pub enum CallErrorKind {
     /// Not sent, because another pod could not be reached and pausing the rest would
     /// only have to be rolled back.
     NotSent,
+    /// A Pause not sent: the pod's connection was made again inside the call, and its
+    /// probe said someone else has paused it.
+    PausedByOthers,
     /// This crate's code handling the call panicked (a bug). The request may have been
     /// sent.
     Panicked(String),
@@ -263,6 +266,7 @@ impl CallError {
                 _ => Code::Internal,
             },
             CallErrorKind::NotSent => Code::Cancelled,
+            CallErrorKind::PausedByOthers => Code::FailedPrecondition,
             CallErrorKind::Panicked(_) => Code::Internal,
         }
     }
@@ -296,7 +300,10 @@ impl CallError {
     pub fn is_connection_sound(&self) -> bool {
         matches!(
             self.kind,
-            CallErrorKind::Status(_) | CallErrorKind::NotSent | CallErrorKind::NotProcessed
+            CallErrorKind::Status(_)
+                | CallErrorKind::NotSent
+                | CallErrorKind::NotProcessed
+                | CallErrorKind::PausedByOthers
         )
     }
 
@@ -305,7 +312,10 @@ impl CallError {
     pub fn is_unprocessed(&self) -> bool {
         matches!(
             self.kind,
-            CallErrorKind::Connect(_) | CallErrorKind::NotSent | CallErrorKind::NotProcessed
+            CallErrorKind::Connect(_)
+                | CallErrorKind::NotSent
+                | CallErrorKind::NotProcessed
+                | CallErrorKind::PausedByOthers
         )
     }
 
@@ -340,6 +350,9 @@ impl fmt::Display for CallError {
                  also on a fresh connection",
             ),
             CallErrorKind::NotSent => f.write_str("not sent: another pod was unreachable"),
+            CallErrorKind::PausedByOthers => {
+                f.write_str("not sent: the pod, connected again, reports paused by someone else")
+            }
             CallErrorKind::Panicked(message) => {
                 write!(f, "internal error: the call panicked: {message}")
             }

@@ -79,6 +79,8 @@ struct Pod {
     state: PodState,
     /// When the pod last answered CheckPaused (the probe included).
     seen_at: Option<Instant>,
+    /// When a Pause of this run last left the pod in doubt (its call ended).
+    doubt_since: Option<Instant>,
     /// Set by a Pause call the moment its request may leave, and folded into `state`
     /// when the call ends, so that a call that is dropped (a signal, a cancel) or panics
     /// still counts as written.
@@ -90,9 +92,31 @@ impl Pod {
         self.connection.as_ref().ok().filter(|c| !c.is_closed())
     }
 
-    fn observe(&mut self, paused: bool) {
+    /// Feeds a CheckPaused answer given at `at`. A pod in doubt seen open a whole watch
+    /// after its Pause call ended is no longer in doubt: a Pause of this run that has not
+    /// landed by then is taken as never landing (the documented race).
+    fn observe(&mut self, paused: bool, at: Instant, watch: Duration) {
         self.state = self.state.next(Event::Observed(paused));
-        self.seen_at = Some(Instant::now());
+        self.seen_at = Some(at);
+        let watched = self
+            .doubt_since
+            .is_some_and(|since| at.saturating_duration_since(since) >= watch);
+        if !paused && self.state.in_doubt && watched {
+            self.state = self.state.next(Event::Settled);
+        }
+    }
+
+    /// Feeds one Pause of this run's outcome (`None`: abandoned), ended at `at`.
+    fn paused(&mut self, outcome: Option<&Result<Reply, CallError>>, take_over: bool, at: Instant) {
+        let written = self.written.swap(false, Ordering::AcqRel);
+        self.state = self.state.next(Event::Paused {
+            written,
+            outcome,
+            take_over,
+        });
+        if written && self.state.in_doubt {
+            self.doubt_since = Some(at);
+        }
     }
 }
 
@@ -149,6 +173,8 @@ struct Probed {
     paused: bool,
     /// When the probe was handed to the kernel: the client's part of connecting done.
     sent: Option<Instant>,
+    /// When it answered: how fresh `paused` is.
+    answered: Instant,
 }
 
 /// Connects to a pod and probes it: one CheckPaused proves it answers the admin
@@ -167,16 +193,18 @@ async fn connect_pod(
             connection,
             paused: reply == Reply::Paused(true),
             sent,
+            answered: Instant::now(),
         }),
         (_, Err(e)) => Err(CallError::connect(ConnectFailure::Probe).with_source(e)),
     }
 }
 
-/// What one pod's call produced: the report, and a connection made on the way (with the
-/// probe's answer, when it was probed).
+/// What one pod's call produced: the report, when the answer came, and a connection
+/// made on the way (with the probe's answer and its instant, when it was probed).
 struct Outcome {
     report: PodReport,
-    fresh: Option<(Connection, Option<bool>)>,
+    answered: Instant,
+    fresh: Option<(Connection, Option<(bool, Instant)>)>,
 }
 
 /// Every pod of a deployment, connected and ready to be called at once.
@@ -295,14 +323,18 @@ impl Fleet {
                 connection: Err(CallError::connect(ConnectFailure::Tcp)),
                 state: PodState::NEW,
                 seen_at: None,
+                doubt_since: None,
                 written: AtomicBool::new(false),
             };
             let outcome = match result {
                 Ok(Probed {
-                    connection, paused, ..
+                    connection,
+                    paused,
+                    answered,
+                    ..
                 }) => {
                     pod.connection = Ok(connection);
-                    pod.observe(paused);
+                    pod.observe(paused, answered, config.rollback_watch_value());
                     Ok(Reply::Paused(paused))
                 }
                 Err(e) => {
@@ -359,7 +391,7 @@ impl Fleet {
     pub fn already_paused(&self) -> impl Iterator<Item = &Target> {
         self.pods
             .iter()
-            .filter(|p| p.state.kept().is_some())
+            .filter(|p| p.state.is_others())
             .map(|p| &p.target)
     }
 
@@ -369,8 +401,7 @@ impl Fleet {
     }
 
     /// The pods a Pause of this fleet may hold paused: what [`release`](Self::release)
-    /// would unpause. A Pause abandoned mid-call (its future dropped) counts once this
-    /// fleet is used again.
+    /// would unpause, a Pause abandoned mid-call (its future dropped) included.
     pub fn held(&self) -> impl Iterator<Item = &Target> {
         self.pods
             .iter()
@@ -380,6 +411,7 @@ impl Fleet {
 
     /// Consumes the fleet, leaving the pods it paused paused on purpose (the plain PAUSE
     /// command, whose pause outlives the process), and returns them.
+    #[must_use = "the pods returned stay paused"]
     pub fn keep_paused(mut self) -> Vec<Target> {
         self.kept_on_purpose = true;
         self.held().cloned().collect()
@@ -507,6 +539,7 @@ impl Fleet {
     ///
     /// Dropping this future may leave pods paused; the fleet still knows them, and the
     /// next call of this method picks them up.
+    #[must_use = "the rollback says which pods may still be paused"]
     pub async fn release(&mut self) -> Rollback {
         self.release_until(std::future::pending::<()>()).await
     }
@@ -565,31 +598,31 @@ impl Fleet {
                         interrupted = true;
                         None
                     }
-                    check = self.fan_out(Call::CheckPaused, limit, &pending) => Some(check),
+                    check = self.fan_out_timed(Call::CheckPaused, limit, &pending) => Some(check),
                 }
             };
             // Interrupted: one last, short check, so that what did unpause is said so.
-            let check = match check {
+            let (check, answered_at) = match check {
                 Some(check) => check,
                 None => {
                     let limit = limit.min(LAST_CHECK);
-                    self.fan_out(Call::CheckPaused, limit, &pending).await
+                    self.fan_out_timed(Call::CheckPaused, limit, &pending).await
                 }
             };
-            let now = Instant::now();
-            let last_round = interrupted || now >= deadline;
-            // Only a check answered in this round settles a pod.
-            let mut answered = vec![false; self.pods.len()];
-            for (&i, pod) in pending.iter().zip(&check.pods) {
-                answered[i] = pod.outcome.is_ok();
+            let last_round = interrupted || Instant::now() >= deadline;
+            // Only a check answered in this round settles a pod, judged at the instant
+            // that pod answered.
+            let mut answered = vec![None; self.pods.len()];
+            for ((&i, pod), at) in pending.iter().zip(&check.pods).zip(answered_at) {
+                answered[i] = pod.outcome.is_ok().then_some(at);
             }
             rollback.checks.push(check);
             pending.retain(|&i| {
-                if !answered[i] {
+                let Some(at) = answered[i] else {
                     return true;
-                }
+                };
                 let pod = &mut self.pods[i];
-                let watched = last_round || now.saturating_duration_since(watch_from[i]) >= watch;
+                let watched = at.saturating_duration_since(watch_from[i]) >= watch;
                 match pod.state.settle(watched) {
                     Settle::Confirmed => {
                         pod.state = pod.state.next(Event::Settled);
@@ -597,16 +630,8 @@ impl Fleet {
                         false
                     }
                     // Someone else's pause since, or an Unpause that did not take: not
-                    // this run's to end, nor to call unpaused. Named, with the recovery
-                    // command.
-                    Settle::PausedAgain => {
-                        rollback.stuck.push(StuckPod {
-                            target: pod.target.clone(),
-                            why: Unconfirmed::PausedAgain,
-                        });
-                        false
-                    }
-                    Settle::Kept => false,
+                    // this run's to end, nor to call unpaused (named below).
+                    Settle::PausedAgain | Settle::Kept => false,
                     Settle::Pending => true,
                 }
             });
@@ -617,17 +642,23 @@ impl Fleet {
         }
         for &i in &pending {
             let pod = &self.pods[i];
-            let why = last_failure(&rollback, &pod.target).map_or(
-                if pod.state.holder == Holder::Us {
-                    Unconfirmed::StillPaused
-                } else {
-                    Unconfirmed::Unchecked
-                },
-                |e| Unconfirmed::Failed(e.clone()),
-            );
+            let why = match last_failure(&rollback, &pod.target) {
+                Some(e) => Unconfirmed::Failed(e.clone()),
+                None if pod.state.holder == Holder::Us => Unconfirmed::StillPaused,
+                None if pod.state.holder == Holder::Nobody => Unconfirmed::NotWatched,
+                None => Unconfirmed::Unchecked,
+            };
             rollback.stuck.push(StuckPod {
                 target: pod.target.clone(),
                 why,
+            });
+        }
+        // Paused again after an Unpause of this run answered OK, in this rollback or an
+        // earlier one: named, with the recovery command, every time.
+        for pod in self.pods.iter().filter(|p| p.state.paused_again()) {
+            rollback.stuck.push(StuckPod {
+                target: pod.target.clone(),
+                why: Unconfirmed::PausedAgain,
             });
         }
         if !rollback.stuck.is_empty() {
@@ -636,11 +667,7 @@ impl Fleet {
                 "rollback could not confirm every pod unpaused"
             );
         }
-        rollback.kept = self
-            .kept()
-            .into_iter()
-            .filter(|k| !rollback.stuck.iter().any(|s| s.target == k.target))
-            .collect();
+        rollback.kept = self.kept();
         rollback.interrupted = interrupted;
         rollback
     }
@@ -677,13 +704,10 @@ impl Fleet {
     /// their requests may have left, and nothing answered.
     fn fold_abandoned(&mut self) {
         let take_over = self.take_over;
+        let now = Instant::now();
         for pod in &mut self.pods {
-            if pod.written.swap(false, Ordering::AcqRel) {
-                pod.state = pod.state.next(Event::Paused {
-                    written: true,
-                    outcome: None,
-                    take_over,
-                });
+            if pod.written.load(Ordering::Acquire) {
+                pod.paused(None, take_over, now);
             }
         }
     }
@@ -749,6 +773,7 @@ impl Fleet {
 
     /// Connects again to every pod that has no open connection.
     async fn reconnect(&mut self) {
+        self.fold_abandoned();
         let config = &self.config;
         let deadline = deadline_in(config.connect_deadline());
         let results = all_within(
@@ -769,12 +794,13 @@ impl Fleet {
             },
         )
         .await;
+        let watch = self.config.rollback_watch_value();
         for (pod, result) in self.pods.iter_mut().zip(results) {
             match result {
                 None => {}
                 Some(Ok(probed)) => {
                     pod.connection = Ok(probed.connection);
-                    pod.observe(probed.paused);
+                    pod.observe(probed.paused, probed.answered, watch);
                 }
                 Some(Err(e)) => pod.connection = Err(e),
             }
@@ -807,6 +833,11 @@ impl Fleet {
         }
     }
 
+    /// [`fan_out_timed`](Self::fan_out_timed)'s report alone.
+    async fn fan_out(&mut self, call: Call, limit: Duration, which: &[usize]) -> Report {
+        self.fan_out_timed(call, limit, which).await.0
+    }
+
     fn unsent_pause(&self, error: impl Fn(&Pod) -> Option<&CallError>) -> Report {
         let failed: Vec<Option<&CallError>> = self.pods.iter().map(error).collect();
         self.unsent_pause_from(&failed)
@@ -821,10 +852,19 @@ impl Fleet {
     /// that it delays nobody else. A request the pod did not process (refused stream, or
     /// after its GOAWAY) is sent once more on a fresh connection within the same
     /// deadline. A panic in one pod's call becomes that pod's failure: the others still
-    /// finish, and the rollback rule still applies.
-    async fn fan_out(&mut self, call: Call, limit: Duration, which: &[usize]) -> Report {
+    /// finish, and the rollback rule still applies. Returns, beside the report, when each
+    /// pod answered (or its call ended), in the same order.
+    async fn fan_out_timed(
+        &mut self,
+        call: Call,
+        limit: Duration,
+        which: &[usize],
+    ) -> (Report, Vec<Instant>) {
+        // No answer may be folded before a Pause of this run that was abandoned earlier.
+        self.fold_abandoned();
         let operation = call.operation();
         let clock = self.clock;
+        let refuse_others = !self.take_over;
         let started_at = clock.now();
         let deadline = deadline_in(limit);
         let config = &self.config;
@@ -835,7 +875,7 @@ impl Fleet {
             // Boxed: an `async` block that captures a future and awaits it keeps room for
             // it twice, and at a thousand pods that is megabytes.
             let call = Box::pin(AssertUnwindSafe(
-                call_pod(config, pod, call, deadline, clock).instrument(span),
+                call_pod(config, pod, call, deadline, clock, refuse_others).instrument(span),
             ));
             async move {
                 match call.catch_unwind().await {
@@ -851,6 +891,7 @@ impl Fleet {
                                 received_at: clock.now(),
                                 outcome: Err(CallError::new(operation, kind)),
                             },
+                            answered: Instant::now(),
                             fresh: None,
                         }
                     }
@@ -866,19 +907,22 @@ impl Fleet {
                     received_at: clock.now(),
                     outcome: Err(CallError::new(operation, CallErrorKind::Timeout(limit))),
                 },
+                answered: Instant::now(),
                 fresh: None,
             }
         })
         .await;
         let completed_at = clock.now();
         let take_over = self.take_over;
+        let watch = self.config.rollback_watch_value();
         let mut reports = Vec::with_capacity(results.len());
+        let mut answers = Vec::with_capacity(results.len());
         for (&i, outcome) in which.iter().zip(results) {
             let pod = &mut self.pods[i];
             if let Some((connection, probed)) = outcome.fresh {
                 pod.connection = Ok(connection);
-                if let Some(paused) = probed {
-                    pod.observe(paused);
+                if let Some((paused, at)) = probed {
+                    pod.observe(paused, at, watch);
                 }
             }
             let result = &outcome.report.outcome;
@@ -891,26 +935,25 @@ impl Fleet {
                 pod.connection = Err(e.clone());
             }
             match (call, result) {
-                (Call::Pause(_), _) => {
-                    let written = pod.written.swap(false, Ordering::AcqRel);
-                    pod.state = pod.state.next(Event::Paused {
-                        written,
-                        outcome: Some(result),
-                        take_over,
-                    });
-                }
+                (Call::Pause(_), _) => pod.paused(Some(result), take_over, outcome.answered),
                 (Call::Unpause, _) => pod.state = pod.state.next(Event::Unpaused(result)),
-                (Call::CheckPaused, Ok(Reply::Paused(paused))) => pod.observe(*paused),
+                (Call::CheckPaused, Ok(Reply::Paused(paused))) => {
+                    pod.observe(*paused, outcome.answered, watch);
+                }
                 (Call::CheckPaused, _) => {}
             }
             reports.push(outcome.report);
+            answers.push(outcome.answered);
         }
-        Report {
-            operation,
-            started_at,
-            completed_at,
-            pods: reports,
-        }
+        (
+            Report {
+                operation,
+                started_at,
+                completed_at,
+                pods: reports,
+            },
+            answers,
+        )
     }
 }
 
@@ -941,6 +984,7 @@ async fn call_pod(
     call: Call,
     deadline: Instant,
     clock: Clock,
+    refuse_others: bool,
 ) -> Outcome {
     let operation = call.operation();
     let mut fresh = None;
@@ -959,6 +1003,7 @@ async fn call_pod(
                 received_at,
                 outcome,
             },
+            answered: Instant::now(),
             fresh,
         }
     };
@@ -968,7 +1013,22 @@ async fn call_pod(
         // make every pod's call future several kilobytes.
         None => match Box::pin(connect_pod(config, &pod.target, deadline)).await {
             Ok(probed) => {
-                fresh = Some((probed.connection.clone(), Some(probed.paused)));
+                let answer = (probed.paused, probed.answered);
+                // Paused, and not by this run: someone else's (a pod that restarted
+                // comes back open). Pause does not go over it.
+                if matches!(call, Call::Pause(_))
+                    && probed.paused
+                    && refuse_others
+                    && !pod.state.may_hold()
+                {
+                    let refused = CallError::new(operation, CallErrorKind::PausedByOthers);
+                    return finish(
+                        Some((probed.connection, Some(answer))),
+                        clock.now(),
+                        Err(refused),
+                    );
+                }
+                fresh = Some((probed.connection.clone(), Some(answer)));
                 probed.connection
             }
             Err(e) => return finish(None, clock.now(), Err(e.during(operation))),
@@ -988,7 +1048,9 @@ async fn call_pod(
         match Box::pin(dial(config, &pod.target)).await {
             Ok(again) => {
                 (sent, outcome) = call.send(&again, deadline, writing).await;
-                fresh = Some((again, None));
+                // A probe taken on the way still counts.
+                let probed = fresh.and_then(|(_, probed)| probed);
+                fresh = Some((again, probed));
             }
             Err(e) => debug!(error = %e.chain(), "cannot reconnect"),
         }

@@ -193,6 +193,9 @@ pub enum Unconfirmed {
     Failed(CallError),
     /// No check answered before the rollback was interrupted or ran out of time.
     Unchecked,
+    /// Seen unpaused, but a Pause of this run to it has no known outcome and the
+    /// rollback ended before its watch did: that Pause may still land.
+    NotWatched,
     /// It reported paused again after its Unpause answered OK: someone else paused it
     /// since, or the Unpause did not take. Left alone, since the pause may not be this
     /// run's.
@@ -206,6 +209,9 @@ impl fmt::Display for Unconfirmed {
             Unconfirmed::StillPaused => f.write_str("still reports paused after Unpause"),
             Unconfirmed::Failed(e) => write!(f, "{}: {}", e.operation(), e.chain()),
             Unconfirmed::Unchecked => f.write_str("Unpause not confirmed by any check"),
+            Unconfirmed::NotWatched => f.write_str(
+                "seen unpaused, but a Pause of this run to it may still land (the rollback ended before its watch)",
+            ),
             Unconfirmed::PausedAgain => f.write_str(
                 "reported paused again after its Unpause answered OK (someone else's pause since, or an Unpause that did not take); left alone",
             ),
@@ -337,7 +343,7 @@ impl fmt::Display for Rollback {
         } else if !self.unpaused.is_empty() {
             "rolled back: no pod is left paused by this run".to_owned()
         } else {
-            "no pod was paused by this run".to_owned()
+            "no pod is held paused by this run".to_owned()
         };
         write!(f, "{state}{kept}")
     }
@@ -369,6 +375,7 @@ mod json {
             CallErrorKind::Transport => "transport",
             CallErrorKind::NotProcessed => "not_processed",
             CallErrorKind::NotSent => "not_sent",
+            CallErrorKind::PausedByOthers => "paused_by_others",
             CallErrorKind::Panicked(_) => "panicked",
         }
     }

@@ -193,10 +193,11 @@ impl PodState {
                 let ours_before = holder == Holder::Us || in_doubt;
                 return match effect(outcome) {
                     Effect::Nothing => self,
-                    // Any earlier Pause of this run is moot: the gate is this run's.
+                    // The gate is this run's. An earlier Pause of this run still in doubt
+                    // may land after the Unpause that ends this one: the doubt stays.
                     Effect::Closed => Self {
                         holder: Holder::Us,
-                        in_doubt: false,
+                        in_doubt,
                     },
                     Effect::Reopened => Self {
                         holder: Holder::Nobody,
@@ -258,12 +259,26 @@ impl PodState {
         self.holder == Holder::Us || self.in_doubt
     }
 
-    /// Why the pod is left paused on purpose, when someone else holds it.
+    /// Why the pod is left paused on purpose, when someone else holds it. Not for a pod
+    /// paused again after this run's Unpause, which may as well be this run's own
+    /// ([`paused_again`](Self::paused_again)).
     pub(crate) fn kept(self) -> Option<Kept> {
         match self.holder {
+            Holder::Others(Kept::PausedSince) => None,
             Holder::Others(why) if !self.in_doubt => Some(why),
             _ => None,
         }
+    }
+
+    /// Whether the pod reported paused again after this run's Unpause answered OK.
+    pub(crate) fn paused_again(self) -> bool {
+        self.holder == Holder::Others(Kept::PausedSince)
+    }
+
+    /// Whether the pod's last answers say someone else paused it: a Pause does not go
+    /// over it unless taking it over.
+    pub(crate) fn is_others(self) -> bool {
+        matches!(self.holder, Holder::Others(_))
     }
 
     /// Whether the pod was last seen open and nothing of this run's may close it.
@@ -339,6 +354,23 @@ mod tests {
     }
 
     #[test]
+    fn an_answered_pause_keeps_the_doubt_of_an_earlier_one_in_flight() {
+        let timeout = Err(CallError::new(
+            Operation::Pause,
+            CallErrorKind::Timeout(Default::default()),
+        ));
+        let ok = Ok(Reply::Done);
+        let first = paused(OPEN, Some(&timeout)).next(Event::Observed(false));
+        let second = paused(first, Some(&ok));
+        assert!(second.in_doubt);
+        let after = second
+            .next(Event::Unpaused(&ok))
+            .next(Event::Observed(false));
+        assert_eq!(after.settle(false), Settle::Pending, "watched first");
+        assert_eq!(after.settle(true), Settle::Confirmed);
+    }
+
+    #[test]
     fn observations() {
         let foreign = OPEN.next(Event::Observed(true));
         assert_eq!(foreign.kept(), Some(Kept::PausedBefore));
@@ -356,10 +388,7 @@ mod tests {
         let released = taken.next(Event::Unpaused(&ok));
         assert_eq!(released.holder, Holder::Released);
         assert!(released.next(Event::Observed(false)).is_settled_open());
-        assert_eq!(
-            released.next(Event::Observed(true)).kept(),
-            Some(Kept::PausedSince)
-        );
+        assert!(released.next(Event::Observed(true)).paused_again());
         // A pause in doubt makes a paused answer this run's, even after its Unpause.
         let doubt = paused(OPEN, None).next(Event::Unpaused(&ok));
         assert!(doubt.next(Event::Observed(true)).may_hold());
@@ -439,7 +468,8 @@ mod tests {
 
         struct World {
             gate: Option<Who>,
-            delayed: bool,
+            /// Pauses of this run held up in the network, each landing later.
+            delayed: usize,
             client: PodState,
             /// An Unpause of this run whose reply was lost, not yet followed by a check:
             /// the client cannot tell the gate's state.
@@ -458,10 +488,18 @@ mod tests {
         }
 
         impl World {
+            /// A Pause of this run reaches the server.
             fn land(&mut self) {
-                self.delayed = false;
                 if self.gate.is_none() {
                     self.gate = Some(Who::Us);
+                }
+            }
+
+            /// One delayed Pause of this run lands.
+            fn deliver(&mut self) {
+                if self.delayed > 0 {
+                    self.delayed -= 1;
+                    self.land();
                 }
             }
 
@@ -474,13 +512,13 @@ mod tests {
             /// no Pause of this run in doubt, no Unpause of unknown effect. Inside those
             /// gaps, a paused answer is this run's by rule: the documented race.
             fn other_may_act(&self) -> bool {
-                !self.client.in_doubt && !self.delayed && !self.unpause_unknown
+                !self.client.in_doubt && self.delayed == 0 && !self.unpause_unknown
             }
 
             fn pause(&mut self, fate: Fate) {
                 // `Fleet::pause`: a fresh answer first; someone else's pause is refused.
                 self.observe();
-                if self.client.kept().is_some() {
+                if self.client.is_others() {
                     return;
                 }
                 let outcome = match fate {
@@ -493,7 +531,7 @@ mod tests {
                         timeout(Operation::Pause)
                     }
                     Fate::Delayed => {
-                        self.delayed = true;
+                        self.delayed += 1;
                         timeout(Operation::Pause)
                     }
                     Fate::Refused => Err(CallError::new(
@@ -541,8 +579,10 @@ mod tests {
                         self.client = self.client.next(Event::Unpaused(&outcome));
                         since_unpause = 0;
                     }
-                    if self.delayed && round == land_at {
-                        self.land();
+                    if round == land_at {
+                        while self.delayed > 0 {
+                            self.deliver();
+                        }
                     }
                     since_unpause += 1;
                     // Only a check answered in this round settles anything.
@@ -574,7 +614,7 @@ mod tests {
             ) {
                 let mut world = World {
                     gate: None,
-                    delayed: false,
+                    delayed: 0,
                     client: PodState::NEW,
                     unpause_unknown: false,
                 };
@@ -595,8 +635,7 @@ mod tests {
                         }
                         Step::Pause(fate) => world.pause(*fate),
                         // Before a rollback, a delayed Pause may land at any time.
-                        Step::Deliver if world.delayed => world.land(),
-                        Step::Deliver => {}
+                        Step::Deliver => world.deliver(),
                         Step::Release(rounds) => {
                             let said = world.release(rounds).map_err(TestCaseError::fail)?;
                             // Whatever the rollback says, the gate bears it out: it calls
@@ -607,7 +646,7 @@ mod tests {
                                 Settle::Kept => prop_assert_ne!(world.gate, Some(Who::Us), "ours filed as someone else's"),
                                 Settle::PausedAgain | Settle::Pending => {}
                             }
-                            prop_assert!(!world.delayed, "a delayed Pause outlived the watch");
+                            prop_assert_eq!(world.delayed, 0, "a delayed Pause outlived the watch");
                             if said != Settle::Pending {
                                 // A pod the rollback is done with: still this run's only
                                 // if the rollback said it may be.

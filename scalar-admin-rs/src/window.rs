@@ -229,8 +229,15 @@ impl Window {
         &self,
         mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
     ) -> Result<WindowReport, Error> {
+        let resolved = tokio::select! {
+            biased;
+            () = cancel.as_mut() => {
+                return Err(Error::Interrupted { rollback: Box::default() });
+            }
+            resolved = self.resolve_all() => resolved,
+        };
         let mut groups = Vec::with_capacity(self.groups.len());
-        for (group, pods) in self.resolve_all().await {
+        for (group, pods) in resolved {
             groups.push(GroupPods { group, pods: pods? });
         }
         let all = dedup_sorted(groups.iter().flat_map(|g| g.pods.iter().cloned()).collect());

@@ -23,7 +23,7 @@ pub use dns::{DnsMode, DnsServer};
 pub use flood::PushFlood;
 pub use hostile::{Fault, HostilePod, Seen};
 pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};
-pub use proxy::{Break, break_pause};
+pub use proxy::{Break, break_pause, slow_replies};
 
 /// Raises the open-files soft limit to the hard one: tests and fleets with hundreds of
 /// pods in one process hold a listener and a connection per pod.

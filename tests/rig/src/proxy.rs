@@ -205,3 +205,45 @@ async fn relay_frames(
         }
     }
 }
+
+/// Relays to `upstream`, holding back every byte the pod sends for `delay`: a pod whose
+/// answers come late. Serves until the handle is dropped.
+pub async fn slow_replies(
+    upstream: SocketAddr,
+    delay: std::time::Duration,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let down = tokio::spawn(async move {
+                    while let Some((at, chunk)) = rx.recv().await {
+                        tokio::time::sleep_until(at + delay).await;
+                        let chunk: Vec<u8> = chunk;
+                        if client_write.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                    let _ = tx.send((tokio::time::Instant::now(), buf[..n].to_vec()));
+                }
+                drop(tx);
+                let _ = down.await;
+                up.abort();
+            });
+        }
+    });
+    (addr, task)
+}
