@@ -17,6 +17,9 @@
 #   --dir DIR  put certs, etcd data, logs and kubeconfig in DIR (created if
 #              needed) instead of a fresh mktemp -d; DIR is then kept.
 #   --keep     keep the temp dir on exit (for debugging).
+#   --watch-pid PID  shut down when process PID is gone: a test harness
+#              passes its own pid so that servers never outlive it, even
+#              when it is SIGKILLed and cannot stop us itself.
 #
 # Stays in the foreground. When the API server answers /readyz it prints,
 # on stdout, lines a test harness can parse (and writes the same to DIR/env):
@@ -37,12 +40,13 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-dir="" keep=0
+dir="" keep=0 watch_pid=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; keep=1; shift 2 ;;
     --keep) keep=1; shift ;;
-    *) echo "usage: $0 [--dir DIR] [--keep]" >&2; exit 2 ;;
+    --watch-pid) watch_pid="$2"; shift 2 ;;
+    *) echo "usage: $0 [--dir DIR] [--keep] [--watch-pid PID]" >&2; exit 2 ;;
   esac
 done
 
@@ -59,16 +63,17 @@ dir="$(cd "$dir" && pwd)"
 certs="$dir/certs"
 mkdir -p "$certs"
 
-etcd_pid="" apiserver_pid=""
+etcd_pid="" apiserver_pid="" watcher_pid=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  # API server first (it would otherwise log etcd errors while shutting down).
+  if [[ -n "${watcher_pid:-}" ]]; then kill "$watcher_pid" 2>/dev/null || true; fi
+  # One at a time, API server first: it exits in ~1 s on SIGTERM while etcd
+  # is up, but stopping etcd at the same time makes its shutdown hang on
+  # etcd reconnects for 10 s and more.
   for pid in $apiserver_pid $etcd_pid; do
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; fi
-  done
-  for pid in $apiserver_pid $etcd_pid; do
-    # Give each up to ~10 s to exit, then SIGKILL.
+    kill -TERM "$pid" 2>/dev/null || continue
+    # Give it up to ~10 s to exit, then SIGKILL.
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -251,6 +256,13 @@ K8S_DIR=$dir
 EOF
 cat "$dir/env"
 echo READY
+
+if [[ -n "$watch_pid" ]]; then
+  # Runs in a subshell; SIGTERM to us runs the cleanup trap above.
+  ( while kill -0 "$watch_pid" 2>/dev/null; do sleep 1; done
+    kill -TERM $$ 2>/dev/null ) &
+  watcher_pid=$!
+fi
 
 # Foreground until either server exits or we are signalled (bash runs the
 # TERM/INT trap as soon as `wait` is interrupted).
