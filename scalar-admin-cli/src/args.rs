@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
+use scalar_admin::kubernetes::{KubeConfig, KubeGroup, Selector};
 use scalar_admin::window::{Group, Window};
 use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 
@@ -25,7 +26,7 @@ use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 /// 2 for a usage error, found before any pod is contacted.
 #[derive(Debug, Parser)]
 #[command(name = "scalar-admin", version, max_term_width = 100)]
-#[command(group(ArgGroup::new("pods").required(true).multiple(true).args(["srv_service_url", "addresses"])))]
+#[command(group(ArgGroup::new("pods").required(true).multiple(true).args(["srv_service_url", "addresses", "release_name", "selector", "deployment"])))]
 pub(crate) struct LowArgs {
     /// The command: PAUSE, UNPAUSE, CHECK_PAUSED or WINDOW (any case).
     #[arg(short, long, value_enum, ignore_case = true)]
@@ -41,6 +42,35 @@ pub(crate) struct LowArgs {
     /// The pods' admin addresses, host:port,host:port (IPv6 as [::1]:60051).
     #[arg(short, long, value_name = "LIST", action = ArgAction::Append)]
     pub(crate) addresses: Vec<String>,
+
+    /// The Kubernetes way: the pods of this Helm release, found through the Kubernetes
+    /// API (labels app.kubernetes.io/instance, and app.kubernetes.io/app for the
+    /// product), with the admin port from the release's headless Service and the
+    /// endpoints from its EndpointSlices. Only WINDOW takes several.
+    #[arg(short, long, value_name = "RELEASE", action = ArgAction::Append)]
+    pub(crate) release_name: Vec<String>,
+
+    /// The Kubernetes way: the pods matching this label selector (kubectl's -l).
+    #[arg(long, value_name = "SELECTOR", action = ArgAction::Append)]
+    pub(crate) selector: Vec<String>,
+
+    /// The Kubernetes way: the pods of this Deployment.
+    #[arg(long, value_name = "NAME", action = ArgAction::Append)]
+    pub(crate) deployment: Vec<String>,
+
+    /// The namespace of -r, --selector and --deployment (default: the kubeconfig
+    /// context's, or inside a pod its own).
+    #[arg(long, value_name = "NS")]
+    pub(crate) namespace: Option<String>,
+
+    /// The kubeconfig file (default: KUBECONFIG, ~/.kube/config, or inside a pod its
+    /// service account).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) context: Option<String>,
 
     /// Pause without waiting for in-flight requests to finish.
     #[arg(short, long)]
@@ -171,7 +201,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn parse_time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+pub(crate) fn parse_time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
     jiff::tz::TimeZone::get(name)
         .map_err(|_| format!("unknown time zone {name:?}: use an IANA name like Asia/Tokyo"))
 }
@@ -189,6 +219,40 @@ impl From<InvalidInput> for Usage {
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The TLS flags both command lines share, as typed.
+pub(crate) struct TlsFlags<'a> {
+    pub(crate) tls: bool,
+    pub(crate) ca_root_cert_pem: Option<&'a str>,
+    pub(crate) ca_root_cert_path: Option<&'a std::path::Path>,
+    pub(crate) override_authority: Option<&'a str>,
+}
+
+impl TlsFlags<'_> {
+    /// The TLS settings (`None` for plaintext), and the flags as a recovery command
+    /// repeats them. The PEM text may carry literal `\n` for newlines, and wins over the
+    /// path, as in the Java tools.
+    pub(crate) fn build(&self) -> Result<(Option<Tls>, Vec<String>), Usage> {
+        if !self.tls {
+            return Ok((None, Vec::new()));
+        }
+        let mut flags = vec!["--tls".to_owned()];
+        let mut tls = if let Some(pem) = self.ca_root_cert_pem {
+            flags.push("--ca-root-cert-pem '<same PEM>'".to_owned());
+            Tls::with_ca_pem(pem.replace("\\n", "\n"))?
+        } else if let Some(path) = self.ca_root_cert_path {
+            flags.push(format!("--ca-root-cert-path {}", path.display()));
+            Tls::with_ca_file(path)?
+        } else {
+            Tls::system_roots()?
+        };
+        if let Some(authority) = self.override_authority {
+            flags.push(format!("--override-authority {authority}"));
+            tls = tls.authority(authority)?;
+        }
+        Ok((Some(tls), flags))
     }
 }
 
@@ -222,6 +286,38 @@ impl Config {
         for list in &low.addresses {
             groups.push(Group::Addresses(scalar_admin::parse_addresses(list)?));
         }
+        let mut kube = KubeConfig::default();
+        if let Some(path) = &low.kubeconfig {
+            kube = kube.kubeconfig(path);
+        }
+        if let Some(context) = &low.context {
+            kube = kube.context(context);
+        }
+        let selectors = low
+            .release_name
+            .iter()
+            .map(|r| Selector::Release(r.clone()))
+            .chain(low.selector.iter().map(|s| Selector::Labels(s.clone())))
+            .chain(
+                low.deployment
+                    .iter()
+                    .map(|d| Selector::Deployment(d.clone())),
+            );
+        for selector in selectors {
+            let mut group = KubeGroup::new(kube.clone(), selector);
+            if let Some(ns) = &low.namespace {
+                group = group.namespace(ns);
+            }
+            groups.push(Group::Kubernetes(group));
+        }
+        let kubernetes_flags =
+            low.namespace.is_some() || low.kubeconfig.is_some() || low.context.is_some();
+        if kubernetes_flags && !groups.iter().any(|g| matches!(g, Group::Kubernetes(_))) {
+            return Err(usage(
+                "--namespace/--kubeconfig/--context",
+                "only apply with -r, --selector or --deployment",
+            ));
+        }
         if low.command == Command::Window {
             if groups.is_empty() {
                 return Err(usage("-s/-a", "WINDOW needs at least one group"));
@@ -230,7 +326,7 @@ impl Config {
             if groups.len() != 1 {
                 return Err(usage(
                     "-s/-a",
-                    "give exactly one of -s NAME or -a LIST (only WINDOW takes several)",
+                    "give exactly one of -s NAME, -a LIST, -r RELEASE, --selector or --deployment (only WINDOW takes several)",
                 ));
             }
             if low.duration.is_some() || low.attempts.is_some() {
@@ -248,22 +344,14 @@ impl Config {
         if let Some(budget) = low.rollback_timeout {
             client = client.rollback_budget(budget);
         }
-        let mut tls_flags = Vec::new();
-        if low.tls {
-            tls_flags.push("--tls".to_owned());
-            let mut tls = if let Some(pem) = &low.ca_root_cert_pem {
-                tls_flags.push("--ca-root-cert-pem '<same PEM>'".to_owned());
-                Tls::with_ca_pem(pem.replace("\\n", "\n"))?
-            } else if let Some(path) = &low.ca_root_cert_path {
-                tls_flags.push(format!("--ca-root-cert-path {}", path.display()));
-                Tls::with_ca_file(path)?
-            } else {
-                Tls::system_roots()?
-            };
-            if let Some(authority) = &low.override_authority {
-                tls_flags.push(format!("--override-authority {authority}"));
-                tls = tls.authority(authority)?;
-            }
+        let (tls, tls_flags) = TlsFlags {
+            tls: low.tls,
+            ca_root_cert_pem: low.ca_root_cert_pem.as_deref(),
+            ca_root_cert_path: low.ca_root_cert_path.as_deref(),
+            override_authority: low.override_authority.as_deref(),
+        }
+        .build()?;
+        if let Some(tls) = tls {
             client = client.tls(tls);
         }
 

@@ -22,6 +22,7 @@ macro_rules! tell {
 
 mod args;
 mod output;
+mod sak;
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -36,6 +37,10 @@ use args::{Command, Config, LowArgs};
 use output::ExitStatus;
 
 fn main() -> ExitCode {
+    // Started as `scalar-admin-for-kubernetes`: that tool's command line.
+    if sak::is_invoked() {
+        return sak::main();
+    }
     let low = match LowArgs::try_parse() {
         Ok(low) => low,
         Err(e) => {
@@ -55,7 +60,11 @@ fn main() -> ExitCode {
             return ExitStatus::Usage.into();
         }
     };
-    init_tracing(&low, config.inject_panic.as_deref() == Some("pod"));
+    init_logging(
+        low.quiet,
+        low.verbose,
+        config.inject_panic.as_deref() == Some("pod"),
+    );
     let current_thread = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -120,17 +129,11 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
     // kills the process mid-command. During a pause it triggers the rollback; during
     // an unpause or a check it is ignored, since finishing (within the call deadlines)
     // is the safe thing to do.
-    let (Ok(mut sigint), Ok(mut sigterm)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tell!("error: cannot install signal handlers");
-        return ExitStatus::Failure;
-    };
-    let interrupted = async move {
-        tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
+    let interrupted = match interrupted() {
+        Ok(interrupted) => interrupted,
+        Err(message) => {
+            tell!("error: {message}");
+            return ExitStatus::Failure;
         }
     };
     tokio::pin!(interrupted);
@@ -183,12 +186,29 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
     status
 }
 
+/// A future that completes at the first SIGINT or SIGTERM; the handlers are installed
+/// at once, so from here on those signals no longer kill the process.
+pub(crate) fn interrupted() -> Result<impl Future<Output = ()>, String> {
+    let (Ok(mut sigint), Ok(mut sigterm)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return Err("cannot install signal handlers".to_owned());
+    };
+    Ok(async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    })
+}
+
 /// Logs to stderr at the level the flags ask for; `panic_in_pod_call` is for the tests
 /// of panic safety only.
-fn init_tracing(low: &LowArgs, panic_in_pod_call: bool) {
+pub(crate) fn init_logging(quiet: bool, verbose: u8, panic_in_pod_call: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let default = match (low.quiet, low.verbose) {
+    let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "scalar_admin=debug,info",

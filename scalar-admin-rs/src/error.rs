@@ -468,6 +468,31 @@ pub enum DiscoveryErrorKind {
     Malformed(String),
     /// No answer in time.
     TimedOut(Duration),
+    /// The Kubernetes API refused this request: the service account (or user) lacks
+    /// the permission.
+    Forbidden {
+        /// `get` or `list`.
+        verb: String,
+        /// The resource, with its API group (`endpointslices.discovery.k8s.io`).
+        resource: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// This Kubernetes API request failed otherwise (the source says how).
+    Api {
+        /// `get` or `list`.
+        verb: String,
+        /// The resource, with its API group.
+        resource: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// These pods (with their state) are not Running and ready: a backup would not
+    /// cover them.
+    NotReady(Vec<String>),
+    /// What the Kubernetes API shows does not add up (a pod without its product label,
+    /// no admin port, a ready pod no EndpointSlice lists...).
+    Inconsistent(String),
     /// Anything else the resolver reported.
     Other,
 }
@@ -521,6 +546,26 @@ impl fmt::Display for DiscoveryError {
             DiscoveryErrorKind::TimedOut(d) => {
                 write!(f, "the name server did not answer within {d:?}")
             }
+            DiscoveryErrorKind::Forbidden {
+                verb,
+                resource,
+                namespace,
+            } => write!(
+                f,
+                "forbidden to {verb} {resource} in namespace {namespace}: the Role needs verb {verb} on {resource}"
+            ),
+            DiscoveryErrorKind::Api {
+                verb,
+                resource,
+                namespace,
+            } => write!(f, "cannot {verb} {resource} in namespace {namespace}"),
+            DiscoveryErrorKind::NotReady(pods) => write!(
+                f,
+                "{} pod(s) not Running and ready: {}; nothing was paused",
+                pods.len(),
+                pods.join(", ")
+            ),
+            DiscoveryErrorKind::Inconsistent(what) => f.write_str(what),
             DiscoveryErrorKind::Other => f.write_str("lookup failed"),
         }
     }

@@ -37,6 +37,9 @@
 //!
 //! - `server`: the [`gate`](crate#layout) module, with the tonic service and tower layer.
 //! - `serde`: `Serialize` for reports, for callers that print them as JSON.
+//! - `kubernetes`: the `kubernetes` module: pods found through the Kubernetes API
+//!   (kube-rs) by Helm release, label selector or Deployment, with a snapshot of their
+//!   restarts, UIDs and owners to compare after a window.
 //!
 //! Without features the crate needs no tonic at all: its client speaks HTTP/2 itself.
 //!
@@ -95,6 +98,9 @@ mod fleet;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod gate;
+#[cfg(feature = "kubernetes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+pub mod kubernetes;
 pub mod pb;
 mod report;
 mod state;

@@ -67,6 +67,15 @@ impl Target {
         }
     }
 
+    /// A pod found through the Kubernetes API: named `<pod>:<port>`, reached at its IP,
+    /// which is also the name its certificate is checked against (pass an authority
+    /// override for certificates that name the service).
+    pub(crate) fn from_kubernetes(pod: &str, ip: IpAddr, port: u16) -> Self {
+        let mut target = Self::from_socket_addr(SocketAddr::new(ip, port));
+        target.name = format!("{pod}:{port}");
+        target
+    }
+
     /// The key this pod is reported under.
     pub fn name(&self) -> &str {
         &self.name

@@ -41,6 +41,10 @@ pub enum Group {
     Srv(String),
     /// Pods at fixed addresses.
     Addresses(Vec<Target>),
+    /// Pods found through the Kubernetes API.
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    Kubernetes(crate::kubernetes::KubeGroup),
 }
 
 impl fmt::Display for Group {
@@ -51,6 +55,8 @@ impl fmt::Display for Group {
                 let names: Vec<&str> = targets.iter().map(Target::name).collect();
                 f.write_str(&names.join(","))
             }
+            #[cfg(feature = "kubernetes")]
+            Group::Kubernetes(group) => write!(f, "{group}"),
         }
     }
 }
@@ -66,15 +72,53 @@ impl Group {
         Group::Addresses(targets)
     }
 
-    /// The group's pods now: the SRV name resolved afresh, or the fixed list. Every
-    /// command resolves its pods here.
+    /// The group's pods now: the SRV name resolved afresh, the fixed list, or the
+    /// Kubernetes API asked again (refusing unless every selected pod is Running and
+    /// ready). Every command resolves its pods here.
     pub async fn resolve(&self, dns: &DnsConfig) -> Result<Vec<Target>, Error> {
+        Ok(self.resolve_with_snapshot(dns).await?.0)
+    }
+
+    /// [`resolve`](Self::resolve), with the Kubernetes snapshot when there is one.
+    async fn resolve_with_snapshot(
+        &self,
+        dns: &DnsConfig,
+    ) -> Result<(Vec<Target>, Snapshot), Error> {
         match self {
-            Group::Srv(name) => resolve_srv(name, dns).await,
-            Group::Addresses(targets) => Ok(targets.clone()),
+            Group::Srv(name) => Ok((resolve_srv(name, dns).await?, Snapshot::default())),
+            Group::Addresses(targets) => Ok((targets.clone(), Snapshot::default())),
+            #[cfg(feature = "kubernetes")]
+            Group::Kubernetes(group) => {
+                let (targets, snapshot) = group.resolve().await?.into_parts();
+                Ok((targets, Some(snapshot)))
+            }
+        }
+    }
+
+    /// The group's pods and snapshot now, without the readiness check: what a window
+    /// compares with what it paused. `None` for a fixed list.
+    async fn rediscover(&self, dns: &DnsConfig) -> Option<Result<(Vec<Target>, Snapshot), Error>> {
+        match self {
+            Group::Srv(name) => Some(
+                resolve_srv(name, dns)
+                    .await
+                    .map(|t| (t, Snapshot::default())),
+            ),
+            Group::Addresses(_) => None,
+            #[cfg(feature = "kubernetes")]
+            Group::Kubernetes(group) => Some(group.discover().await.map(|found| {
+                let (targets, snapshot) = found.into_parts();
+                (targets, Some(snapshot))
+            })),
         }
     }
 }
+
+/// A Kubernetes group's snapshot (always `None` without the feature).
+#[cfg(feature = "kubernetes")]
+type Snapshot = Option<crate::kubernetes::Snapshot>;
+#[cfg(not(feature = "kubernetes"))]
+type Snapshot = Option<std::convert::Infallible>;
 
 /// A group and the pods it had when the window was paused.
 #[derive(Debug, Clone)]
@@ -82,6 +126,9 @@ impl Group {
 pub struct GroupPods {
     group: Group,
     pods: Vec<Target>,
+    /// What the Kubernetes API showed when the window was paused.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    snapshot: Snapshot,
 }
 
 impl GroupPods {
@@ -93,6 +140,13 @@ impl GroupPods {
     /// Its pods when the window was paused.
     pub fn pods(&self) -> &[Target] {
         &self.pods
+    }
+
+    /// What the Kubernetes API showed of them just before the pause.
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    pub fn snapshot(&self) -> Option<&crate::kubernetes::Snapshot> {
+        self.snapshot.as_ref()
     }
 }
 
@@ -219,9 +273,13 @@ impl Window {
     /// Every group's pods now, resolved concurrently: the whole takes at most one
     /// resolution's time limit ([`DnsConfig::timeout`] and its tries), however many
     /// groups there are.
-    async fn resolve_all(&self) -> Vec<(Group, Result<Vec<Target>, Error>)> {
-        let resolved =
-            futures::future::join_all(self.groups.iter().map(|g| g.resolve(&self.dns))).await;
+    async fn resolve_all(&self) -> Vec<(Group, Result<(Vec<Target>, Snapshot), Error>)> {
+        let resolved = futures::future::join_all(
+            self.groups
+                .iter()
+                .map(|g| g.resolve_with_snapshot(&self.dns)),
+        )
+        .await;
         self.groups.iter().cloned().zip(resolved).collect()
     }
 
@@ -237,8 +295,13 @@ impl Window {
             resolved = self.resolve_all() => resolved,
         };
         let mut groups = Vec::with_capacity(self.groups.len());
-        for (group, pods) in resolved {
-            groups.push(GroupPods { group, pods: pods? });
+        for (group, found) in resolved {
+            let (pods, snapshot) = found?;
+            groups.push(GroupPods {
+                group,
+                pods,
+                snapshot,
+            });
         }
         let all = dedup_sorted(groups.iter().flat_map(|g| g.pods.iter().cloned()).collect());
         let connect = Fleet::connect(all, self.client.clone());
@@ -289,7 +352,7 @@ impl Window {
                 verified = self.verify(fleet, &groups) => Some(verified),
             }
         };
-        let Some((verify, findings)) = verified else {
+        let Some((verify, mut findings)) = verified else {
             warn!("interrupted during the window; unpausing every pod this run paused");
             return Err(Error::Interrupted {
                 rollback: Box::new(fleet.release().await),
@@ -308,6 +371,21 @@ impl Window {
                 rollback: Box::new(release),
             });
         }
+        // The backup guide's last step: the pods again, after the Unpause, against what
+        // was paused (only the Kubernetes API has more to say than the check above).
+        let (after, after_unpause) = if groups.iter().any(|g| g.snapshot.is_some()) {
+            self.compare(&groups).await
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        for finding in after {
+            if !findings
+                .iter()
+                .any(|f| f.to_string() == finding.to_string())
+            {
+                findings.push(finding);
+            }
+        }
 
         let verdict = if findings.is_empty() {
             Verdict::Valid
@@ -319,40 +397,16 @@ impl Window {
             pause,
             verify,
             release,
+            after_unpause,
             verdict,
         })
     }
 
-    /// Re-resolves every SRV group and asks every pod whether it is still paused.
+    /// Re-resolves every SRV group, asks the Kubernetes API again, and asks every pod
+    /// whether it is still paused.
     async fn verify(&self, fleet: &mut Fleet, groups: &[GroupPods]) -> (Report, Vec<Finding>) {
-        let mut findings = Vec::new();
-        let (resolved, verify) = {
-            let resolve = async {
-                let srv = groups.iter().filter(|g| matches!(g.group, Group::Srv(_)));
-                futures::future::join_all(
-                    srv.map(|g| async move { (g, g.group.resolve(&self.dns).await) }),
-                )
-                .await
-            };
-            futures::join!(resolve, fleet.check_report())
-        };
-        for (GroupPods { group, pods }, now) in resolved {
-            match now {
-                Ok(now) => {
-                    if let Some((added, removed)) = set_change(pods, &now) {
-                        findings.push(Finding::EndpointsChanged {
-                            group: group.clone(),
-                            added,
-                            removed,
-                        });
-                    }
-                }
-                Err(e) => findings.push(Finding::NotResolved {
-                    group: group.clone(),
-                    error: as_discovery_error(&group.to_string(), e),
-                }),
-            }
-        }
+        let ((mut findings, _), verify) =
+            futures::join!(self.compare(groups), fleet.check_report());
         for pod in verify.pods() {
             match pod.outcome() {
                 Ok(_) if pod.paused() == Some(true) => {}
@@ -366,6 +420,48 @@ impl Window {
             }
         }
         (verify, findings)
+    }
+
+    /// What changed in the groups since they were paused: the SRV answer's pods, and
+    /// the Kubernetes API's pods, restarts, UIDs and owners. Every group at once.
+    /// Returns the findings, and each group's snapshot now.
+    async fn compare(&self, groups: &[GroupPods]) -> (Vec<Finding>, Vec<Snapshot>) {
+        let now =
+            futures::future::join_all(groups.iter().map(|g| g.group.rediscover(&self.dns))).await;
+        let mut findings = Vec::new();
+        let mut snapshots = Vec::new();
+        for (then, now) in groups.iter().zip(now) {
+            let group = &then.group;
+            match now {
+                None => {}
+                Some(Ok((pods, snapshot))) => {
+                    if let Some((added, removed)) = set_change(&then.pods, &pods) {
+                        findings.push(Finding::EndpointsChanged {
+                            group: group.clone(),
+                            added,
+                            removed,
+                        });
+                    }
+                    #[cfg(feature = "kubernetes")]
+                    if let (Some(before), Some(after)) = (&then.snapshot, &snapshot) {
+                        findings.extend(before.changes(after).into_iter().map(|change| {
+                            Finding::Changed {
+                                group: group.clone(),
+                                change,
+                            }
+                        }));
+                    }
+                    snapshots.push(snapshot);
+                    continue;
+                }
+                Some(Err(e)) => findings.push(Finding::NotResolved {
+                    group: group.clone(),
+                    error: as_discovery_error(&group.to_string(), e),
+                }),
+            }
+            snapshots.push(None);
+        }
+        (findings, snapshots)
     }
 }
 
@@ -429,6 +525,16 @@ pub enum Finding {
         /// The pod.
         pod: Target,
     },
+    /// The Kubernetes API shows a change: a pod restarted, replaced, added, removed or
+    /// no longer ready, or its Deployment rolled out.
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    Changed {
+        /// The group.
+        group: Group,
+        /// What changed.
+        change: crate::kubernetes::Change,
+    },
     /// A pod could not be asked whether it was still paused.
     Unchecked {
         /// The pod.
@@ -462,6 +568,8 @@ impl fmt::Display for Finding {
             Finding::Unpaused { pod } => {
                 write!(f, "{pod} reported unpaused during the window: restarted?")
             }
+            #[cfg(feature = "kubernetes")]
+            Finding::Changed { change, .. } => write!(f, "{change}"),
             Finding::Unchecked { pod, error } => {
                 write!(f, "{pod} could not be checked: {}", error.chain())
             }
@@ -489,6 +597,9 @@ pub struct WindowReport {
     pause: Report,
     verify: Report,
     release: Rollback,
+    /// Each group's Kubernetes snapshot after the Unpause (empty without one).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
+    after_unpause: Vec<Snapshot>,
     #[cfg_attr(feature = "serde", serde(flatten))]
     verdict: Verdict,
 }
@@ -507,6 +618,16 @@ impl WindowReport {
     /// CheckPaused just before unpausing.
     pub fn verify(&self) -> &Report {
         &self.verify
+    }
+
+    /// Each group's Kubernetes snapshot after the Unpause, in group order (empty when
+    /// no group came from the Kubernetes API).
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    pub fn snapshots_after_unpause(
+        &self,
+    ) -> impl Iterator<Item = Option<&crate::kubernetes::Snapshot>> {
+        self.after_unpause.iter().map(Option::as_ref)
     }
 
     /// The window's release: its Unpause and CheckPaused rounds, and the pods each

@@ -1,0 +1,816 @@
+//! Pods found through the Kubernetes API, as Scalar Admin for Kubernetes finds them:
+//! by Helm release (or a label selector, or a Deployment), the admin port from the
+//! release's headless Service, the endpoints from its EndpointSlices. Beside the pods, a
+//! [`Snapshot`] of what the backup guide has the operator compare before and after the
+//! pause: pod names, UIDs, restart counts, resource versions, readiness, and the
+//! owning Deployments' and StatefulSets' generations.
+//!
+//! Why the API and not DNS: an SRV answer leaves out pods that are not ready, can lag
+//! behind pods added or removed, cannot show restart counts or a pod replaced under the
+//! same address, and stops at about 850 pods per name. EndpointSlices hold every
+//! endpoint, 100 to a slice, with no message limit.
+//!
+//! Permissions: `get`/`list` on pods, services, `endpointslices.discovery.k8s.io`,
+//! `deployments.apps` and `statefulsets.apps` in the namespace
+//! (`scalar-admin-cli/deploy/rbac.yaml`). A missing one fails before any pod is
+//! contacted, naming the verb, the resource and the namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::error::{DiscoveryError, DiscoveryErrorKind};
+use crate::failure::Error;
+use crate::target::Target;
+
+/// The label Helm charts put the release name in.
+pub const RELEASE_LABEL: &str = "app.kubernetes.io/instance";
+/// The label Scalar's charts put the product in.
+pub const APP_LABEL: &str = "app.kubernetes.io/app";
+/// The products whose pods answer the admin interface, as `app.kubernetes.io/app` names
+/// them; a release's other pods (Envoy) are skipped.
+pub const PRODUCTS: [&str; 3] = ["scalardb-cluster", "ledger", "auditor"];
+/// The headless Service port names of the admin interface, in the order they are tried.
+pub const ADMIN_PORT_NAMES: [&str; 4] = [
+    "scalardb-cluster",
+    "scalardb",
+    "scalardl-admin",
+    "scalardl-auditor-admin",
+];
+
+/// How to reach the Kubernetes API: a kubeconfig (the given file, else `KUBECONFIG`,
+/// else `~/.kube/config`) or, inside a pod, its service account.
+///
+/// ```
+/// use std::time::Duration;
+/// use scalar_admin::kubernetes::KubeConfig;
+///
+/// let config = KubeConfig::default().context("prod").timeout(Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeConfig {
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    timeout: Duration,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl KubeConfig {
+    /// Reads this kubeconfig file. Unset by default: `KUBECONFIG`, `~/.kube/config`, or
+    /// the in-cluster service account, as kubectl looks.
+    pub fn kubeconfig(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kubeconfig = Some(path.into());
+        self
+    }
+
+    /// Uses this kubeconfig context. The current context by default.
+    pub fn context(mut self, name: impl Into<String>) -> Self {
+        self.context = Some(name.into());
+        self
+    }
+
+    /// Sets the time limit of every API request, and of a whole discovery. 10 seconds by
+    /// default.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Which pods of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
+#[non_exhaustive]
+pub enum Selector {
+    /// The pods of a Helm release (`app.kubernetes.io/instance`), of the products that
+    /// answer the admin interface (`app.kubernetes.io/app`); others, such as Envoy, are
+    /// skipped.
+    Release(String),
+    /// The pods matching a label selector, as kubectl's `-l` takes it.
+    Labels(String),
+    /// The pods of a Deployment, by its selector.
+    Deployment(String),
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Release(name) => write!(f, "release {name}"),
+            Selector::Labels(labels) => write!(f, "pods {labels}"),
+            Selector::Deployment(name) => write!(f, "deployment {name}"),
+        }
+    }
+}
+
+/// One product's pods in Kubernetes: the API to ask, the namespace, the selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct KubeGroup {
+    #[cfg_attr(feature = "serde", serde(skip))]
+    config: KubeConfig,
+    namespace: Option<String>,
+    selector: Selector,
+}
+
+impl fmt::Display for KubeGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} in {ns}", self.selector),
+            None => write!(f, "{}", self.selector),
+        }
+    }
+}
+
+impl KubeGroup {
+    /// The pods `selector` picks, in the namespace of the kubeconfig's context (or the
+    /// service account's), asked through `config`.
+    pub fn new(config: KubeConfig, selector: Selector) -> Self {
+        Self {
+            config,
+            namespace: None,
+            selector,
+        }
+    }
+
+    /// Looks in this namespace instead.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The selector.
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    /// Finds the pods now, with a snapshot of their state. Fails, before any pod is
+    /// contacted, when the API cannot be reached or refuses (naming the verb, resource
+    /// and namespace), when no pod or no admin port is found, or when the API's answer
+    /// does not add up (a pod of the release without a product label, pods of two
+    /// products in one release).
+    pub async fn discover(&self) -> Result<Found, Error> {
+        let what = self.to_string();
+        match tokio::time::timeout(self.config.timeout, discover(self)).await {
+            Ok(found) => Ok(found?),
+            Err(_) => Err(DiscoveryError::new(
+                &what,
+                DiscoveryErrorKind::TimedOut(self.config.timeout),
+            )
+            .into()),
+        }
+    }
+
+    /// [`discover`](Self::discover), then refuses unless every selected pod is Running
+    /// and ready: the backup guide's first step. The error names the pods.
+    pub async fn resolve(&self) -> Result<Found, Error> {
+        let found = self.discover().await?;
+        let unready: Vec<String> = found
+            .snapshot
+            .pods
+            .iter()
+            .filter(|p| !p.is_serving())
+            .map(|p| format!("{} ({})", p.name, p.condition()))
+            .collect();
+        if !unready.is_empty() {
+            return Err(DiscoveryError::new(
+                &self.to_string(),
+                DiscoveryErrorKind::NotReady(unready),
+            )
+            .into());
+        }
+        Ok(found)
+    }
+}
+
+/// What a discovery found: the pods to call, and the snapshot to compare later.
+#[derive(Debug, Clone)]
+pub struct Found {
+    targets: Vec<Target>,
+    snapshot: Snapshot,
+}
+
+impl Found {
+    /// The admin endpoints of the pods that are serving.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The pods' state.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The parts.
+    pub fn into_parts(self) -> (Vec<Target>, Snapshot) {
+        (self.targets, self.snapshot)
+    }
+}
+
+/// One pod as the API showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PodRecord {
+    name: String,
+    uid: String,
+    resource_version: String,
+    phase: String,
+    ready: bool,
+    /// Restarts per container, by container name.
+    restarts: BTreeMap<String, i32>,
+    ip: Option<String>,
+}
+
+impl PodRecord {
+    /// The pod's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its UID: a pod replaced under the same name has another.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The sum of its containers' restart counts.
+    pub fn restarts(&self) -> i64 {
+        self.restarts.values().map(|&n| i64::from(n)).sum()
+    }
+
+    /// Whether it is Running and ready.
+    pub fn is_serving(&self) -> bool {
+        self.phase == "Running" && self.ready
+    }
+
+    fn condition(&self) -> String {
+        match (self.phase.as_str(), self.ready) {
+            ("Running", false) => "Running, not ready".to_owned(),
+            (phase, _) => phase.to_owned(),
+        }
+    }
+}
+
+/// A Deployment or StatefulSet the pods belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct OwnerRecord {
+    kind: &'static str,
+    name: String,
+    generation: i64,
+}
+
+/// The pods and their owners at one instant, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Snapshot {
+    pods: Vec<PodRecord>,
+    owners: Vec<OwnerRecord>,
+}
+
+impl Snapshot {
+    /// The pods.
+    pub fn pods(&self) -> &[PodRecord] {
+        &self.pods
+    }
+
+    /// What changed from `self` to `later`, each change naming the pod or owner.
+    pub fn changes(&self, later: &Snapshot) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let before: BTreeMap<&str, &PodRecord> =
+            self.pods.iter().map(|p| (p.name.as_str(), p)).collect();
+        let after: BTreeMap<&str, &PodRecord> =
+            later.pods.iter().map(|p| (p.name.as_str(), p)).collect();
+        for (name, was) in &before {
+            let Some(now) = after.get(name) else {
+                changes.push(Change::Removed((*name).to_owned()));
+                continue;
+            };
+            let pod = (*name).to_owned();
+            if was.uid != now.uid {
+                changes.push(Change::Replaced {
+                    pod,
+                    uid: (was.uid.clone(), now.uid.clone()),
+                });
+                continue;
+            }
+            if was.restarts() != now.restarts() {
+                changes.push(Change::Restarted {
+                    pod: pod.clone(),
+                    restarts: (was.restarts(), now.restarts()),
+                });
+            }
+            if was.is_serving() && !now.is_serving() {
+                changes.push(Change::NotServing {
+                    pod: pod.clone(),
+                    now: now.condition(),
+                });
+            }
+            if was.resource_version != now.resource_version {
+                changes.push(Change::Updated {
+                    pod,
+                    resource_version: (was.resource_version.clone(), now.resource_version.clone()),
+                });
+            }
+        }
+        for name in after.keys().filter(|n| !before.contains_key(*n)) {
+            changes.push(Change::Added((*name).to_owned()));
+        }
+        for was in &self.owners {
+            match later
+                .owners
+                .iter()
+                .find(|o| o.kind == was.kind && o.name == was.name)
+            {
+                None => changes.push(Change::OwnerRemoved {
+                    owner: format!("{}/{}", was.kind, was.name),
+                }),
+                Some(now) if now.generation != was.generation => {
+                    changes.push(Change::OwnerUpdated {
+                        owner: format!("{}/{}", was.kind, was.name),
+                        generation: (was.generation, now.generation),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        changes
+    }
+}
+
+/// One difference between two snapshots. `Display` names the pod and what changed:
+/// `scalardb-cluster-7d9f-x2: restarts 0 -> 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// A pod appeared.
+    Added(String),
+    /// A pod went away.
+    Removed(String),
+    /// A pod was replaced under the same name: another UID.
+    Replaced {
+        /// The pod.
+        pod: String,
+        /// Its UID before and after.
+        uid: (String, String),
+    },
+    /// A pod's containers restarted.
+    Restarted {
+        /// The pod.
+        pod: String,
+        /// Its restart count before and after (all containers).
+        restarts: (i64, i64),
+    },
+    /// A pod stopped being Running and ready.
+    NotServing {
+        /// The pod.
+        pod: String,
+        /// What it is now.
+        now: String,
+    },
+    /// A pod's object changed (its resource version), as Scalar Admin for Kubernetes
+    /// compares it.
+    Updated {
+        /// The pod.
+        pod: String,
+        /// Its resource version before and after.
+        resource_version: (String, String),
+    },
+    /// The Deployment's or StatefulSet's spec changed (its generation): a rollout.
+    OwnerUpdated {
+        /// `Deployment/<name>` or `StatefulSet/<name>`.
+        owner: String,
+        /// Its generation before and after.
+        generation: (i64, i64),
+    },
+    /// The Deployment or StatefulSet went away.
+    OwnerRemoved {
+        /// `Deployment/<name>` or `StatefulSet/<name>`.
+        owner: String,
+    },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Added(pod) => write!(f, "{pod}: added"),
+            Change::Removed(pod) => write!(f, "{pod}: removed"),
+            Change::Replaced { pod, uid } => {
+                write!(f, "{pod}: replaced (uid {} -> {})", uid.0, uid.1)
+            }
+            Change::Restarted { pod, restarts } => {
+                write!(f, "{pod}: restarts {} -> {}", restarts.0, restarts.1)
+            }
+            Change::NotServing { pod, now } => write!(f, "{pod}: now {now}"),
+            Change::Updated {
+                pod,
+                resource_version,
+            } => write!(
+                f,
+                "{pod}: resource version {} -> {}",
+                resource_version.0, resource_version.1
+            ),
+            Change::OwnerUpdated { owner, generation } => {
+                write!(
+                    f,
+                    "{owner}: generation {} -> {}",
+                    generation.0, generation.1
+                )
+            }
+            Change::OwnerRemoved { owner } => write!(f, "{owner}: removed"),
+        }
+    }
+}
+
+/// An API call that failed, as a discovery error naming the verb, resource and
+/// namespace.
+fn api_error(
+    group: &KubeGroup,
+    verb: &str,
+    resource: &str,
+    ns: &str,
+    e: kube::Error,
+) -> DiscoveryError {
+    let what = group.to_string();
+    let kind = match &e {
+        kube::Error::Api(status) if status.is_forbidden() => DiscoveryErrorKind::Forbidden {
+            verb: verb.to_owned(),
+            resource: resource.to_owned(),
+            namespace: ns.to_owned(),
+        },
+        _ => DiscoveryErrorKind::Api {
+            verb: verb.to_owned(),
+            resource: resource.to_owned(),
+            namespace: ns.to_owned(),
+        },
+    };
+    DiscoveryError::new(&what, kind).with_source(e)
+}
+
+async fn client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError> {
+    let what = group.to_string();
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+        DiscoveryError::new(&what, DiscoveryErrorKind::Config).with_source(e)
+    };
+    let config = &group.config;
+    let options = KubeConfigOptions {
+        context: config.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let mut kube_config = match (&config.kubeconfig, &config.context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| fail(e.into()))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| fail(e.into()))?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| fail(e.into()))?,
+        (None, None) => kube::Config::infer().await.map_err(|e| fail(e.into()))?,
+    };
+    kube_config.connect_timeout = Some(config.timeout);
+    kube_config.read_timeout = Some(config.timeout);
+    kube_config.write_timeout = Some(config.timeout);
+    kube::Client::try_from(kube_config).map_err(|e| fail(e.into()))
+}
+
+/// The selector of a Deployment, in label-selector syntax.
+fn selector_string(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for expr in selector.match_expressions.iter().flatten() {
+        let values = expr.values.clone().unwrap_or_default().join(",");
+        parts.push(match expr.operator.as_str() {
+            "In" => format!("{} in ({values})", expr.key),
+            "NotIn" => format!("{} notin ({values})", expr.key),
+            "Exists" => expr.key.clone(),
+            _ => format!("!{}", expr.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// Whether `selector` (a Service's or an owner's `matchLabels`) selects `labels`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
+    let what = group.to_string();
+    let fail = |kind| DiscoveryError::new(&what, kind);
+    let client = client(group).await?;
+    let ns = group
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let labels = match &group.selector {
+        Selector::Release(release) => format!("{RELEASE_LABEL}={release}"),
+        Selector::Labels(labels) => labels.clone(),
+        Selector::Deployment(name) => {
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            let deployment = deployments
+                .get(name)
+                .await
+                .map_err(|e| api_error(group, "get", "deployments.apps", &ns, e))?;
+            let selector = deployment.spec.map(|s| s.selector).unwrap_or_default();
+            selector_string(&selector)
+        }
+    };
+    let mut pods = pods_api
+        .list(&ListParams::default().labels(&labels))
+        .await
+        .map_err(|e| api_error(group, "list", "pods", &ns, e))?
+        .items;
+    if let Selector::Release(release) = &group.selector {
+        let mut products = BTreeSet::new();
+        let mut kept = Vec::new();
+        for pod in pods {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let app = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(APP_LABEL))
+                .cloned();
+            match app {
+                None => {
+                    return Err(fail(DiscoveryErrorKind::Inconsistent(format!(
+                        "pod {name} of release {release} has no {APP_LABEL} label"
+                    ))));
+                }
+                Some(app) if PRODUCTS.contains(&app.as_str()) => {
+                    products.insert(app);
+                    kept.push(pod);
+                }
+                // Envoy and the chart's other pods do not answer the admin interface.
+                Some(_) => {}
+            }
+        }
+        if products.len() > 1 {
+            let products: Vec<String> = products.into_iter().collect();
+            return Err(fail(DiscoveryErrorKind::Inconsistent(format!(
+                "release {release} has pods of several products: {}",
+                products.join(", ")
+            ))));
+        }
+        pods = kept;
+    }
+    // Pods on their way out do not count (their replacements do).
+    pods.retain(|p| p.metadata.deletion_timestamp.is_none());
+    if pods.is_empty() {
+        return Err(fail(DiscoveryErrorKind::NoSuchName));
+    }
+    pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+
+    let (service, port_name) = admin_service(group, &client, &ns, &pods).await?;
+    let service_name = service.metadata.name.clone().unwrap_or_default();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let slices = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service_name}")))
+        .await
+        .map_err(|e| api_error(group, "list", "endpointslices.discovery.k8s.io", &ns, e))?
+        .items;
+    // Pod name to (address, port) from the slices: every endpoint, ready or not.
+    let mut endpoints: BTreeMap<String, (IpAddr, Option<u16>)> = BTreeMap::new();
+    for slice in &slices {
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(port_name.as_str()))
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok());
+        for endpoint in &slice.endpoints {
+            let Some(pod) = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone())
+            else {
+                continue;
+            };
+            if let Some(ip) = endpoint.addresses.first().and_then(|a| a.parse().ok()) {
+                endpoints.insert(pod, (ip, port));
+            }
+        }
+    }
+
+    let target_port = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| {
+            ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(port_name.as_str()))
+        })
+        .map(|p| (p.port, p.target_port.clone()));
+    let mut targets = Vec::with_capacity(pods.len());
+    let mut states = Vec::with_capacity(pods.len());
+    for pod in &pods {
+        let state = pod_state(pod);
+        if state.is_serving() {
+            let Some(&(ip, slice_port)) = endpoints.get(&state.name) else {
+                return Err(fail(DiscoveryErrorKind::Inconsistent(format!(
+                    "pod {} is ready but no EndpointSlice of service {service_name} lists it",
+                    state.name
+                ))));
+            };
+            let port = match slice_port {
+                Some(port) => port,
+                None => resolve_port(pod, target_port.as_ref()).ok_or_else(|| {
+                    fail(DiscoveryErrorKind::Inconsistent(format!(
+                        "pod {} has no container port for service port {port_name} of {service_name}",
+                        state.name
+                    )))
+                })?,
+            };
+            targets.push(Target::from_kubernetes(&state.name, ip, port));
+        }
+        states.push(state);
+    }
+    let owners = owners(group, &client, &ns, &pods).await?;
+    Ok(Found {
+        targets,
+        snapshot: Snapshot {
+            pods: states,
+            owners,
+        },
+    })
+}
+
+/// The headless Service that selects the pods and has an admin port, and that port's
+/// name.
+async fn admin_service(
+    group: &KubeGroup,
+    client: &kube::Client,
+    ns: &str,
+    pods: &[Pod],
+) -> Result<(Service, String), DiscoveryError> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let services = services
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error(group, "list", "services", ns, e))?
+        .items;
+    let empty = BTreeMap::new();
+    let first_labels = pods[0].metadata.labels.as_ref().unwrap_or(&empty);
+    let mut candidates: Vec<(Service, String)> = services
+        .into_iter()
+        .filter_map(|svc| {
+            let spec = svc.spec.as_ref()?;
+            if spec.cluster_ip.as_deref() != Some("None") {
+                return None;
+            }
+            if !selects(spec.selector.as_ref()?, first_labels) {
+                return None;
+            }
+            let names: Vec<&str> = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.as_deref())
+                .collect();
+            let port = ADMIN_PORT_NAMES.iter().find(|n| names.contains(n))?;
+            Some((svc.clone(), (*port).to_owned()))
+        })
+        .collect();
+    // Scalar's charts name it `<release>-headless`.
+    candidates.sort_by_key(|(svc, _)| {
+        !svc.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.ends_with("-headless"))
+    });
+    candidates.into_iter().next().ok_or_else(|| {
+        DiscoveryError::new(
+            &group.to_string(),
+            DiscoveryErrorKind::Inconsistent(format!(
+                "no headless service in {ns} selects the pods with a port named {}",
+                ADMIN_PORT_NAMES.join(", ")
+            )),
+        )
+    })
+}
+
+/// A Service's target port on one pod: the number, or the pod's container port of that
+/// name.
+fn resolve_port(pod: &Pod, port: Option<&(i32, Option<IntOrString>)>) -> Option<u16> {
+    let (service_port, target) = port?;
+    let number = match target {
+        None => *service_port,
+        Some(IntOrString::Int(n)) => *n,
+        Some(IntOrString::String(name)) => {
+            pod.spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(name.as_str()))?
+                .container_port
+        }
+    };
+    u16::try_from(number).ok().filter(|&p| p != 0)
+}
+
+fn pod_state(pod: &Pod) -> PodRecord {
+    let status = pod.status.clone().unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let restarts = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .map(|c| (c.name.clone(), c.restart_count))
+        .collect();
+    PodRecord {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        resource_version: pod.metadata.resource_version.clone().unwrap_or_default(),
+        phase: status.phase.unwrap_or_default(),
+        ready,
+        restarts,
+        ip: status.pod_ip,
+    }
+}
+
+/// The Deployments and StatefulSets whose selectors select the pods.
+async fn owners(
+    group: &KubeGroup,
+    client: &kube::Client,
+    ns: &str,
+    pods: &[Pod],
+) -> Result<Vec<OwnerRecord>, DiscoveryError> {
+    let empty = BTreeMap::new();
+    let selects_a_pod = |selector: Option<&LabelSelector>| {
+        let labels = selector.and_then(|s| s.match_labels.as_ref());
+        labels.is_some_and(|labels| {
+            pods.iter()
+                .any(|p| selects(labels, p.metadata.labels.as_ref().unwrap_or(&empty)))
+        })
+    };
+    let mut owners = Vec::new();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for d in deployments
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error(group, "list", "deployments.apps", ns, e))?
+        .items
+    {
+        if selects_a_pod(d.spec.as_ref().map(|s| &s.selector)) {
+            owners.push(OwnerRecord {
+                kind: "Deployment",
+                name: d.metadata.name.unwrap_or_default(),
+                generation: d.metadata.generation.unwrap_or_default(),
+            });
+        }
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    for s in sets
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error(group, "list", "statefulsets.apps", ns, e))?
+        .items
+    {
+        if selects_a_pod(s.spec.as_ref().map(|s| &s.selector)) {
+            owners.push(OwnerRecord {
+                kind: "StatefulSet",
+                name: s.metadata.name.unwrap_or_default(),
+                generation: s.metadata.generation.unwrap_or_default(),
+            });
+        }
+    }
+    owners.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    Ok(owners)
+}
