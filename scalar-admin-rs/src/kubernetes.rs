@@ -814,3 +814,98 @@ async fn owners(
     owners.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     Ok(owners)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, uid: &str, rv: &str, restarts: i32, ready: bool) -> PodRecord {
+        PodRecord {
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+            resource_version: rv.to_owned(),
+            phase: "Running".to_owned(),
+            ready,
+            restarts: BTreeMap::from([("app".to_owned(), restarts)]),
+            ip: None,
+        }
+    }
+
+    #[test]
+    fn changes_name_the_pod_and_what_changed() {
+        let before = Snapshot {
+            pods: vec![
+                pod("a", "1", "10", 0, true),
+                pod("b", "2", "20", 0, true),
+                pod("c", "3", "30", 0, true),
+            ],
+            owners: vec![OwnerRecord {
+                kind: "Deployment",
+                name: "d".into(),
+                generation: 3,
+            }],
+        };
+        assert!(before.changes(&before).is_empty());
+        let after = Snapshot {
+            pods: vec![
+                pod("a", "1", "11", 1, true),
+                pod("b", "9", "21", 0, true),
+                pod("c", "3", "31", 0, false),
+                pod("e", "5", "50", 0, true),
+            ],
+            owners: vec![OwnerRecord {
+                kind: "Deployment",
+                name: "d".into(),
+                generation: 4,
+            }],
+        };
+        let said: Vec<String> = before
+            .changes(&after)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "a: restarts 0 -> 1",
+                "a: resource version 10 -> 11",
+                "b: replaced (uid 2 -> 9)",
+                "c: now Running, not ready",
+                "c: resource version 30 -> 31",
+                "e: added",
+                "Deployment/d: generation 3 -> 4",
+            ]
+        );
+        let gone = Snapshot {
+            pods: vec![pod("a", "1", "10", 0, true)],
+            owners: vec![],
+        };
+        let said: Vec<String> = before
+            .changes(&gone)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(said, ["b: removed", "c: removed", "Deployment/d: removed"]);
+    }
+
+    #[test]
+    fn deployment_selectors_in_label_selector_syntax() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+        let selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_owned(), "x".to_owned())])),
+            match_expressions: Some(vec![
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "canary".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+            ]),
+        };
+        assert_eq!(selector_string(&selector), "app=x,tier in (a,b),!canary");
+    }
+}
