@@ -559,7 +559,8 @@ async fn a_cancel_before_any_pause_was_sent_changes_nothing() {
         };
         assert!(rollback.report().is_none(), "nothing to unpause");
         assert!(
-            err.to_string().contains("no pod is held paused by this run"),
+            err.to_string()
+                .contains("no pod is held paused by this run"),
             "{err}"
         );
         for pod in &mut pods {
