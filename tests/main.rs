@@ -9,6 +9,7 @@ mod discovery;
 mod faults;
 mod fleet;
 mod gate;
+mod k8s_rig;
 mod rollback;
 mod soak;
 mod tls;

@@ -185,7 +185,10 @@ api_port="$(free_port)"
 api_url="https://127.0.0.1:$api_port"
 # Flags are envtest's defaults (controlplane/apiserver.go defaultArgs) plus
 # the client CA (envtest's CertAuthn) and a static token file for the
-# non-admin user. --service-cluster-ip-range is needed for Services.
+# non-admin user. --service-cluster-ip-range is needed for Services; a /16 because
+# every release the rig makes has a ClusterIP Service (its Envoy), and a test
+# process shares one control plane (a /24 would run out after ~250 releases).
+# Its first address, 10.0.0.1 (the `kubernetes` Service), is in the serving cert.
 # --advertise-address=127.0.0.1 keeps everything on loopback and works on a
 # machine without a default route, but the default (lease) endpoint
 # reconciler refuses a loopback address ("cannot use public IP 127.0.0.1 with
@@ -200,7 +203,7 @@ api_url="https://127.0.0.1:$api_port"
   --bind-address=127.0.0.1 \
   --advertise-address=127.0.0.1 \
   --endpoint-reconciler-type=none \
-  --service-cluster-ip-range=10.0.0.0/24 \
+  --service-cluster-ip-range=10.0.0.0/16 \
   --allow-privileged=true \
   --disable-admission-plugins=ServiceAccount \
   --authorization-mode=RBAC \
