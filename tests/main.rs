@@ -10,6 +10,7 @@ mod faults;
 mod fleet;
 mod gate;
 mod k8s_rig;
+mod kubernetes;
 mod rollback;
 mod soak;
 mod tls;

@@ -103,6 +103,11 @@ pub(crate) async fn run_program(program: &str, args: &[&str]) -> Run {
     start(program, args, &[]).wait().await
 }
 
+/// Runs any program to completion with these environment variables.
+pub(crate) async fn run_program_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    start(program, args, env).wait().await
+}
+
 /// Runs the `scalar-admin` binary to completion with these environment variables.
 pub(crate) async fn scalar_admin_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     start(env!("CARGO_BIN_EXE_scalar-admin"), args, env)

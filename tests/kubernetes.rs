@@ -1,0 +1,403 @@
+//! The Kubernetes way against a real kube-apiserver and etcd (`tests/rig/src/kube.rs`):
+//! pods found by release, selector and Deployment; a window that names every pod that
+//! restarted, was replaced, added or removed; readiness and RBAC refusals before any
+//! Pause; 1000 pods from EndpointSlices; the Scalar Admin for Kubernetes command line.
+//!
+//! Skipped, with one line on stderr, without the binaries (`tests/k8s/build.sh`) or
+//! outside `tests/k8s/netns.sh`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use scalar_admin::kubernetes::{KubeConfig, KubeGroup, Selector};
+use scalar_admin::window::{Group, Window, WindowReport};
+use scalar_admin_rig::kube::{Release, SCALAR_ADMIN_RULES, User};
+use scalar_admin_rig::{Call, KubeCluster, Pod, TestNamespace};
+use serde_json::Value;
+
+use crate::util::{Run, bounded, run_program_env, scalar_admin};
+
+async fn setup(prefix: &str) -> Option<(&'static KubeCluster, TestNamespace)> {
+    let cluster = KubeCluster::shared().await?;
+    let ns = cluster.namespace(prefix).await;
+    Some((cluster, ns))
+}
+
+fn group(ns: &TestNamespace, selector: Selector) -> KubeGroup {
+    KubeGroup::new(
+        KubeConfig::default().kubeconfig(ns.kubeconfig(User::Admin)),
+        selector,
+    )
+}
+
+fn addrs(pods: &[Pod]) -> BTreeSet<SocketAddr> {
+    pods.iter().map(Pod::addr).collect()
+}
+
+fn paused(pods: &[Pod]) -> usize {
+    pods.iter().filter(|p| p.gate().is_paused()).count()
+}
+
+/// `scalar-admin` with the namespace's admin kubeconfig and these arguments.
+async fn cli(ns: &TestNamespace, user: User, args: &[&str]) -> Run {
+    let kubeconfig = ns.kubeconfig(user);
+    let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+    all.extend_from_slice(args);
+    scalar_admin(&all).await
+}
+
+#[tokio::test]
+async fn pods_are_found_by_release_selector_and_deployment() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-find").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(3).await;
+        let release = ns.release("db", "scalardb-cluster").create(&pods).await;
+        for selector in [
+            Selector::Release("db".into()),
+            Selector::Labels(release.selector()),
+            Selector::Deployment(release.workload_name().into()),
+        ] {
+            let found = group(&ns, selector.clone()).resolve().await.unwrap();
+            let got: BTreeSet<SocketAddr> = found
+                .targets()
+                .iter()
+                .map(|t| t.socket_addr().unwrap())
+                .collect();
+            assert_eq!(got, addrs(&pods), "{selector}: the Envoy pod is skipped");
+            let names: BTreeSet<String> = found
+                .snapshot()
+                .pods()
+                .iter()
+                .map(|p| p.name().to_owned())
+                .collect();
+            assert_eq!(names, release.pod_names().into_iter().collect());
+            for target in found.targets() {
+                let pod = release.pod_at(target.socket_addr().unwrap());
+                assert_eq!(target.name(), format!("{pod}:{}", release.admin_port()));
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_named_target_port_of_a_statefulset_is_resolved() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-named").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(2).await;
+        let _release = ns
+            .release("ledger", "ledger")
+            .statefulset()
+            .named_target_port("admin")
+            .create(&pods)
+            .await;
+        let found = group(&ns, Selector::Release("ledger".into()))
+            .resolve()
+            .await
+            .unwrap();
+        let got: BTreeSet<SocketAddr> = found
+            .targets()
+            .iter()
+            .map(|t| t.socket_addr().unwrap())
+            .collect();
+        assert_eq!(got, addrs(&pods));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_not_ready_refuses_before_any_pause() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-ready").await else {
+            return;
+        };
+        let mut pods = cluster.admin_pods(3).await;
+        let mut release = ns.release("db", "scalardb-cluster").create(&pods).await;
+        let unready = release.pod_names()[1].clone();
+        release.set_ready(&unready, false).await;
+        let run = cli(&ns, User::Admin, &["-c", "pause", "-r", "db"]).await;
+        run.assert_status(1);
+        let line = format!("1 pod(s) not Running and ready: {unready} (Running, not ready)");
+        assert!(run.stderr.contains(&line), "{}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        for pod in &mut pods {
+            assert!(pod.take_calls().is_empty(), "a pod was contacted");
+        }
+    })
+    .await
+}
+
+/// Runs a window over `release` with a hold long enough for `change`, made once every
+/// pod received its Pause; returns the window.
+async fn window_with_change<F, Fut>(
+    ns: &TestNamespace,
+    release_name: &str,
+    pods: &mut [Pod],
+    change: F,
+) -> WindowReport
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let window = Window::new([Group::Kubernetes(group(
+        ns,
+        Selector::Release(release_name.into()),
+    ))])
+    .hold(Duration::from_secs(2));
+    let run = tokio::spawn(async move { window.run(std::future::pending::<()>()).await });
+    for pod in pods.iter_mut() {
+        pod.next_pause().await;
+    }
+    change().await;
+    let windows = run.await.unwrap().unwrap();
+    assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    windows.into_iter().last().unwrap()
+}
+
+fn reasons(window: &WindowReport) -> Vec<String> {
+    window
+        .verdict()
+        .findings()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_window_names_each_pod_that_changed() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-window").await else {
+            return;
+        };
+        // A restart.
+        let mut pods = cluster.admin_pods(2).await;
+        let release = ns.release("r1", "scalardb-cluster").create(&pods).await;
+        let pod = release.pod_names()[0].clone();
+        let release = tokio::sync::Mutex::new(release);
+        let window = window_with_change(&ns, "r1", &mut pods, || async {
+            release.lock().await.bump_restarts(&pod).await;
+        })
+        .await;
+        assert!(!window.verdict().is_valid());
+        let said = reasons(&window);
+        assert!(
+            said.contains(&format!("{pod}: restarts 0 -> 1")),
+            "{said:?}"
+        );
+
+        // A pod replaced under the same name.
+        let mut pods = cluster.admin_pods(2).await;
+        let release = ns.release("r2", "scalardb-cluster").create(&pods).await;
+        let pod = release.pod_names()[1].clone();
+        let old_uid = release.pod(&pod).uid.clone();
+        let release = tokio::sync::Mutex::new(release);
+        let window = window_with_change(&ns, "r2", &mut pods, || async {
+            release.lock().await.replace_pod(&pod).await;
+        })
+        .await;
+        let said = reasons(&window);
+        let new_uid = release.lock().await.pod(&pod).uid.clone();
+        assert!(
+            said.contains(&format!("{pod}: replaced (uid {old_uid} -> {new_uid})")),
+            "{said:?}"
+        );
+
+        // A pod added (running unpaused), and one removed.
+        let mut pods = cluster.admin_pods(2).await;
+        let extra = cluster.admin_pods(1).await;
+        let release = ns.release("r3", "scalardb-cluster").create(&pods).await;
+        let gone = release.pod_names()[0].clone();
+        let release = tokio::sync::Mutex::new(release);
+        let window = window_with_change(&ns, "r3", &mut pods, || async {
+            let mut release = release.lock().await;
+            release.add_pod(extra[0].addr()).await;
+            release.remove_pod(&gone).await;
+        })
+        .await;
+        let said = reasons(&window);
+        let added = release.lock().await.pod_at(extra[0].addr()).to_owned();
+        assert!(said.contains(&format!("{added}: added")), "{said:?}");
+        assert!(said.contains(&format!("{gone}: removed")), "{said:?}");
+        assert!(!extra[0].gate().is_paused());
+
+        // Nothing changed: VALID, with the snapshot before the pause.
+        let mut pods = cluster.admin_pods(2).await;
+        let _release = ns.release("r4", "scalardb-cluster").create(&pods).await;
+        let window = window_with_change(&ns, "r4", &mut pods, || async {}).await;
+        assert!(window.verdict().is_valid(), "{:?}", reasons(&window));
+        assert_eq!(window.groups()[0].snapshot().unwrap().pods().len(), 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_thousand_pods_from_endpoint_slices_in_one_fan_out() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-1000").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(1000).await;
+        let release: Release = ns.release("big", "scalardb-cluster").create(&pods).await;
+        assert_eq!(release.endpoint_slices().await.len(), 10);
+        cli(&ns, User::Admin, &["-c", "pause", "-r", "big"])
+            .await
+            .success();
+        assert_eq!(paused(&pods), 1000, "every pod, beyond the DNS limit");
+        let run = cli(&ns, User::Admin, &["-c", "check_paused", "-r", "big"])
+            .await
+            .success();
+        let check: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(check.as_object().unwrap().len(), 1000);
+        cli(&ns, User::Admin, &["-c", "unpause", "-r", "big"])
+            .await
+            .success();
+        assert_eq!(paused(&pods), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_role_allows_it_and_a_missing_permission_is_named_before_any_pause() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-rbac").await else {
+            return;
+        };
+        let mut pods = cluster.admin_pods(2).await;
+        ns.release("db", "scalardb-cluster").create(&pods).await;
+
+        // The tester may do all the Role of deploy/rbac.yaml allows, except list
+        // EndpointSlices.
+        let without_slices: Vec<(&[&str], &str)> = SCALAR_ADMIN_RULES
+            .iter()
+            .copied()
+            .filter(|(_, resource)| !resource.starts_with("endpointslices"))
+            .collect();
+        ns.grant_tester("no-slices", &without_slices).await;
+        let run = cli(&ns, User::Tester, &["-c", "pause", "-r", "db"]).await;
+        run.assert_status(1);
+        let line = format!(
+            "forbidden to list endpointslices.discovery.k8s.io in namespace {}",
+            ns.name()
+        );
+        assert!(run.stderr.contains(&line), "{}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        for pod in &mut pods {
+            assert!(pod.take_calls().is_empty(), "a pod was contacted");
+        }
+
+        // The service account of deploy/rbac.yaml may do all it needs.
+        let kubeconfig = ns.service_account_kubeconfig("scalar-admin").await;
+        ns.grant_service_account("scalar-admin", "scalar-admin", SCALAR_ADMIN_RULES)
+            .await;
+        let kubeconfig = kubeconfig.to_str().unwrap();
+        for command in ["pause", "unpause"] {
+            scalar_admin(&["-c", command, "-r", "db", "--kubeconfig", kubeconfig])
+                .await
+                .success();
+        }
+        let calls: Vec<Call> = pods.iter_mut().flat_map(|p| p.take_calls()).collect();
+        assert_eq!(calls.iter().filter(|c| **c == Call::Unpause).count(), 2);
+        assert_eq!(paused(&pods), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_window_over_two_releases_shares_one_period() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-two").await else {
+            return;
+        };
+        let ledgers = cluster.admin_pods(2).await;
+        let auditors = cluster.admin_pods(2).await;
+        ns.release("ledger", "ledger").create(&ledgers).await;
+        ns.release("auditor", "auditor").create(&auditors).await;
+        let run = cli(
+            &ns,
+            User::Admin,
+            &[
+                "-c",
+                "window",
+                "-r",
+                "ledger",
+                "-r",
+                "auditor",
+                "--duration",
+                "100ms",
+                "--output",
+                "json",
+            ],
+        )
+        .await
+        .success();
+        let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        let window = &doc["windows"][0];
+        assert_eq!(window["verdict"], "VALID", "{doc}");
+        let groups = window["detail"]["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 2);
+        for g in groups {
+            assert_eq!(g["snapshot"]["pods"].as_array().unwrap().len(), 2, "{g}");
+        }
+        assert_eq!(
+            window["detail"]["after_unpause"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(paused(&ledgers) + paused(&auditors), 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-sak").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(2).await;
+        ns.release("db", "scalardb-cluster").create(&pods).await;
+        // The image's link: the same binary under the other tool's name.
+        let dir = std::env::temp_dir().join(format!("sak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("scalar-admin-for-kubernetes");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_scalar-admin"), &link).unwrap();
+        let kubeconfig = ns.kubeconfig(User::Admin);
+        let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+        let args = ["-r", "db", "-n", ns.name(), "-d", "300", "-z", "Asia/Tokyo"];
+        let run = run_program_env(link.to_str().unwrap(), &args, &env).await;
+        run.assert_status(0);
+        assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+        let line: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(line["namespace"], ns.name());
+        assert_eq!(line["helm_release_name"], "db");
+        assert_eq!(line["timezone"], "Asia/Tokyo");
+        let start = line["pause_start_timestamp_ms"].as_i64().unwrap();
+        let end = line["pause_end_timestamp_ms"].as_i64().unwrap();
+        assert!(end - start >= 300, "{line}");
+        for field in ["pause_start_date_time", "pause_end_date_time"] {
+            let text = line[field].as_str().unwrap();
+            assert!(
+                text.len() >= 16 && &text[10..11] == "T" && !text.contains('+'),
+                "{field}: {text}"
+            );
+        }
+        assert_eq!(paused(&pods), 0);
+
+        // Its failure: a release that does not exist, exit 1.
+        let run = run_program_env(
+            link.to_str().unwrap(),
+            &["-r", "nope", "-n", ns.name()],
+            &env,
+        )
+        .await;
+        run.assert_status(1);
+        assert!(run.stdout.is_empty());
+        assert!(run.stderr.contains("nope"), "{}", run.stderr);
+    })
+    .await
+}
