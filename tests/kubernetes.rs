@@ -308,6 +308,58 @@ async fn the_role_allows_it_and_a_missing_permission_is_named_before_any_pause()
 }
 
 #[tokio::test]
+async fn unpause_reaches_pods_that_stopped_being_ready_and_pause_refuses_terminating_ones() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-unready").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(3).await;
+        let mut release = ns.release("db", "scalardb-cluster").create(&pods).await;
+        cli(&ns, User::Admin, &["-c", "pause", "-r", "db"])
+            .await
+            .success();
+        assert_eq!(paused(&pods), 3);
+        // A paused pod fails its readiness probe: it must still be unpaused.
+        let unready = release.pod_names()[0].clone();
+        release.set_ready(&unready, false).await;
+        let run = cli(&ns, User::Admin, &["-c", "check_paused", "-r", "db"])
+            .await
+            .success();
+        let check: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(check.as_object().unwrap().len(), 3, "{check}");
+        cli(&ns, User::Admin, &["-c", "unpause", "-r", "db"])
+            .await
+            .success();
+        assert_eq!(paused(&pods), 0, "a pod that is not ready was left paused");
+        release.set_ready(&unready, true).await;
+
+        // A pod in its grace period (no kubelet ends it here) may still serve: a pause
+        // refuses it rather than leave it out.
+        use scalar_admin_rig::k8s_openapi::api::core::v1::Pod as PodObject;
+        use scalar_admin_rig::kube_rs::api::DeleteParams;
+        let leaving = release.pod_names()[1].clone();
+        let grace = DeleteParams {
+            grace_period_seconds: Some(600),
+            ..DeleteParams::default()
+        };
+        let _ = ns
+            .api::<PodObject>()
+            .delete(&leaving, &grace)
+            .await
+            .unwrap();
+        let run = cli(&ns, User::Admin, &["-c", "pause", "-r", "db"]).await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains(&format!("{leaving} (terminating)")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(paused(&pods), 0);
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_window_over_two_releases_shares_one_period() {
     bounded(async {
         let Some((cluster, ns)) = setup("k8s-two").await else {
@@ -359,14 +411,28 @@ async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
             return;
         };
         let pods = cluster.admin_pods(2).await;
-        ns.release("db", "scalardb-cluster").create(&pods).await;
+        // Its chart's ScalarDB Cluster: a Deployment, the Service's targetPort named.
+        ns.release("db", "scalardb-cluster")
+            .named_target_port("admin")
+            .create(&pods)
+            .await;
+        // Its chart's Role: get/list on pods, services and deployments, nothing else.
+        ns.grant_tester(
+            "sak-chart",
+            &[
+                (&["get", "list"], "pods"),
+                (&["get", "list"], "services"),
+                (&["get", "list"], "deployments"),
+            ],
+        )
+        .await;
         // The image's link: the same binary under the other tool's name.
         let dir = std::env::temp_dir().join(format!("sak-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let link = dir.join("scalar-admin-for-kubernetes");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_scalar-admin"), &link).unwrap();
-        let kubeconfig = ns.kubeconfig(User::Admin);
+        let kubeconfig = ns.kubeconfig(User::Tester);
         let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
         let args = ["-r", "db", "-n", ns.name(), "-d", "300", "-z", "Asia/Tokyo"];
         let run = run_program_env(link.to_str().unwrap(), &args, &env).await;

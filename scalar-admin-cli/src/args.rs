@@ -46,7 +46,8 @@ pub(crate) struct LowArgs {
     /// The Kubernetes way: the pods of this Helm release, found through the Kubernetes
     /// API (labels app.kubernetes.io/instance, and app.kubernetes.io/app for the
     /// product), with the admin port from the release's headless Service and the
-    /// endpoints from its EndpointSlices. Only WINDOW takes several.
+    /// endpoints from its EndpointSlices. NS/RELEASE for another namespace than
+    /// --namespace. Only WINDOW takes several.
     #[arg(short, long, value_name = "RELEASE", action = ArgAction::Append)]
     pub(crate) release_name: Vec<String>,
 
@@ -304,8 +305,23 @@ impl Config {
                     .map(|d| Selector::Deployment(d.clone())),
             );
         for selector in selectors {
+            // `NS/NAME` names a release or Deployment of another namespace, so that one
+            // window can span products in several.
+            let (namespace, selector) = match selector {
+                Selector::Release(r) => match r.split_once('/') {
+                    Some((ns, name)) => (Some(ns.to_owned()), Selector::Release(name.to_owned())),
+                    None => (None, Selector::Release(r)),
+                },
+                Selector::Deployment(d) => match d.split_once('/') {
+                    Some((ns, name)) => {
+                        (Some(ns.to_owned()), Selector::Deployment(name.to_owned()))
+                    }
+                    None => (None, Selector::Deployment(d)),
+                },
+                other => (None, other),
+            };
             let mut group = KubeGroup::new(kube.clone(), selector);
-            if let Some(ns) = &low.namespace {
+            if let Some(ns) = namespace.as_ref().or(low.namespace.as_ref()) {
                 group = group.namespace(ns);
             }
             groups.push(Group::Kubernetes(group));

@@ -75,8 +75,15 @@ fn main() -> ExitCode {
     // The Java commands take exactly one group (`Config` checked); resolve it first, so
     // that the pod count can check the open-files limit. A window resolves its groups
     // itself (and again before unpausing); here they are only counted.
+    // A pause refuses pods that are not ready (the Kubernetes way); an unpause or a
+    // check reaches every pod that can be called, since such a pod may still be paused.
     let resolved = current_thread.block_on(futures::future::try_join_all(
-        config.groups.iter().map(|g| g.resolve(&config.dns)),
+        config.groups.iter().map(|g| async {
+            match config.command {
+                Command::Unpause | Command::CheckPaused => g.reachable(&config.dns).await,
+                Command::Pause | Command::Window => g.resolve(&config.dns).await,
+            }
+        }),
     ));
     let mut resolved = match resolved {
         Ok(resolved) => resolved,

@@ -478,7 +478,7 @@ pub enum DiscoveryErrorKind {
         /// The namespace.
         namespace: String,
     },
-    /// This Kubernetes API request failed otherwise (the source says how).
+    /// This Kubernetes API request failed otherwise.
     Api {
         /// `get` or `list`.
         verb: String,
@@ -486,7 +486,17 @@ pub enum DiscoveryErrorKind {
         resource: String,
         /// The namespace.
         namespace: String,
+        /// What the API server answered (code, reason, message), or why the request
+        /// did not get there; one line.
+        cause: String,
     },
+    /// The Kubernetes API did not answer in time.
+    ApiTimedOut(Duration),
+    /// The Kubernetes client could not be set up from the kubeconfig or the service
+    /// account (why, on one line).
+    KubeConfig(String),
+    /// No pod matches (what was looked for).
+    NoPods(String),
     /// These pods (with their state) are not Running and ready: a backup would not
     /// cover them.
     NotReady(Vec<String>),
@@ -558,7 +568,18 @@ impl fmt::Display for DiscoveryError {
                 verb,
                 resource,
                 namespace,
-            } => write!(f, "cannot {verb} {resource} in namespace {namespace}"),
+                cause,
+            } => write!(
+                f,
+                "cannot {verb} {resource} in namespace {namespace}: {cause}"
+            ),
+            DiscoveryErrorKind::ApiTimedOut(d) => {
+                write!(f, "the Kubernetes API did not answer within {d:?}")
+            }
+            DiscoveryErrorKind::KubeConfig(why) => {
+                write!(f, "cannot set up the Kubernetes client: {why}")
+            }
+            DiscoveryErrorKind::NoPods(what) => f.write_str(what),
             DiscoveryErrorKind::NotReady(pods) => write!(
                 f,
                 "{} pod(s) not Running and ready: {}; nothing was paused",

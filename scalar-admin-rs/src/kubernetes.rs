@@ -39,7 +39,7 @@ pub const RELEASE_LABEL: &str = "app.kubernetes.io/instance";
 pub const APP_LABEL: &str = "app.kubernetes.io/app";
 /// The products whose pods answer the admin interface, as `app.kubernetes.io/app` names
 /// them; a release's other pods (Envoy) are skipped.
-pub const PRODUCTS: [&str; 3] = ["scalardb-cluster", "ledger", "auditor"];
+pub const PRODUCTS: [&str; 4] = ["scalardb-cluster", "scalardb", "ledger", "auditor"];
 /// The headless Service port names of the admin interface, in the order they are tried.
 pub const ADMIN_PORT_NAMES: [&str; 4] = [
     "scalardb-cluster",
@@ -133,6 +133,8 @@ pub struct KubeGroup {
     config: KubeConfig,
     namespace: Option<String>,
     selector: Selector,
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pod_ips: bool,
 }
 
 impl fmt::Display for KubeGroup {
@@ -152,7 +154,18 @@ impl KubeGroup {
             config,
             namespace: None,
             selector,
+            pod_ips: false,
         }
+    }
+
+    /// Takes each pod's address from its status (`podIP`) and the port from the
+    /// Service's `targetPort`, as Scalar Admin for Kubernetes does, instead of from the
+    /// EndpointSlices, and tolerates a Role that grants no StatefulSets: for the Roles of
+    /// that tool's Helm chart (get/list on pods, services and deployments only). Off by
+    /// default.
+    pub fn pod_ips(mut self, pod_ips: bool) -> Self {
+        self.pod_ips = pod_ips;
+        self
     }
 
     /// Looks in this namespace instead.
@@ -177,14 +190,16 @@ impl KubeGroup {
             Ok(found) => Ok(found?),
             Err(_) => Err(DiscoveryError::new(
                 &what,
-                DiscoveryErrorKind::TimedOut(self.config.timeout),
+                DiscoveryErrorKind::ApiTimedOut(self.config.timeout),
             )
             .into()),
         }
     }
 
     /// [`discover`](Self::discover), then refuses unless every selected pod is Running
-    /// and ready: the backup guide's first step. The error names the pods.
+    /// and ready (and not terminating): the backup guide's first step. The error names
+    /// the pods. What a Pause decides from; Unpause and CheckPaused use `discover`, and
+    /// reach every pod that has an address, ready or not.
     pub async fn resolve(&self) -> Result<Found, Error> {
         let found = self.discover().await?;
         let unready: Vec<String> = found
@@ -241,6 +256,9 @@ pub struct PodRecord {
     /// Restarts per container, by container name.
     restarts: BTreeMap<String, i32>,
     ip: Option<String>,
+    /// Being deleted (in its grace period): it may still serve, and its replacement
+    /// will not be the same pod.
+    terminating: bool,
 }
 
 impl PodRecord {
@@ -259,13 +277,14 @@ impl PodRecord {
         self.restarts.values().map(|&n| i64::from(n)).sum()
     }
 
-    /// Whether it is Running and ready.
+    /// Whether it is Running and ready, and not terminating.
     pub fn is_serving(&self) -> bool {
-        self.phase == "Running" && self.ready
+        self.phase == "Running" && self.ready && !self.terminating
     }
 
     fn condition(&self) -> String {
         match (self.phase.as_str(), self.ready) {
+            _ if self.terminating => "terminating".to_owned(),
             ("Running", false) => "Running, not ready".to_owned(),
             (phase, _) => phase.to_owned(),
         }
@@ -444,7 +463,8 @@ impl fmt::Display for Change {
 }
 
 /// An API call that failed, as a discovery error naming the verb, resource and
-/// namespace.
+/// namespace, and what the API server said (its status code and message) or why the
+/// call did not get there, on one line.
 fn api_error(
     group: &KubeGroup,
     verb: &str,
@@ -453,25 +473,42 @@ fn api_error(
     e: kube::Error,
 ) -> DiscoveryError {
     let what = group.to_string();
+    let (verb, resource, namespace) = (verb.to_owned(), resource.to_owned(), ns.to_owned());
     let kind = match &e {
         kube::Error::Api(status) if status.is_forbidden() => DiscoveryErrorKind::Forbidden {
-            verb: verb.to_owned(),
-            resource: resource.to_owned(),
-            namespace: ns.to_owned(),
+            verb,
+            resource,
+            namespace,
         },
-        _ => DiscoveryErrorKind::Api {
-            verb: verb.to_owned(),
-            resource: resource.to_owned(),
-            namespace: ns.to_owned(),
+        kube::Error::Api(status) => DiscoveryErrorKind::Api {
+            verb,
+            resource,
+            namespace,
+            cause: crate::error::sanitize(
+                &format!("{} {}: {}", status.code, status.reason, status.message),
+                300,
+            ),
+        },
+        other => DiscoveryErrorKind::Api {
+            verb,
+            resource,
+            namespace,
+            cause: crate::error::sanitize(&other.to_string(), 300),
         },
     };
-    DiscoveryError::new(&what, kind).with_source(e)
+    DiscoveryError::new(&what, kind)
+}
+
+/// Whether a failed call was refused for want of permission.
+fn is_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.is_forbidden())
 }
 
 async fn client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError> {
     let what = group.to_string();
     let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
-        DiscoveryError::new(&what, DiscoveryErrorKind::Config).with_source(e)
+        let cause = crate::error::sanitize(&e.to_string(), 300);
+        DiscoveryError::new(&what, DiscoveryErrorKind::KubeConfig(cause))
     };
     let config = &group.config;
     let options = KubeConfigOptions {
@@ -516,9 +553,32 @@ fn selector_string(selector: &LabelSelector) -> String {
     parts.join(",")
 }
 
-/// Whether `selector` (a Service's or an owner's `matchLabels`) selects `labels`.
+/// Whether a Service's selector (labels that must all match) selects `labels`.
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Whether a workload's `LabelSelector` (`matchLabels` and `matchExpressions`) selects
+/// `labels`. An empty selector selects nothing here: a workload that selects every pod
+/// is not one of the release's.
+fn label_selector_selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector.match_labels.iter().flatten();
+    let by_expressions = selector.match_expressions.iter().flatten();
+    if by_labels.clone().next().is_none() && by_expressions.clone().next().is_none() {
+        return false;
+    }
+    by_labels.into_iter().all(|(k, v)| labels.get(k) == Some(v))
+        && by_expressions.into_iter().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let value = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
 }
 
 async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
@@ -582,45 +642,33 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
         }
         pods = kept;
     }
-    // Pods on their way out do not count (their replacements do).
-    pods.retain(|p| p.metadata.deletion_timestamp.is_none());
+    // Pods that ended (evicted, completed) serve nothing and never come back; a pod in
+    // its grace period still may, and stays (not ready: a pause refuses it).
+    pods.retain(|p| {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        !matches!(phase, Some("Failed" | "Succeeded"))
+    });
     if pods.is_empty() {
-        return Err(fail(DiscoveryErrorKind::NoSuchName));
+        return Err(fail(DiscoveryErrorKind::NoPods(format!(
+            "no pod in namespace {ns} matches {labels}"
+        ))));
     }
     pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
 
     let (service, port_name) = admin_service(group, &client, &ns, &pods).await?;
     let service_name = service.metadata.name.clone().unwrap_or_default();
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
-    let slices = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service_name}")))
-        .await
-        .map_err(|e| api_error(group, "list", "endpointslices.discovery.k8s.io", &ns, e))?
-        .items;
-    // Pod name to (address, port) from the slices: every endpoint, ready or not.
-    let mut endpoints: BTreeMap<String, (IpAddr, Option<u16>)> = BTreeMap::new();
-    for slice in &slices {
-        let port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref() == Some(port_name.as_str()))
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok());
-        for endpoint in &slice.endpoints {
-            let Some(pod) = endpoint
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| r.name.clone())
-            else {
-                continue;
-            };
-            if let Some(ip) = endpoint.addresses.first().and_then(|a| a.parse().ok()) {
-                endpoints.insert(pod, (ip, port));
-            }
-        }
-    }
+    let endpoints = if group.pod_ips {
+        Endpoints::default()
+    } else {
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+        let selector = format!("kubernetes.io/service-name={service_name}");
+        let slices = slices
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| api_error(group, "list", "endpointslices.discovery.k8s.io", &ns, e))?
+            .items;
+        Endpoints::from_slices(&slices, &port_name)
+    };
 
     let target_port = service
         .spec
@@ -636,21 +684,25 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
     let mut states = Vec::with_capacity(pods.len());
     for pod in &pods {
         let state = pod_state(pod);
-        if state.is_serving() {
-            let Some(&(ip, slice_port)) = endpoints.get(&state.name) else {
+        let pod_ips = pod_ips(pod);
+        let endpoint = endpoints.of(&state.name, &state.uid, &pod_ips);
+        if endpoint.is_none() && state.is_serving() && !group.pod_ips {
+            return Err(fail(DiscoveryErrorKind::Inconsistent(format!(
+                "pod {} is ready, but no EndpointSlice of service {service_name} lists it at its address",
+                state.name
+            ))));
+        }
+        // Unpause and CheckPaused reach every pod that has an address, ready or not.
+        let address = endpoint
+            .map(|(ip, port)| (ip, port))
+            .or_else(|| pod_ips.first().map(|&ip| (ip, endpoints.port)));
+        if let Some((ip, port)) = address {
+            let port = port.or_else(|| resolve_port(pod, target_port.as_ref()));
+            let Some(port) = port else {
                 return Err(fail(DiscoveryErrorKind::Inconsistent(format!(
-                    "pod {} is ready but no EndpointSlice of service {service_name} lists it",
+                    "pod {} has no container port for service port {port_name} of {service_name}",
                     state.name
                 ))));
-            };
-            let port = match slice_port {
-                Some(port) => port,
-                None => resolve_port(pod, target_port.as_ref()).ok_or_else(|| {
-                    fail(DiscoveryErrorKind::Inconsistent(format!(
-                        "pod {} has no container port for service port {port_name} of {service_name}",
-                        state.name
-                    )))
-                })?,
             };
             targets.push(Target::from_kubernetes(&state.name, ip, port));
         }
@@ -664,6 +716,77 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
             owners,
         },
     })
+}
+
+/// The admin endpoints the EndpointSlices list, by pod name: every endpoint of the
+/// Service, ready or not, with the pod UID it names.
+#[derive(Debug, Default)]
+struct Endpoints {
+    by_pod: BTreeMap<String, Vec<(String, IpAddr)>>,
+    /// The admin port the slices give (the Service's `targetPort`, resolved).
+    port: Option<u16>,
+}
+
+impl Endpoints {
+    fn from_slices(slices: &[EndpointSlice], port_name: &str) -> Self {
+        let mut endpoints = Self::default();
+        for slice in slices {
+            let port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(port_name))
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok());
+            endpoints.port = endpoints.port.or(port);
+            for endpoint in &slice.endpoints {
+                let Some(target) = endpoint
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                else {
+                    continue;
+                };
+                let (Some(name), Some(uid)) = (target.name.clone(), target.uid.clone()) else {
+                    continue;
+                };
+                for ip in endpoint.addresses.iter().filter_map(|a| a.parse().ok()) {
+                    endpoints
+                        .by_pod
+                        .entry(name.clone())
+                        .or_default()
+                        .push((uid.clone(), ip));
+                }
+            }
+        }
+        endpoints
+    }
+
+    /// The endpoint of pod `name` with this UID at one of its addresses (the first of
+    /// `pod_ips` that a slice lists: the pod's primary family first). A stale slice (an
+    /// old UID or address after the pod was recreated) does not count.
+    fn of(&self, name: &str, uid: &str, pod_ips: &[IpAddr]) -> Option<(IpAddr, Option<u16>)> {
+        let listed = self.by_pod.get(name)?;
+        pod_ips
+            .iter()
+            .find(|ip| listed.iter().any(|(u, a)| u == uid && a == *ip))
+            .map(|&ip| (ip, self.port))
+    }
+}
+
+/// The pod's addresses from its status, primary first.
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = status
+        .pod_ip
+        .iter()
+        .chain(status.pod_ips.iter().flatten().map(|p| &p.ip))
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.dedup();
+    ips
 }
 
 /// The headless Service that selects the pods and has an admin port, and that port's
@@ -681,7 +804,7 @@ async fn admin_service(
         .map_err(|e| api_error(group, "list", "services", ns, e))?
         .items;
     let empty = BTreeMap::new();
-    let first_labels = pods[0].metadata.labels.as_ref().unwrap_or(&empty);
+    let labels = |p: &Pod| p.metadata.labels.as_ref().unwrap_or(&empty).clone();
     let mut candidates: Vec<(Service, String)> = services
         .into_iter()
         .filter_map(|svc| {
@@ -689,7 +812,8 @@ async fn admin_service(
             if spec.cluster_ip.as_deref() != Some("None") {
                 return None;
             }
-            if !selects(spec.selector.as_ref()?, first_labels) {
+            let selector = spec.selector.as_ref()?;
+            if !pods.iter().all(|p| selects(selector, &labels(p))) {
                 return None;
             }
             let names: Vec<&str> = spec
@@ -762,10 +886,13 @@ fn pod_state(pod: &Pod) -> PodRecord {
         ready,
         restarts,
         ip: status.pod_ip,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
     }
 }
 
-/// The Deployments and StatefulSets whose selectors select the pods.
+/// The Deployments and StatefulSets whose selectors select the pods. In
+/// [`pod_ips`](KubeGroup::pod_ips) mode a Role that grants neither is tolerated, as
+/// Scalar Admin for Kubernetes's chart grants no StatefulSets.
 async fn owners(
     group: &KubeGroup,
     client: &kube::Client,
@@ -774,42 +901,44 @@ async fn owners(
 ) -> Result<Vec<OwnerRecord>, DiscoveryError> {
     let empty = BTreeMap::new();
     let selects_a_pod = |selector: Option<&LabelSelector>| {
-        let labels = selector.and_then(|s| s.match_labels.as_ref());
-        labels.is_some_and(|labels| {
-            pods.iter()
-                .any(|p| selects(labels, p.metadata.labels.as_ref().unwrap_or(&empty)))
+        selector.is_some_and(|selector| {
+            pods.iter().any(|p| {
+                label_selector_selects(selector, p.metadata.labels.as_ref().unwrap_or(&empty))
+            })
         })
     };
     let mut owners = Vec::new();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    for d in deployments
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| api_error(group, "list", "deployments.apps", ns, e))?
-        .items
-    {
-        if selects_a_pod(d.spec.as_ref().map(|s| &s.selector)) {
-            owners.push(OwnerRecord {
-                kind: "Deployment",
-                name: d.metadata.name.unwrap_or_default(),
-                generation: d.metadata.generation.unwrap_or_default(),
-            });
+    match deployments.list(&ListParams::default()).await {
+        Ok(list) => {
+            for d in list.items {
+                if selects_a_pod(d.spec.as_ref().map(|s| &s.selector)) {
+                    owners.push(OwnerRecord {
+                        kind: "Deployment",
+                        name: d.metadata.name.unwrap_or_default(),
+                        generation: d.metadata.generation.unwrap_or_default(),
+                    });
+                }
+            }
         }
+        Err(e) if group.pod_ips && is_forbidden(&e) => {}
+        Err(e) => return Err(api_error(group, "list", "deployments.apps", ns, e)),
     }
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    for s in sets
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| api_error(group, "list", "statefulsets.apps", ns, e))?
-        .items
-    {
-        if selects_a_pod(s.spec.as_ref().map(|s| &s.selector)) {
-            owners.push(OwnerRecord {
-                kind: "StatefulSet",
-                name: s.metadata.name.unwrap_or_default(),
-                generation: s.metadata.generation.unwrap_or_default(),
-            });
+    match sets.list(&ListParams::default()).await {
+        Ok(list) => {
+            for s in list.items {
+                if selects_a_pod(s.spec.as_ref().map(|s| &s.selector)) {
+                    owners.push(OwnerRecord {
+                        kind: "StatefulSet",
+                        name: s.metadata.name.unwrap_or_default(),
+                        generation: s.metadata.generation.unwrap_or_default(),
+                    });
+                }
+            }
         }
+        Err(e) if group.pod_ips && is_forbidden(&e) => {}
+        Err(e) => return Err(api_error(group, "list", "statefulsets.apps", ns, e)),
     }
     owners.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     Ok(owners)
@@ -828,6 +957,7 @@ mod tests {
             ready,
             restarts: BTreeMap::from([("app".to_owned(), restarts)]),
             ip: None,
+            terminating: false,
         }
     }
 

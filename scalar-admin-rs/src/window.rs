@@ -79,6 +79,18 @@ impl Group {
         Ok(self.resolve_with_snapshot(dns).await?.0)
     }
 
+    /// Every pod of the group that can be called now, ready or not: what an Unpause or
+    /// a CheckPaused reaches (a pod that stopped being ready, or is terminating, may
+    /// still be paused). The same as [`resolve`](Self::resolve) but for the Kubernetes
+    /// API, which does not refuse here.
+    pub async fn reachable(&self, dns: &DnsConfig) -> Result<Vec<Target>, Error> {
+        match self {
+            #[cfg(feature = "kubernetes")]
+            Group::Kubernetes(group) => Ok(group.discover().await?.into_parts().0),
+            _ => self.resolve(dns).await,
+        }
+    }
+
     /// [`resolve`](Self::resolve), with the Kubernetes snapshot when there is one.
     async fn resolve_with_snapshot(
         &self,
@@ -352,7 +364,7 @@ impl Window {
                 verified = self.verify(fleet, &groups) => Some(verified),
             }
         };
-        let Some((verify, mut findings)) = verified else {
+        let Some((verify, mut findings, before_unpause)) = verified else {
             warn!("interrupted during the window; unpausing every pod this run paused");
             return Err(Error::Interrupted {
                 rollback: Box::new(fleet.release().await),
@@ -373,7 +385,8 @@ impl Window {
         }
         // The backup guide's last step: the pods again, after the Unpause, against what
         // was paused (only the Kubernetes API has more to say than the check above).
-        let (after, after_unpause) = if groups.iter().any(|g| g.snapshot.is_some()) {
+        let groups_have_snapshots = groups.iter().any(|g| g.snapshot.is_some());
+        let (after, after_unpause) = if groups_have_snapshots {
             self.compare(&groups).await
         } else {
             (Vec::new(), Vec::new())
@@ -397,6 +410,11 @@ impl Window {
             pause,
             verify,
             release,
+            before_unpause: if groups_have_snapshots {
+                before_unpause
+            } else {
+                Vec::new()
+            },
             after_unpause,
             verdict,
         })
@@ -404,8 +422,12 @@ impl Window {
 
     /// Re-resolves every SRV group, asks the Kubernetes API again, and asks every pod
     /// whether it is still paused.
-    async fn verify(&self, fleet: &mut Fleet, groups: &[GroupPods]) -> (Report, Vec<Finding>) {
-        let ((mut findings, _), verify) =
+    async fn verify(
+        &self,
+        fleet: &mut Fleet,
+        groups: &[GroupPods],
+    ) -> (Report, Vec<Finding>, Vec<Snapshot>) {
+        let ((mut findings, snapshots), verify) =
             futures::join!(self.compare(groups), fleet.check_report());
         for pod in verify.pods() {
             match pod.outcome() {
@@ -419,7 +441,7 @@ impl Window {
                 }),
             }
         }
-        (verify, findings)
+        (verify, findings, snapshots)
     }
 
     /// What changed in the groups since they were paused: the SRV answer's pods, and
@@ -597,7 +619,10 @@ pub struct WindowReport {
     pause: Report,
     verify: Report,
     release: Rollback,
-    /// Each group's Kubernetes snapshot after the Unpause (empty without one).
+    /// Each group's Kubernetes snapshot just before the Unpause, and after it (empty
+    /// without one).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
+    before_unpause: Vec<Snapshot>,
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
     after_unpause: Vec<Snapshot>,
     #[cfg_attr(feature = "serde", serde(flatten))]
@@ -618,6 +643,16 @@ impl WindowReport {
     /// CheckPaused just before unpausing.
     pub fn verify(&self) -> &Report {
         &self.verify
+    }
+
+    /// Each group's Kubernetes snapshot just before the Unpause, in group order (empty
+    /// when no group came from the Kubernetes API).
+    #[cfg(feature = "kubernetes")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kubernetes")))]
+    pub fn snapshots_before_unpause(
+        &self,
+    ) -> impl Iterator<Item = Option<&crate::kubernetes::Snapshot>> {
+        self.before_unpause.iter().map(Option::as_ref)
     }
 
     /// Each group's Kubernetes snapshot after the Unpause, in group order (empty when
