@@ -443,7 +443,9 @@ impl InvalidInput {
 #[derive(Debug, Clone)]
 pub struct DiscoveryError {
     name: String,
-    kind: DiscoveryErrorKind,
+    /// Boxed: the Kubernetes kinds carry several strings, and every `Result` of
+    /// discovery should stay small.
+    kind: Box<DiscoveryErrorKind>,
     source: Option<Source>,
 }
 
@@ -511,7 +513,7 @@ impl DiscoveryError {
     pub(crate) fn new(name: &str, kind: DiscoveryErrorKind) -> Self {
         Self {
             name: name.to_owned(),
-            kind,
+            kind: Box::new(kind),
             source: None,
         }
     }
@@ -538,7 +540,7 @@ impl DiscoveryError {
 impl fmt::Display for DiscoveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cannot resolve {}: ", self.name)?;
-        match &self.kind {
+        match &*self.kind {
             DiscoveryErrorKind::Config => f.write_str("the resolver cannot be set up"),
             DiscoveryErrorKind::NoSuchName => f.write_str("no such name (NXDOMAIN)"),
             DiscoveryErrorKind::NoRecords(candidate) => {

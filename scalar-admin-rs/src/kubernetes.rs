@@ -693,9 +693,7 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
             ))));
         }
         // Unpause and CheckPaused reach every pod that has an address, ready or not.
-        let address = endpoint
-            .map(|(ip, port)| (ip, port))
-            .or_else(|| pod_ips.first().map(|&ip| (ip, endpoints.port)));
+        let address = endpoint.or_else(|| pod_ips.first().map(|&ip| (ip, endpoints.port)));
         if let Some((ip, port)) = address {
             let port = port.or_else(|| resolve_port(pod, target_port.as_ref()));
             let Some(port) = port else {
