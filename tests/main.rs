@@ -6,9 +6,11 @@ mod util;
 
 mod cli;
 mod discovery;
+mod exec;
 mod faults;
 mod fleet;
 mod gate;
+mod journal;
 mod k8s_rig;
 mod kubernetes;
 mod rollback;

@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
 use scalar_admin::kubernetes::{KubeConfig, KubeGroup, Selector};
-use scalar_admin::window::{Group, Window};
+use scalar_admin::window::{Group, OnActionError, Window};
+
+use crate::exec::{Exec, Program};
+
+/// `--exec-timeout`'s default, as Velero's backup hooks'.
+const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 
 /// Pause, unpause or check every pod of a ScalarDB or ScalarDL deployment.
@@ -21,14 +26,17 @@ use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 /// and -a, one per product), hold for --duration, check that no pod was added or
 /// restarted, unpause, and print the restorable window, its midpoint and a verdict.
 ///
+/// HISTORY lists the restorable (VALID) windows recorded in --journal, newest first; it
+/// contacts no pod.
+///
 /// Exit status: 0 on success (for WINDOW: a VALID window); 1 when the command failed
 /// on any pod (the message says which pods, and what state the cluster is left in);
 /// 2 for a usage error, found before any pod is contacted.
 #[derive(Debug, Parser)]
 #[command(name = "scalar-admin", version, max_term_width = 100)]
-#[command(group(ArgGroup::new("pods").required(true).multiple(true).args(["srv_service_url", "addresses", "release_name", "selector", "deployment"])))]
+#[command(group(ArgGroup::new("pods").multiple(true).args(["srv_service_url", "addresses", "release_name", "selector", "deployment"])))]
 pub(crate) struct LowArgs {
-    /// The command: PAUSE, UNPAUSE, CHECK_PAUSED or WINDOW (any case).
+    /// The command: PAUSE, UNPAUSE, CHECK_PAUSED, WINDOW or HISTORY (any case).
     #[arg(short, long, value_enum, ignore_case = true)]
     pub(crate) command: Command,
 
@@ -148,6 +156,38 @@ pub(crate) struct LowArgs {
     #[arg(long, value_name = "TZ", value_parser = parse_time_zone)]
     pub(crate) time_zone: Option<jiff::tz::TimeZone>,
 
+    /// WINDOW: a backup command run through `sh -c` once every pod is paused; the hold
+    /// lasts at least --duration and until it ends. Its environment has
+    /// SCALAR_ADMIN_PAUSE_COMPLETED_MS (epoch ms), SCALAR_ADMIN_PAUSE_COMPLETED_AT (RFC
+    /// 3339, UTC), SCALAR_ADMIN_ATTEMPT and SCALAR_ADMIN_PODS_FILE (a JSON file of the
+    /// groups and pods); its output goes to stderr, prefixed "exec: ". Or give the
+    /// command as arguments after `--`.
+    #[arg(long, value_name = "CMD", conflicts_with = "exec_argv")]
+    pub(crate) exec: Option<String>,
+
+    /// WINDOW: the backup command as an argument vector, run as is (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) exec_argv: Vec<String>,
+
+    /// WINDOW: how long the backup command may run before its whole process group is
+    /// killed (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) exec_timeout: Option<Duration>,
+
+    /// WINDOW: whether a failed backup command (non-zero exit, killed, timed out) makes
+    /// the window INVALID (fail, the default) or is only reported (continue).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(crate) on_error: Option<OnError>,
+
+    /// WINDOW: append one JSON line per window to FILE when it opens and when it closes
+    /// (fsynced). HISTORY: the journal to read.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) journal: Option<PathBuf>,
+
+    /// WINDOW: how many windows the journal keeps; older ones are dropped.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) journal_keep: Option<u32>,
+
     /// Log more to stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub(crate) verbose: u8,
@@ -169,6 +209,17 @@ pub(crate) enum Command {
     CheckPaused,
     /// Pause every group, hold, verify, unpause: one backup window.
     Window,
+    /// List the restorable windows of --journal, newest first.
+    History,
+}
+
+/// What a failed `--exec` does to the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnError {
+    /// The window is INVALID.
+    Fail,
+    /// The failure is reported; the verdict comes from the checks.
+    Continue,
 }
 
 /// Output formats.
@@ -270,6 +321,11 @@ pub(crate) struct Config {
     pub(crate) output: Output,
     /// The TLS flags as typed, for the recovery command printed on failure.
     pub(crate) tls_flags: Vec<String>,
+    /// WINDOW's backup command.
+    pub(crate) exec: Option<Exec>,
+    /// WINDOW's and HISTORY's journal.
+    pub(crate) journal: Option<PathBuf>,
+    pub(crate) journal_keep: usize,
     /// Where to panic on purpose, for the tests of panic safety
     /// (`SCALAR_ADMIN_INJECT_PANIC`; never set in production).
     pub(crate) inject_panic: Option<String>,
@@ -334,7 +390,39 @@ impl Config {
                 "only apply with -r, --selector or --deployment",
             ));
         }
-        if low.command == Command::Window {
+        let exec_flags = low.exec.is_some()
+            || !low.exec_argv.is_empty()
+            || low.exec_timeout.is_some()
+            || low.on_error.is_some();
+        if exec_flags && low.command != Command::Window {
+            return Err(usage(
+                "--exec/--exec-timeout/--on-error/-- COMMAND",
+                "only apply to -c WINDOW",
+            ));
+        }
+        if (low.exec_timeout.is_some() || low.on_error.is_some())
+            && low.exec.is_none()
+            && low.exec_argv.is_empty()
+        {
+            return Err(usage(
+                "--exec-timeout/--on-error",
+                "only apply with --exec CMD or -- COMMAND",
+            ));
+        }
+        if low.journal_keep.is_some() && low.journal.is_none() {
+            return Err(usage("--journal-keep", "only applies with --journal"));
+        }
+        if low.command == Command::History {
+            // Reads the journal only: the pod flags, if any, are not used.
+            if low.journal.is_none() {
+                return Err(usage("-c HISTORY", "needs --journal FILE"));
+            }
+        } else if low.journal.is_some() && low.command != Command::Window {
+            return Err(usage(
+                "--journal",
+                "only applies to -c WINDOW and -c HISTORY",
+            ));
+        } else if low.command == Command::Window {
             if groups.is_empty() {
                 return Err(usage("-s/-a", "WINDOW needs at least one group"));
             }
@@ -394,6 +482,18 @@ impl Config {
         if let Some(attempts) = low.attempts {
             window = window.attempts(attempts as usize);
         }
+        if low.on_error == Some(OnError::Continue) {
+            window = window.on_action_error(OnActionError::Continue);
+        }
+        let program = match (&low.exec, low.exec_argv.is_empty()) {
+            (Some(script), _) => Some(Program::Shell(script.clone())),
+            (None, false) => Some(Program::Argv(low.exec_argv.clone())),
+            (None, true) => None,
+        };
+        let exec = program.map(|program| Exec {
+            program,
+            timeout: low.exec_timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT),
+        });
 
         Ok(Config {
             command: low.command,
@@ -405,6 +505,9 @@ impl Config {
             time_zone: low.time_zone.clone().unwrap_or(jiff::tz::TimeZone::UTC),
             output: low.output,
             tls_flags,
+            exec,
+            journal: low.journal.clone(),
+            journal_keep: low.journal_keep.map_or(100, |n| n as usize),
             inject_panic: std::env::var("SCALAR_ADMIN_INJECT_PANIC").ok(),
         })
     }

@@ -21,11 +21,15 @@ macro_rules! tell {
 }
 
 mod args;
+mod exec;
+mod journal;
 mod output;
 mod sak;
 
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use clap::Parser;
 use futures::FutureExt;
@@ -34,6 +38,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::{EnvFilter, Layer};
 
 use args::{Command, Config, LowArgs};
+use exec::ExecResult;
+use journal::Journal;
 use output::ExitStatus;
 
 fn main() -> ExitCode {
@@ -65,6 +71,21 @@ fn main() -> ExitCode {
         low.verbose,
         config.inject_panic.as_deref() == Some("pod"),
     );
+    // HISTORY reads the journal only: no pod, no runtime.
+    if config.command == Command::History {
+        return journal::history(&config).into();
+    }
+    // The journal must take the window's record before anything is paused.
+    let journal = match (&config.journal, config.command) {
+        (Some(path), Command::Window) => match Journal::open(path, config.journal_keep) {
+            Ok(journal) => Some(journal),
+            Err(e) => {
+                tell!("error: {e}; nothing was paused");
+                return ExitStatus::Failure.into();
+            }
+        },
+        _ => None,
+    };
     let current_thread = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -81,14 +102,16 @@ fn main() -> ExitCode {
         config.groups.iter().map(|g| async {
             match config.command {
                 Command::Unpause | Command::CheckPaused => g.reachable(&config.dns).await,
-                Command::Pause | Command::Window => g.resolve(&config.dns).await,
+                Command::Pause | Command::Window | Command::History => {
+                    g.resolve(&config.dns).await
+                }
             }
         }),
     ));
     let mut resolved = match resolved {
         Ok(resolved) => resolved,
         Err(e) if config.command == Command::Window => {
-            return output::windows(&config, &Err(e)).into();
+            return output::windows(&config, &Err(e), &[]).into();
         }
         Err(e) => return output::report(&config, &Err(e)).into(),
     };
@@ -105,7 +128,7 @@ fn main() -> ExitCode {
     // machine it closes the gates closer together than a pool does, since no second
     // thread competes for the cores the pods and the kernel need (README, bench section).
     let runtime = current_thread;
-    let status = runtime.block_on(run(config, targets));
+    let status = runtime.block_on(run(config, targets, journal));
     // Connection tasks may linger after the last reply; they must not delay the exit.
     runtime.shutdown_background();
     status.into()
@@ -131,7 +154,7 @@ fn open_files_for(pods: usize) -> Result<(), String> {
     ))
 }
 
-async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
+async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journal>) -> ExitStatus {
     // Take over SIGINT and SIGTERM before anything is sent: from here on a signal never
     // kills the process mid-command. During a pause it triggers the rollback; during
     // an unpause or a check it is ignored, since finishing (within the call deadlines)
@@ -148,10 +171,7 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
     let Some(targets) = targets else {
         // The window undoes its own pause if anything in it panics, then lets the panic
         // go on; it logs what it left.
-        let window = AssertUnwindSafe(async {
-            let result = config.window.run(interrupted).await;
-            output::windows(&config, &result)
-        });
+        let window = AssertUnwindSafe(window(&config, journal, interrupted));
         return window.catch_unwind().await.unwrap_or_else(|panic| {
             tell!("error: internal error: {}", panic_message(&*panic));
             ExitStatus::Failure
@@ -172,7 +192,7 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
             Command::Pause => fleet.pause_with_cancel(config.pause, interrupted).await,
             Command::Unpause => fleet.unpause().await,
             Command::CheckPaused => fleet.check_paused().await,
-            Command::Window => unreachable!("handled above"),
+            Command::Window | Command::History => unreachable!("handled above"),
         };
         if config.inject_panic.as_deref() == Some("output") {
             panic!("injected panic before the output");
@@ -191,6 +211,54 @@ async fn run(config: Config, targets: Option<Vec<Target>>) -> ExitStatus {
     // been named in the output with its recovery command.
     let _ = fleet.keep_paused();
     status
+}
+
+/// Runs the windows, with the --exec command as their action and the journal's lines
+/// at each window's open and close, and prints them.
+async fn window(
+    config: &Config,
+    journal: Option<Journal>,
+    interrupted: impl Future<Output = ()>,
+) -> ExitStatus {
+    if config.exec.is_none() && journal.is_none() {
+        let result = config.window.run(interrupted).await;
+        return output::windows(config, &result, &[]);
+    }
+    let journal = Rc::new(RefCell::new(journal));
+    let execs: Rc<RefCell<Vec<ExecResult>>> = Rc::default();
+    let action = |paused: scalar_admin::window::Paused| {
+        let (journal, execs) = (journal.clone(), execs.clone());
+        async move {
+            if let Some(journal) = journal.borrow_mut().as_mut() {
+                journal.opened(&paused);
+            }
+            let Some(exec) = &config.exec else {
+                return Ok(());
+            };
+            let result = exec::run(exec, &paused).await;
+            let outcome = if result.ok() {
+                Ok(())
+            } else {
+                Err(format!("--exec {}", result.what()))
+            };
+            execs.borrow_mut().push(result);
+            outcome
+        }
+    };
+    let result = config.window.run_with(interrupted, action).await;
+    let execs = execs.take();
+    if let Some(journal) = journal.borrow_mut().as_mut() {
+        match &result {
+            Ok(windows) => {
+                for (i, w) in windows.iter().enumerate() {
+                    journal.closed(i + 1, w, execs.iter().find(|e| e.attempt == i + 1));
+                }
+            }
+            Err(e) => journal.failed(&e.to_string(), &execs),
+        }
+        journal.trim();
+    }
+    output::windows(config, &result, &execs)
 }
 
 /// A future that completes at the first SIGINT or SIGTERM; the handlers are installed

@@ -9,6 +9,7 @@ use scalar_admin::{Error, Kept, Operation, Report, Rollback, Target, unix_micros
 use serde::Serialize;
 
 use crate::args::{Command, Config, Output};
+use crate::exec::ExecResult;
 
 /// The exit status, decided once: each value has one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,7 @@ fn command_name(command: Command) -> &'static str {
         Command::Unpause => "unpause",
         Command::CheckPaused => "check_paused",
         Command::Window => "window",
+        Command::History => "history",
     }
 }
 
@@ -80,7 +82,9 @@ fn text(config: &Config, result: &Result<Report, Error>) {
                 say!("{}", instant_line("Unpause started", report.started_at()))
             }
             Command::CheckPaused => say!("{}", check_json(report)),
-            Command::Window => unreachable!("windows are printed by `windows`"),
+            Command::Window | Command::History => {
+                unreachable!("windows are printed by `windows`, history by `journal`")
+            }
         },
         Err(e) => {
             // The unpause was sent even though it failed somewhere: scripts still need
@@ -268,7 +272,7 @@ fn to_json(doc: &impl Serialize) -> String {
 
 /// An instant in the chosen time zone, to the microsecond:
 /// `2026-11-25T05:01:48.123456+09:00[Asia/Tokyo]`.
-fn zoned(t: SystemTime, tz: &jiff::tz::TimeZone) -> String {
+pub(crate) fn zoned(t: SystemTime, tz: &jiff::tz::TimeZone) -> String {
     match jiff::Timestamp::try_from(t) {
         Ok(ts) => {
             let z = ts.to_zoned(tz.clone());
@@ -292,6 +296,9 @@ struct WindowJson<'a> {
     pause_completed_at: String,
     unpause_started_at: String,
     midpoint: String,
+    /// The --exec command's outcome, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec: Option<&'a ExecResult>,
     detail: &'a WindowReport,
 }
 
@@ -319,7 +326,12 @@ fn reasons(verdict: &Verdict) -> Vec<String> {
 
 /// Prints backup windows and decides the exit status: success only for a VALID last
 /// window.
-pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>) -> ExitStatus {
+pub(crate) fn windows(
+    config: &Config,
+    result: &Result<Vec<WindowReport>, Error>,
+    execs: &[ExecResult],
+) -> ExitStatus {
+    let exec_of = |attempt: usize| execs.iter().find(|e| e.attempt == attempt);
     let tz = &config.time_zone;
     let valid = result
         .as_ref()
@@ -351,6 +363,9 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                         "Restore point (midpoint): {} ({mid_ms})",
                         zoned(w.midpoint(), tz)
                     );
+                    if let Some(exec) = exec_of(i + 1) {
+                        say!("{}", exec.line());
+                    }
                     if w.verdict().is_valid() {
                         say!("Verdict: VALID");
                     } else {
@@ -389,6 +404,7 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                                 pause_completed_at: zoned(w.pause_completed_at(), tz),
                                 unpause_started_at: zoned(w.unpause_started_at(), tz),
                                 midpoint: zoned(w.midpoint(), tz),
+                                exec: exec_of(i + 1),
                                 detail: w,
                             }
                         })
@@ -425,7 +441,13 @@ pub(crate) fn windows(config: &Config, result: &Result<Vec<WindowReport>, Error>
                 );
             }
         }
-        Err(e) => tell!("{}", failure_text(config, e).trim_end()),
+        Err(e) => {
+            // A command cut short by the failure (a signal) still says how it ended.
+            for exec in execs {
+                tell!("{} (attempt {})", exec.line(), exec.attempt);
+            }
+            tell!("{}", failure_text(config, e).trim_end())
+        }
     }
     status(valid)
 }

@@ -189,6 +189,7 @@ pub struct Window {
     force: bool,
     attempts: usize,
     pause: PauseOptions,
+    on_action_error: OnActionError,
 }
 
 impl Window {
@@ -202,6 +203,7 @@ impl Window {
             force: false,
             attempts: 1,
             pause: PauseOptions::default(),
+            on_action_error: OnActionError::Fail,
         }
     }
 
@@ -246,6 +248,14 @@ impl Window {
         self
     }
 
+    /// Sets what a failed action ([`run_with`](Self::run_with)) does to the window:
+    /// [`OnActionError::Fail`] (the default) makes it INVALID, [`OnActionError::Continue`]
+    /// only reports the error.
+    pub fn on_action_error(mut self, on_error: OnActionError) -> Self {
+        self.on_action_error = on_error;
+        self
+    }
+
     /// Runs windows until one is VALID or the attempts are used, and returns every window
     /// tried; the last is the one that counts.
     ///
@@ -262,6 +272,69 @@ impl Window {
     /// Dropping this future while pods are paused leaves them paused: pass the signal as
     /// `cancel` instead, which unpauses them.
     pub async fn run<C: Future>(&self, cancel: C) -> Result<Vec<WindowReport>, Error> {
+        self.run_inner(cancel, None::<fn(Paused) -> NoAction>).await
+    }
+
+    /// [`run`](Self::run), with a backup action run while every pod is paused: a
+    /// snapshot, an on-demand backup, a copy of the data.
+    ///
+    /// `action` is called once per attempt, as soon as every pod is paused, with what
+    /// the backup needs ([`Paused`]: the pause-completed instant, the attempt, the groups
+    /// and their pods). The hold lasts at least [`hold`](Self::hold) and until the
+    /// action's future ends; then the window is verified and unpaused as always, so the
+    /// checks stay here. An error from the action is in [`WindowReport::action`], and
+    /// makes the window INVALID ([`Finding::ActionFailed`]) unless
+    /// [`on_action_error`](Self::on_action_error) says [`OnActionError::Continue`].
+    /// The pods are unpaused in every case. When `cancel` completes during the action,
+    /// the action's future is dropped (stopping it), the pods are unpaused, and the
+    /// result is [`Error::Interrupted`]; a panic in the action unpauses them too before
+    /// the panic goes on.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), scalar_admin::Error> {
+    /// use std::time::Duration;
+    /// use scalar_admin::window::{Group, Paused, Window};
+    ///
+    /// let windows = Window::new([Group::srv("_scalardb._tcp.scalardb-headless")])
+    ///     .hold(Duration::from_secs(1))
+    ///     .run_with(tokio::signal::ctrl_c(), |paused: Paused| async move {
+    ///         // Take the snapshot of every database node here.
+    ///         println!("paused at {:?}, {} pods", paused.pause_completed_at(), paused.pods().count());
+    ///         Ok::<(), std::io::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`run`](Self::run): pass the signal as `cancel` rather than dropping this
+    /// future.
+    pub async fn run_with<C, A, F, E>(
+        &self,
+        cancel: C,
+        action: A,
+    ) -> Result<Vec<WindowReport>, Error>
+    where
+        C: Future,
+        A: FnMut(Paused) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        self.run_inner(cancel, Some(action)).await
+    }
+
+    async fn run_inner<C, A, F, E>(
+        &self,
+        cancel: C,
+        mut action: Option<A>,
+    ) -> Result<Vec<WindowReport>, Error>
+    where
+        C: Future,
+        A: FnMut(Paused) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
         let cancel = async {
             cancel.await;
         }
@@ -269,7 +342,9 @@ impl Window {
         tokio::pin!(cancel);
         let mut windows = Vec::new();
         for attempt in 1..=self.attempts {
-            let window = self.run_once(cancel.as_mut()).await?;
+            let window = self
+                .run_once(attempt, cancel.as_mut(), action.as_mut())
+                .await?;
             let valid = window.verdict.is_valid();
             if !valid {
                 warn!(attempt, verdict = ?window.verdict, "window INVALID");
@@ -295,10 +370,17 @@ impl Window {
         self.groups.iter().cloned().zip(resolved).collect()
     }
 
-    async fn run_once(
+    async fn run_once<A, F, E>(
         &self,
+        attempt: usize,
         mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
-    ) -> Result<WindowReport, Error> {
+        action: Option<&mut A>,
+    ) -> Result<WindowReport, Error>
+    where
+        A: FnMut(Paused) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
         let resolved = tokio::select! {
             biased;
             () = cancel.as_mut() => {
@@ -327,7 +409,8 @@ impl Window {
 
         // From the first Pause on, a panic must not strand pods: undo this run's pause,
         // say what is left, then let the panic go on.
-        let paused = AssertUnwindSafe(self.pause_and_verify(&mut fleet, groups, cancel));
+        let paused =
+            AssertUnwindSafe(self.pause_and_verify(&mut fleet, attempt, groups, cancel, action));
         match paused.catch_unwind().await {
             Ok(result) => result,
             Err(panic) => {
@@ -338,22 +421,53 @@ impl Window {
         }
     }
 
-    async fn pause_and_verify(
+    async fn pause_and_verify<A, F, E>(
         &self,
         fleet: &mut Fleet,
+        attempt: usize,
         groups: Vec<GroupPods>,
         mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
-    ) -> Result<WindowReport, Error> {
+        action: Option<&mut A>,
+    ) -> Result<WindowReport, Error>
+    where
+        A: FnMut(Paused) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
         // `Fleet::pause` decides from the pods' fresh answers, and refuses pods paused
         // by someone else unless forced.
         let options = self.pause.rollback(true).take_over(self.force);
         let pause = fleet.pause_with_cancel(options, cancel.as_mut()).await?;
         info!(completed_at = ?pause.completed_at(), "window open");
 
-        let interrupted = tokio::select! {
-            () = tokio::time::sleep(self.hold) => false,
-            () = cancel.as_mut() => true,
+        // The hold, and the action alongside it: the window lasts until both are over.
+        let run_action = async {
+            let action = action?;
+            let started = std::time::Instant::now();
+            let result = action(Paused {
+                attempt,
+                pause_completed_at: pause.completed_at(),
+                groups: groups.clone(),
+            })
+            .await;
+            let outcome = ActionOutcome {
+                duration: started.elapsed(),
+                error: result.err().map(|e| e.to_string()),
+            };
+            match &outcome.error {
+                None => info!(duration = ?outcome.duration, "backup action done"),
+                Some(e) => warn!(error = %e, "backup action failed"),
+            }
+            Some(outcome)
         };
+        let held = tokio::select! {
+            (_, outcome) = futures::future::join(tokio::time::sleep(self.hold), run_action) => {
+                Some(outcome)
+            }
+            () = cancel.as_mut() => None,
+        };
+        let interrupted = held.is_none();
+        let action = held.flatten();
         // Verify just before unpausing, so the check covers the whole window.
         let verified = if interrupted {
             None
@@ -364,12 +478,19 @@ impl Window {
                 verified = self.verify(fleet, &groups) => Some(verified),
             }
         };
-        let Some((verify, mut findings, before_unpause)) = verified else {
+        let Some((verify, mut verify_findings, before_unpause)) = verified else {
             warn!("interrupted during the window; unpausing every pod this run paused");
             return Err(Error::Interrupted {
                 rollback: Box::new(fleet.release().await),
             });
         };
+        let mut findings = Vec::new();
+        if let Some(error) = action.as_ref().and_then(|a| a.error.clone())
+            && self.on_action_error == OnActionError::Fail
+        {
+            findings.push(Finding::ActionFailed { error });
+        }
+        findings.append(&mut verify_findings);
 
         // The confirmation honours the cancel too: cut short, it says what it confirmed.
         let release = fleet.release_until(cancel.as_mut()).await;
@@ -416,6 +537,7 @@ impl Window {
                 Vec::new()
             },
             after_unpause,
+            action,
             verdict,
         })
     }
@@ -557,6 +679,12 @@ pub enum Finding {
         /// What changed.
         change: crate::kubernetes::Change,
     },
+    /// The backup action ([`Window::run_with`]) failed, and
+    /// [`Window::on_action_error`] is [`OnActionError::Fail`].
+    ActionFailed {
+        /// The action's error, in words.
+        error: String,
+    },
     /// A pod could not be asked whether it was still paused.
     Unchecked {
         /// The pod.
@@ -592,6 +720,7 @@ impl fmt::Display for Finding {
             }
             #[cfg(feature = "kubernetes")]
             Finding::Changed { change, .. } => write!(f, "{change}"),
+            Finding::ActionFailed { error } => write!(f, "the backup action failed: {error}"),
             Finding::Unchecked { pod, error } => {
                 write!(f, "{pod} could not be checked: {}", error.chain())
             }
@@ -625,6 +754,9 @@ pub struct WindowReport {
     before_unpause: Vec<Snapshot>,
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
     after_unpause: Vec<Snapshot>,
+    /// The backup action's outcome, when there was one.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    action: Option<ActionOutcome>,
     #[cfg_attr(feature = "serde", serde(flatten))]
     verdict: Verdict,
 }
@@ -671,6 +803,11 @@ impl WindowReport {
         &self.release
     }
 
+    /// How the backup action went ([`Window::run_with`]); `None` without one.
+    pub fn action(&self) -> Option<&ActionOutcome> {
+        self.action.as_ref()
+    }
+
     /// The verdict.
     pub fn verdict(&self) -> &Verdict {
         &self.verdict
@@ -703,6 +840,90 @@ impl WindowReport {
             .unwrap_or_default()
     }
 }
+
+/// What a backup action ([`Window::run_with`]) gets once every pod is paused.
+#[derive(Debug, Clone)]
+pub struct Paused {
+    attempt: usize,
+    pause_completed_at: SystemTime,
+    groups: Vec<GroupPods>,
+}
+
+impl Paused {
+    /// When the last pod finished pausing: the window's start, the instant a snapshot
+    /// taken now stands for.
+    pub fn pause_completed_at(&self) -> SystemTime {
+        self.pause_completed_at
+    }
+
+    /// Which attempt this is, from 1 ([`Window::attempts`]).
+    pub fn attempt(&self) -> usize {
+        self.attempt
+    }
+
+    /// Every group and the pods it had when paused.
+    pub fn groups(&self) -> &[GroupPods] {
+        &self.groups
+    }
+
+    /// Every paused pod, group after group.
+    pub fn pods(&self) -> impl Iterator<Item = &Target> {
+        self.groups.iter().flat_map(|g| g.pods.iter())
+    }
+}
+
+/// What a failed backup action does to its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnActionError {
+    /// The window is INVALID ([`Finding::ActionFailed`]): do not restore to it.
+    #[default]
+    Fail,
+    /// The error is reported, and the verdict comes from the checks alone.
+    Continue,
+}
+
+/// How a backup action went.
+#[derive(Debug, Clone)]
+pub struct ActionOutcome {
+    duration: Duration,
+    error: Option<String>,
+}
+
+impl ActionOutcome {
+    /// How long the action ran.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Its error, in words; `None` when it succeeded.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Whether it succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for ActionOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ActionOutcome", 3)?;
+        st.serialize_field("ok", &self.is_ok())?;
+        st.serialize_field(
+            "duration_us",
+            &u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX),
+        )?;
+        st.serialize_field("error", &self.error)?;
+        st.end()
+    }
+}
+
+/// The action of a window without one.
+type NoAction = std::future::Ready<Result<(), std::convert::Infallible>>;
 
 /// The pods added and removed between two endpoint sets, compared by address and name.
 fn set_change(before: &[Target], after: &[Target]) -> Option<(Vec<Target>, Vec<Target>)> {
