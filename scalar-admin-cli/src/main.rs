@@ -102,9 +102,7 @@ fn main() -> ExitCode {
         config.groups.iter().map(|g| async {
             match config.command {
                 Command::Unpause | Command::CheckPaused => g.reachable(&config.dns).await,
-                Command::Pause | Command::Window | Command::History => {
-                    g.resolve(&config.dns).await
-                }
+                Command::Pause | Command::Window | Command::History => g.resolve(&config.dns).await,
             }
         }),
     ));
