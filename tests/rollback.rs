@@ -394,13 +394,7 @@ async fn sigterm_while_the_window_confirms_its_unpause_is_honoured() {
         let run = child.wait().await;
         run.assert_status(1);
         assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
-        let name = slow.addr().to_string();
-        assert!(
-            run.stderr
-                .contains(&format!("may still be paused: {name}: ")),
-            "{}",
-            run.stderr
-        );
+        says_maybe_paused(&run, &slow);
         assert!(
             run.stderr.contains(&format!(
                 "unpaused by this run (confirmed by CheckPaused): {}",

@@ -47,17 +47,9 @@ fn main() -> ExitCode {
     if sak::is_invoked() {
         return sak::main();
     }
-    let low = match LowArgs::try_parse() {
+    let low = match parse::<LowArgs>() {
         Ok(low) => low,
-        Err(e) => {
-            // --help and --version are "errors" that print to stdout and exit 0.
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitStatus::Usage.into()
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(status) => return status,
     };
     let config = match Config::from_low_args(&low) {
         Ok(config) => config,
@@ -130,6 +122,19 @@ fn main() -> ExitCode {
     // Connection tasks may linger after the last reply; they must not delay the exit.
     runtime.shutdown_background();
     status.into()
+}
+
+/// Parses the command line, or prints clap's message and says how to exit: --help and
+/// --version are "errors" that print to stdout and exit 0, the rest exit 2.
+pub(crate) fn parse<T: Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitStatus::Usage.into()
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
 }
 
 /// Makes sure `pods` connections fit under the open-files limit, raising the soft limit

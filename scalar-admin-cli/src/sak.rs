@@ -150,16 +150,9 @@ pub(crate) fn is_invoked() -> bool {
 /// Parses, runs and prints; the exit status is 0 or 1 as the other tool's (2 for flags
 /// its parser would reject too).
 pub(crate) fn main() -> ExitCode {
-    let args = match SakArgs::try_parse() {
+    let args = match crate::parse::<SakArgs>() {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitStatus::Usage.into()
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(status) => return status,
     };
     let window = match window(&args) {
         Ok(window) => window,
