@@ -318,6 +318,23 @@ fn list(pods: &[&Pod]) -> String {
     names.join(",")
 }
 
+/// A 50 ms window over `pods` whose calls may take long (a 40 s deadline), with this
+/// rollback budget: for a signal sent while it runs.
+fn start_window(pods: &str, rollback_budget: &str) -> crate::util::Child {
+    start_scalar_admin(&[
+        "-c",
+        "window",
+        "-a",
+        pods,
+        "--duration",
+        "50ms",
+        "--timeout",
+        "40s",
+        "--rollback-timeout",
+        rollback_budget,
+    ])
+}
+
 /// Asserts that stderr names `pod` as maybe still paused, with a reason.
 fn says_maybe_paused(run: &crate::util::Run, pod: &Pod) {
     let line = format!("may still be paused: {}: ", pod.addr());
@@ -375,18 +392,7 @@ async fn sigterm_while_the_window_confirms_its_unpause_is_honoured() {
         let a = Pod::start().await;
         let mut slow = Pod::builder().hang_checks_after_unpause().start().await;
         let pods = list(&[&a, &slow]);
-        let child = start_scalar_admin(&[
-            "-c",
-            "window",
-            "-a",
-            &pods,
-            "--duration",
-            "50ms",
-            "--timeout",
-            "40s",
-            "--rollback-timeout",
-            "50s",
-        ]);
+        let child = start_window(&pods, "50s");
         // The window's Unpause reached the pod: the confirmation is under way, and its
         // check on this pod never answers.
         while slow.next_call().await.0 != Call::Unpause {}
@@ -414,18 +420,7 @@ async fn sigterm_while_the_window_verifies_is_honoured() {
         let a = Pod::start().await;
         let mut slow = Pod::builder().hang_checks_after_pause().start().await;
         let pods = list(&[&a, &slow]);
-        let child = start_scalar_admin(&[
-            "-c",
-            "window",
-            "-a",
-            &pods,
-            "--duration",
-            "50ms",
-            "--timeout",
-            "40s",
-            "--rollback-timeout",
-            "2s",
-        ]);
+        let child = start_window(&pods, "2s");
         // After the hold the verification asks every pod; this one never answers.
         while slow.next_call().await.0 != Call::CheckPaused {}
         while !matches!(slow.next_call().await.0, Call::Pause { .. }) {}

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::args::{Config, Output};
 use crate::exec::ExecResult;
-use crate::output::{ExitStatus, zoned};
+use crate::output::{ExitStatus, Instants};
 
 /// The journal, open for append.
 pub(crate) struct Journal {
@@ -259,23 +259,11 @@ impl Journal {
 /// One restorable period in HISTORY's JSON.
 #[derive(Serialize)]
 struct Period {
-    pause_completed_at_us: i64,
-    unpause_started_at_us: i64,
-    midpoint_us: i64,
-    length_us: i64,
-    pause_completed_at: String,
-    unpause_started_at: String,
-    midpoint: String,
+    #[serde(flatten)]
+    instants: Instants,
     attempt: u64,
     pods: Value,
     exec: Value,
-}
-
-fn at(us: i64) -> SystemTime {
-    match u64::try_from(us) {
-        Ok(us) => SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(us),
-        Err(_) => SystemTime::UNIX_EPOCH,
-    }
 }
 
 /// `-c HISTORY`: the VALID windows of the journal, newest first. Contacts no pod.
@@ -310,13 +298,7 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
             );
             let key = l.key()?;
             Some(Period {
-                pause_completed_at_us: start,
-                unpause_started_at_us: end,
-                midpoint_us: mid,
-                length_us: end - start,
-                pause_completed_at: zoned(at(start), tz),
-                unpause_started_at: zoned(at(end), tz),
-                midpoint: zoned(at(mid), tz),
+                instants: Instants::new(start, end, mid, tz),
                 attempt: key.1,
                 pods: opens
                     .get(&key)
@@ -326,7 +308,7 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
             })
         })
         .collect();
-    periods.sort_by_key(|p| std::cmp::Reverse(p.pause_completed_at_us));
+    periods.sort_by_key(|p| std::cmp::Reverse(p.instants.pause_completed_at_us));
     match config.output {
         Output::Json => {
             let doc = json!({
@@ -364,9 +346,9 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
                     };
                     say!(
                         "{:<44}  {:<44}  {:>12.6}  {:>4}  {}",
-                        p.midpoint,
-                        p.pause_completed_at,
-                        p.length_us as f64 / 1e6,
+                        p.instants.midpoint,
+                        p.instants.pause_completed_at,
+                        p.instants.length_us as f64 / 1e6,
                         pods,
                         exec
                     );

@@ -283,19 +283,47 @@ pub(crate) fn zoned(t: SystemTime, tz: &jiff::tz::TimeZone) -> String {
     }
 }
 
+/// A window's instants in both forms, as WINDOW's JSON and HISTORY print them:
+/// microseconds since the epoch, and in the chosen time zone.
+#[derive(Serialize)]
+pub(crate) struct Instants {
+    pub(crate) pause_completed_at_us: i64,
+    pub(crate) unpause_started_at_us: i64,
+    pub(crate) midpoint_us: i64,
+    pub(crate) length_us: i64,
+    pub(crate) pause_completed_at: String,
+    pub(crate) unpause_started_at: String,
+    pub(crate) midpoint: String,
+}
+
+impl Instants {
+    /// From the instants in microseconds; the length from them, so that the fields
+    /// agree exactly.
+    pub(crate) fn new(start: i64, end: i64, mid: i64, tz: &jiff::tz::TimeZone) -> Self {
+        let at = |us: i64| match u64::try_from(us) {
+            Ok(us) => SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(us),
+            Err(_) => SystemTime::UNIX_EPOCH,
+        };
+        Self {
+            pause_completed_at_us: start,
+            unpause_started_at_us: end,
+            midpoint_us: mid,
+            length_us: end - start,
+            pause_completed_at: zoned(at(start), tz),
+            unpause_started_at: zoned(at(end), tz),
+            midpoint: zoned(at(mid), tz),
+        }
+    }
+}
+
 /// One window in the JSON document: the instants in both forms, then the detail.
 #[derive(Serialize)]
 struct WindowJson<'a> {
     attempt: usize,
     verdict: &'static str,
     reasons: Vec<String>,
-    pause_completed_at_us: i64,
-    unpause_started_at_us: i64,
-    midpoint_us: i64,
-    length_us: i64,
-    pause_completed_at: String,
-    unpause_started_at: String,
-    midpoint: String,
+    #[serde(flatten)]
+    instants: Instants,
     /// The --exec command's outcome, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     exec: Option<&'a ExecResult>,
@@ -396,14 +424,7 @@ pub(crate) fn windows(
                                     "INVALID"
                                 },
                                 reasons: reasons(w.verdict()),
-                                pause_completed_at_us: start,
-                                unpause_started_at_us: end,
-                                midpoint_us: micros(w.midpoint()),
-                                // From the rounded instants, so that the fields agree exactly.
-                                length_us: end - start,
-                                pause_completed_at: zoned(w.pause_completed_at(), tz),
-                                unpause_started_at: zoned(w.unpause_started_at(), tz),
-                                midpoint: zoned(w.midpoint(), tz),
+                                instants: Instants::new(start, end, micros(w.midpoint()), tz),
                                 exec: exec_of(i + 1),
                                 detail: w,
                             }

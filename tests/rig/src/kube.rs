@@ -1610,10 +1610,20 @@ impl Release {
         let patch = Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {
             "scalar-admin-rig/touched": now(),
         }}}}}));
-        let generation = match self.workload {
+        let generation = self.patch_workload(&patch).await;
+        self.generation = generation.expect("generation");
+        self.sync_workload_status().await;
+        self.generation
+    }
+
+    /// Patches the Deployment or StatefulSet; returns its generation after.
+    async fn patch_workload(&self, patch: &Patch<serde_json::Value>) -> Option<i64> {
+        let params = PatchParams::default();
+        let name = &self.workload_name;
+        match self.workload {
             Workload::Deployment => {
                 Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
-                    .patch(&self.workload_name, &PatchParams::default(), &patch)
+                    .patch(name, &params, patch)
                     .await
                     .expect("patch deployment")
                     .metadata
@@ -1621,16 +1631,13 @@ impl Release {
             }
             Workload::StatefulSet => {
                 Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace)
-                    .patch(&self.workload_name, &PatchParams::default(), &patch)
+                    .patch(name, &params, patch)
                     .await
                     .expect("patch statefulset")
                     .metadata
                     .generation
             }
-        };
-        self.generation = generation.expect("generation");
-        self.sync_workload_status().await;
-        self.generation
+        }
     }
 
     /// Deletes a pod object at once. Pods bound to a node are deleted gracefully: the
@@ -1657,24 +1664,7 @@ impl Release {
     /// `kubectl scale` does: the generation goes up. Returns the new generation.
     pub async fn scale(&mut self) -> i64 {
         let patch = Patch::Merge(json!({"spec": {"replicas": self.pods.len()}}));
-        let generation = match self.workload {
-            Workload::Deployment => {
-                Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
-                    .patch(&self.workload_name, &PatchParams::default(), &patch)
-                    .await
-                    .expect("scale deployment")
-                    .metadata
-                    .generation
-            }
-            Workload::StatefulSet => {
-                Api::<StatefulSet>::namespaced(self.client.clone(), &self.namespace)
-                    .patch(&self.workload_name, &PatchParams::default(), &patch)
-                    .await
-                    .expect("scale statefulset")
-                    .metadata
-                    .generation
-            }
-        };
+        let generation = self.patch_workload(&patch).await;
         self.generation = generation.expect("generation");
         if let Some((rs, _, _)) = &self.replica_set {
             Api::<ReplicaSet>::namespaced(self.client.clone(), &self.namespace)
