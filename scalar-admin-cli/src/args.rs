@@ -14,6 +14,14 @@ use crate::exec::{Exec, Program};
 
 /// `--exec-timeout`'s default, as Velero's backup hooks'.
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `--duration`'s default, the window's own.
+const DEFAULT_HOLD: Duration = Duration::from_secs(10);
+
+/// What the default `--max-hold` allows beyond the hold and the command: the Pause (30 s
+/// of waiting for requests by default), the verification, the Unpause and its
+/// confirmation (15 s), with room to spare.
+const LEASE_MARGIN: Duration = Duration::from_secs(120);
 use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 
 /// Pause, unpause or check every pod of a ScalarDB or ScalarDL deployment.
@@ -184,6 +192,19 @@ pub(crate) struct LowArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) journal: Option<PathBuf>,
 
+    /// WINDOW: the lease of the guardian process, which unpauses the pods if this tool
+    /// dies (SIGKILL, OOM kill, crash) or has not ended an attempt within this long after
+    /// its Pause (default: --duration plus --exec-timeout plus 2m). PAUSE: give the
+    /// pause such a lease, after which it is unpaused unless someone unpaused it first
+    /// (off by default: a plain pause outlives the command).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) max_hold: Option<Duration>,
+
+    /// WINDOW: run without the guardian process; a SIGKILL during the hold then leaves
+    /// the pods paused.
+    #[arg(long, conflicts_with = "max_hold")]
+    pub(crate) no_guardian: bool,
+
     /// WINDOW: how many windows the journal keeps; older ones are dropped.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) journal_keep: Option<u32>,
@@ -326,6 +347,9 @@ pub(crate) struct Config {
     /// WINDOW's and HISTORY's journal.
     pub(crate) journal: Option<PathBuf>,
     pub(crate) journal_keep: usize,
+    /// The guardian's lease, when this command has a guardian: every WINDOW unless
+    /// --no-guardian, and PAUSE with --max-hold.
+    pub(crate) lease: Option<Duration>,
     /// Where to panic on purpose, for the tests of panic safety
     /// (`SCALAR_ADMIN_INJECT_PANIC`; never set in production).
     pub(crate) inject_panic: Option<String>,
@@ -408,6 +432,36 @@ impl Config {
                 "--exec-timeout/--on-error",
                 "only apply with --exec CMD or -- COMMAND",
             ));
+        }
+        let hold = low.duration.unwrap_or(DEFAULT_HOLD);
+        let lease = match low.command {
+            Command::Window if low.no_guardian => None,
+            Command::Window => {
+                let exec = (low.exec.is_some() || !low.exec_argv.is_empty())
+                    .then(|| low.exec_timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT));
+                let lease = low.max_hold.unwrap_or_else(|| {
+                    hold.saturating_add(exec.unwrap_or_default())
+                        .saturating_add(LEASE_MARGIN)
+                });
+                if lease <= hold {
+                    return Err(usage(
+                        "--max-hold",
+                        "must be longer than --duration (10s by default), or every window would end early",
+                    ));
+                }
+                Some(lease)
+            }
+            Command::Pause => low.max_hold,
+            _ if low.max_hold.is_some() || low.no_guardian => {
+                return Err(usage(
+                    "--max-hold/--no-guardian",
+                    "only apply to -c WINDOW and -c PAUSE",
+                ));
+            }
+            _ => None,
+        };
+        if low.no_guardian && low.command != Command::Window {
+            return Err(usage("--no-guardian", "only applies to -c WINDOW"));
         }
         if low.journal_keep.is_some() && low.journal.is_none() {
             return Err(usage("--journal-keep", "only applies with --journal"));
@@ -508,6 +562,7 @@ impl Config {
             exec,
             journal: low.journal.clone(),
             journal_keep: low.journal_keep.map_or(100, |n| n as usize),
+            lease,
             inject_panic: std::env::var("SCALAR_ADMIN_INJECT_PANIC").ok(),
         })
     }

@@ -11,6 +11,7 @@ use scalar_admin::window::Paused;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::guardian::ExecGroup;
 use crate::output::java_instant;
 
 /// The longest line of the command's output relayed as one line; longer ones are split.
@@ -159,8 +160,9 @@ impl Drop for PodsFile {
     }
 }
 
-/// Runs the command for this window, its output relayed to stderr line by line.
-pub(crate) async fn run(exec: &Exec, paused: &Paused) -> ExecResult {
+/// Runs the command for this window, its output relayed to stderr line by line; the
+/// guardian, if any, is told its process group, to kill it if this process dies.
+pub(crate) async fn run(exec: &Exec, paused: &Paused, guardian: Option<&ExecGroup>) -> ExecResult {
     let started = Instant::now();
     let mut result = ExecResult {
         attempt: paused.attempt(),
@@ -172,7 +174,7 @@ pub(crate) async fn run(exec: &Exec, paused: &Paused) -> ExecResult {
         duration: Duration::ZERO,
         timeout: exec.timeout,
     };
-    if let Err(e) = run_inner(exec, paused, &mut result).await {
+    if let Err(e) = run_inner(exec, paused, guardian, &mut result).await {
         result.error = Some(e);
     }
     result.duration = started.elapsed();
@@ -180,7 +182,12 @@ pub(crate) async fn run(exec: &Exec, paused: &Paused) -> ExecResult {
     result
 }
 
-async fn run_inner(exec: &Exec, paused: &Paused, result: &mut ExecResult) -> Result<(), String> {
+async fn run_inner(
+    exec: &Exec,
+    paused: &Paused,
+    guardian: Option<&ExecGroup>,
+    result: &mut ExecResult,
+) -> Result<(), String> {
     use std::os::unix::process::ExitStatusExt as _;
     let pods = PodsFile::write(paused).map_err(|e| format!("cannot write the pods file: {e}"))?;
     let (name, mut command) = match &exec.program {
@@ -205,6 +212,7 @@ async fn run_inner(exec: &Exec, paused: &Paused, result: &mut ExecResult) -> Res
         )
         .env("SCALAR_ADMIN_ATTEMPT", paused.attempt().to_string())
         .env("SCALAR_ADMIN_PODS_FILE", pods.path())
+        .env_remove(crate::guardian::ROLE)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -221,6 +229,9 @@ async fn run_inner(exec: &Exec, paused: &Paused, result: &mut ExecResult) -> Res
             .and_then(|id| i32::try_from(id).ok())
             .and_then(rustix::process::Pid::from_raw),
     );
+    if let Some(guardian) = guardian {
+        guardian.started(group.0);
+    }
     let out = child.stdout.take().map(|r| tokio::spawn(relay(r)));
     let err = child.stderr.take().map(|r| tokio::spawn(relay(r)));
     let status = match tokio::time::timeout(exec.timeout, child.wait()).await {
@@ -234,6 +245,9 @@ async fn run_inner(exec: &Exec, paused: &Paused, result: &mut ExecResult) -> Res
     };
     // Whatever it left running in its group goes too: nothing of it outlives the hold.
     group.kill();
+    if let Some(guardian) = guardian {
+        guardian.ended();
+    }
     let status = status.map_err(|e| format!("cannot wait for {name}: {e}"))?;
     result.exit_code = status.code();
     result.signal = status.signal();

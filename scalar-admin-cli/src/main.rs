@@ -22,6 +22,7 @@ macro_rules! tell {
 
 mod args;
 mod exec;
+mod guardian;
 mod journal;
 mod output;
 mod sak;
@@ -39,6 +40,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use args::{Command, Config, LowArgs};
 use exec::ExecResult;
+use guardian::{Guardian, Role};
 use journal::Journal;
 use output::ExitStatus;
 
@@ -63,6 +65,15 @@ fn main() -> ExitCode {
         low.verbose,
         config.inject_panic.as_deref() == Some("pod"),
     );
+    match guardian::role() {
+        Role::Guardian => return guardian::main(&config),
+        // PID 1 of a container: the first process stays the guardian, since the
+        // kernel kills the whole PID namespace when PID 1 dies.
+        Role::Tool if std::process::id() == 1 && config.lease.is_some() => {
+            return guardian::init(&config);
+        }
+        Role::Tool | Role::Worker => {}
+    }
     // HISTORY reads the journal only: no pod, no runtime.
     if config.command == Command::History {
         return journal::history(&config).into();
@@ -139,7 +150,7 @@ pub(crate) fn parse<T: Parser>() -> Result<T, ExitCode> {
 
 /// Makes sure `pods` connections fit under the open-files limit, raising the soft limit
 /// towards the hard one when needed; else says what to do, before any pod is contacted.
-fn open_files_for(pods: usize) -> Result<(), String> {
+pub(crate) fn open_files_for(pods: usize) -> Result<(), String> {
     // Standard streams, the runtime, DNS sockets: a margin for what is not a pod.
     let needed = pods as u64 + 64;
     let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else {
@@ -169,16 +180,45 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
             return ExitStatus::Failure;
         }
     };
+    // The guardian, before anything is paused; when it dies or its lease passes, this
+    // run ends as if interrupted.
+    let mut guardian = match config.lease {
+        Some(lease) => match Guardian::start(lease).await {
+            Ok(guardian) => Some(guardian),
+            Err(e) => {
+                tell!("error: {e}; nothing was paused (--no-guardian runs a window without one)");
+                return ExitStatus::Failure;
+            }
+        },
+        None => None,
+    };
+    let lost = guardian.as_ref().map(Guardian::lost);
+    let interrupted = async move {
+        let lost = async {
+            match lost {
+                Some(lost) => lost.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = interrupted => {}
+            why = lost => tell!("error: {why}; ending this run"),
+        }
+    };
     tokio::pin!(interrupted);
 
     let Some(targets) = targets else {
         // The window undoes its own pause if anything in it panics, then lets the panic
         // go on; it logs what it left.
-        let window = AssertUnwindSafe(window(&config, journal, interrupted));
-        return window.catch_unwind().await.unwrap_or_else(|panic| {
+        let window = AssertUnwindSafe(window(&config, journal, &mut guardian, interrupted));
+        let status = window.catch_unwind().await.unwrap_or_else(|panic| {
             tell!("error: internal error: {}", panic_message(&*panic));
             ExitStatus::Failure
         });
+        if let Some(guardian) = guardian {
+            guardian.finish().await;
+        }
+        return status;
     };
     let connect = Fleet::connect(targets, config.client.clone());
     let mut fleet = tokio::select! {
@@ -191,46 +231,95 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
     // A panic anywhere from the first Pause byte to the last line of output (a bug, or
     // a broken terminal) must not strand pods: catch it and undo this run's pause.
     let command = AssertUnwindSafe(async {
-        let result: Result<_, Error> = match config.command {
-            Command::Pause => fleet.pause_with_cancel(config.pause, interrupted).await,
-            Command::Unpause => fleet.unpause().await,
-            Command::CheckPaused => fleet.check_paused().await,
-            Command::Window | Command::History => unreachable!("handled above"),
+        let result: Result<_, Error> = match (config.command, guardian.as_mut()) {
+            (Command::Pause, Some(guardian)) => {
+                let arm = async |pods: &[Target]| guardian.arm(1, pods).await;
+                fleet.pause_guarded(config.pause, interrupted, arm).await
+            }
+            (Command::Pause, None) => fleet.pause_with_cancel(config.pause, interrupted).await,
+            (Command::Unpause, _) => fleet.unpause().await,
+            (Command::CheckPaused, _) => fleet.check_paused().await,
+            (Command::Window | Command::History, _) => unreachable!("handled above"),
         };
         if config.inject_panic.as_deref() == Some("output") {
             panic!("injected panic before the output");
         }
-        output::report(&config, &result)
+        result
     });
-    let status = match command.catch_unwind().await {
-        Ok(status) => status,
+    let (status, held) = match command.catch_unwind().await {
+        Ok(result) => {
+            // A paused lease goes to the guardian before the pause is reported: the
+            // guardian holds it from now on, whatever becomes of this process.
+            let held = fleet.keep_paused();
+            if let (Ok(_), Some(guardian), Some(lease)) = (&result, guardian.take(), config.lease) {
+                guardian.detach(&held, lease).await;
+            }
+            (output::report(&config, &result), held)
+        }
         Err(panic) => {
             let rollback = fleet.release().await;
             output::panicked(&config, &panic_message(&*panic), &rollback);
-            ExitStatus::Failure
+            (ExitStatus::Failure, fleet.keep_paused())
         }
     };
     // A plain pause is meant to outlive the command, and whatever else is still held has
     // been named in the output with its recovery command.
-    let _ = fleet.keep_paused();
+    drop(held);
+    if let Some(guardian) = guardian {
+        guardian.disarm();
+        guardian.finish().await;
+    }
     status
 }
 
-/// Runs the windows, with the --exec command as their action and the journal's lines
-/// at each window's open and close, and prints them.
+/// Tells the guardian what each attempt holds, and writes the journal's close line as
+/// each attempt ends.
+struct Watch<'a> {
+    guardian: &'a mut Option<Guardian>,
+    journal: Rc<RefCell<Option<Journal>>>,
+    execs: Rc<RefCell<Vec<ExecResult>>>,
+}
+
+impl scalar_admin::window::Guard for Watch<'_> {
+    async fn arm(&mut self, attempt: usize, pods: &[Target]) -> Result<(), String> {
+        match self.guardian.as_mut() {
+            Some(guardian) => guardian.arm(attempt, pods).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn disarm(
+        &mut self,
+        attempt: usize,
+        outcome: Result<&scalar_admin::window::WindowReport, &Error>,
+    ) {
+        if let Some(guardian) = self.guardian.as_ref() {
+            guardian.disarm();
+        }
+        if let Some(journal) = self.journal.borrow_mut().as_mut() {
+            let execs = self.execs.borrow();
+            match outcome {
+                Ok(w) => journal.closed(attempt, w, execs.iter().find(|e| e.attempt == attempt)),
+                Err(e) => journal.failed(&e.to_string(), &execs),
+            }
+        }
+    }
+}
+
+/// Runs the windows, with the --exec command as their action, the guardian told what
+/// each attempt holds, and the journal's lines at each window's open and close, and
+/// prints them.
 async fn window(
     config: &Config,
     journal: Option<Journal>,
+    guardian: &mut Option<Guardian>,
     interrupted: impl Future<Output = ()>,
 ) -> ExitStatus {
-    if config.exec.is_none() && journal.is_none() {
-        let result = config.window.run(interrupted).await;
-        return output::windows(config, &result, &[]);
-    }
     let journal = Rc::new(RefCell::new(journal));
     let execs: Rc<RefCell<Vec<ExecResult>>> = Rc::default();
+    let exec_group = guardian.as_ref().map(Guardian::exec_group);
     let action = |paused: scalar_admin::window::Paused| {
-        let (journal, execs) = (journal.clone(), execs.clone());
+        let (journal, execs, exec_group) = (journal.clone(), execs.clone(), exec_group.clone());
         async move {
             if let Some(journal) = journal.borrow_mut().as_mut() {
                 journal.opened(&paused);
@@ -238,7 +327,7 @@ async fn window(
             let Some(exec) = &config.exec else {
                 return Ok(());
             };
-            let result = exec::run(exec, &paused).await;
+            let result = exec::run(exec, &paused, exec_group.as_ref()).await;
             let outcome = if result.ok() {
                 Ok(())
             } else {
@@ -248,20 +337,19 @@ async fn window(
             outcome
         }
     };
-    let result = config.window.run_with(interrupted, action).await;
-    let execs = execs.take();
+    let mut watch = Watch {
+        guardian,
+        journal: journal.clone(),
+        execs: execs.clone(),
+    };
+    let result = config
+        .window
+        .run_guarded(interrupted, action, &mut watch)
+        .await;
     if let Some(journal) = journal.borrow_mut().as_mut() {
-        match &result {
-            Ok(windows) => {
-                for (i, w) in windows.iter().enumerate() {
-                    journal.closed(i + 1, w, execs.iter().find(|e| e.attempt == i + 1));
-                }
-            }
-            Err(e) => journal.failed(&e.to_string(), &execs),
-        }
         journal.trim();
     }
-    output::windows(config, &result, &execs)
+    output::windows(config, &result, &execs.take())
 }
 
 /// A future that completes at the first SIGINT or SIGTERM; the handlers are installed

@@ -185,6 +185,17 @@ pub(crate) fn panicked(config: &Config, message: &str, rollback: &Rollback) {
     tell!("{}", out.trim_end());
 }
 
+/// What a rollback made outside the command's own output did (the guardian's), each
+/// line on stderr prefixed `who: `.
+pub(crate) fn rolled_back(config: &Config, who: &str, rollback: &Rollback) {
+    let mut out = format!("{rollback}\n");
+    out.push_str(&rollback_text(rollback));
+    out.push_str(&recovery_text(config, &rollback.maybe_paused()));
+    for line in out.lines() {
+        tell!("{who}: {line}");
+    }
+}
+
 fn recovery_command(config: &Config, stuck: &[&Target]) -> String {
     let addresses: Vec<String> = stuck.iter().map(|t| t.address()).collect();
     let mut command = format!("scalar-admin -c UNPAUSE -a {}", addresses.join(","));

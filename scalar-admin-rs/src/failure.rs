@@ -58,6 +58,14 @@ pub enum Error {
         /// The pods reporting paused.
         pods: Vec<Target>,
     },
+    /// A backup window's [`Guard`](crate::window::Guard) refused to arm (a guardian
+    /// process that cannot be reached, say): the window did not start and nothing was
+    /// sent.
+    #[error("the guard refused the pause: {reason}; no Pause was sent and nothing was changed")]
+    Guard {
+        /// Why, as the guard said.
+        reason: String,
+    },
     /// A backup window's Unpause could not be confirmed on every pod it paused.
     /// `rollback` names the pods that may still be paused and why.
     #[error("the window ended, but {rollback}")]
@@ -98,9 +106,10 @@ impl Error {
             Error::Unpause { unpause } => vec![unpause],
             Error::Check { check } => vec![check],
             Error::Interrupted { rollback } | Error::Release { rollback } => rollback.reports(),
-            Error::InvalidInput(_) | Error::Discovery(_) | Error::AlreadyPaused { .. } => {
-                Vec::new()
-            }
+            Error::InvalidInput(_)
+            | Error::Discovery(_)
+            | Error::AlreadyPaused { .. }
+            | Error::Guard { .. } => Vec::new(),
         }
     }
 

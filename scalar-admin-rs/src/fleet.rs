@@ -291,7 +291,34 @@ impl Fleet {
     /// Dropping this future closes the connections made so far; nothing was changed on
     /// any pod.
     pub async fn connect(targets: Vec<Target>, config: ClientConfig) -> Self {
+        Self::connect_as(targets, config, PodState::NEW).await
+    }
+
+    /// Connects to pods that another process of this run may hold paused, to end that
+    /// pause: a guardian taking over from a tool that died mid-window, or a lease that
+    /// ran out. Every pod counts as held by this fleet, its Pause in doubt, whatever the
+    /// probe says: [`release`](Self::release) unpauses each one that reports paused,
+    /// confirms it, and watches each for [`ClientConfig::rollback_watch`] (the dead
+    /// process's Pause may still land). A pod then seen unpaused a whole watch, and
+    /// later paused, is someone else's again, and is left as found.
+    ///
+    /// Give only pods the other process may have paused: a pod adopted while someone
+    /// else holds it would be unpaused.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`connect`](Self::connect): nothing was changed on any pod.
+    pub async fn adopt(targets: Vec<Target>, config: ClientConfig) -> Self {
+        let held = PodState {
+            holder: Holder::Us,
+            in_doubt: true,
+        };
+        Self::connect_as(targets, config, held).await
+    }
+
+    async fn connect_as(targets: Vec<Target>, config: ClientConfig, initial: PodState) -> Self {
         let clock = Clock::start();
+        let adopted_at = Instant::now();
         let deadline = deadline_in(config.connect_deadline());
         let config_ref = &config;
         let results = all_within(
@@ -321,9 +348,9 @@ impl Fleet {
             let mut pod = Pod {
                 target: target.clone(),
                 connection: Err(CallError::connect(ConnectFailure::Tcp)),
-                state: PodState::NEW,
+                state: initial,
                 seen_at: None,
-                doubt_since: None,
+                doubt_since: initial.in_doubt.then_some(adopted_at),
                 written: AtomicBool::new(false),
             };
             let outcome = match result {
@@ -434,6 +461,17 @@ impl Fleet {
     /// have paused paused; the fleet remembers them, and the next [`release`](Self::release)
     /// unpauses them ([`pause_with_cancel`](Self::pause_with_cancel) does that itself).
     pub async fn pause(&mut self, options: PauseOptions) -> Result<Report, Error> {
+        self.pause_armed(options, async |_: &[Target]| Ok(())).await
+    }
+
+    /// [`pause`](Self::pause), calling `arm` with the pods the Pause goes to once the
+    /// decision is made and right before the first request leaves; an error from it
+    /// stops the pause with nothing sent ([`Error::Guard`]).
+    pub(crate) async fn pause_armed(
+        &mut self,
+        options: PauseOptions,
+        arm: impl AsyncFnOnce(&[Target]) -> Result<(), String>,
+    ) -> Result<Report, Error> {
         self.fold_abandoned();
         self.reconnect().await;
         if self.pods.iter().any(|p| p.connection.is_err()) {
@@ -473,6 +511,11 @@ impl Fleet {
                 return Err(Error::AlreadyPaused { pods: others });
             }
         }
+        let targets: Vec<Target> = self.targets().cloned().collect();
+        if let Err(reason) = arm(&targets).await {
+            warn!(%reason, "the guard refused; no Pause sent");
+            return Err(Error::Guard { reason });
+        }
         let deadline = self.config.pause_deadline(&options);
         let all: Vec<usize> = (0..self.pods.len()).collect();
         let report = self
@@ -509,11 +552,31 @@ impl Fleet {
         options: PauseOptions,
         cancel: C,
     ) -> Result<Report, Error> {
+        self.pause_guarded(options, cancel, async |_: &[Target]| Ok(()))
+            .await
+    }
+
+    /// [`pause_with_cancel`](Self::pause_with_cancel), telling `arm` the pods the Pause
+    /// goes to once the decision to pause is made (none is paused by someone else,
+    /// unless taking over) and right before the first request leaves: the moment a
+    /// guard outside this process (a guardian, a lease) must know what it may have to
+    /// unpause. An error from `arm` stops the pause with nothing sent
+    /// ([`Error::Guard`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`pause_with_cancel`](Self::pause_with_cancel).
+    pub async fn pause_guarded<C: Future>(
+        &mut self,
+        options: PauseOptions,
+        cancel: C,
+        arm: impl AsyncFnOnce(&[Target]) -> Result<(), String>,
+    ) -> Result<Report, Error> {
         let finished = tokio::select! {
             // A cancel that has already fired wins before anything is sent.
             biased;
             _ = cancel => None,
-            result = self.pause(options) => Some(result),
+            result = self.pause_armed(options, arm) => Some(result),
         };
         if let Some(result) = finished {
             return result;
@@ -581,7 +644,17 @@ impl Fleet {
                 break;
             }
             if !interrupted {
-                let wake = deadline.min(Instant::now() + delay);
+                // No later than the end of a watch: a pod waiting only for it is
+                // confirmed by the first check after it, so none comes later than needed.
+                let watch_end = pending
+                    .iter()
+                    .filter(|&&i| !self.pods[i].state.needs_unpause())
+                    .filter_map(|&i| watch_from[i].checked_add(watch))
+                    .filter(|&end| end > Instant::now())
+                    .min();
+                let wake = deadline
+                    .min(Instant::now() + delay)
+                    .min(watch_end.unwrap_or(deadline));
                 tokio::select! {
                     biased;
                     _ = &mut cancel => interrupted = true,

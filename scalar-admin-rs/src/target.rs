@@ -55,6 +55,18 @@ impl Target {
         }
     }
 
+    /// A target from its parts, as [`name`](Self::name), [`host`](Self::host),
+    /// [`port`](Self::port) and [`tls_name`](Self::tls_name) return them: for a process
+    /// that rebuilds the targets another one found, such as the CLI's guardian.
+    pub fn from_parts(name: impl Into<String>, host: Host, port: u16, tls_name: Host) -> Self {
+        Self {
+            name: name.into(),
+            host,
+            port,
+            tls_name,
+        }
+    }
+
     /// A pod found by SRV discovery: connected to at `ip`, known by the target host
     /// name, as grpc-java's `forAddress(host, port)` knows it in the Java tool.
     pub(crate) fn from_srv(target_name: &str, ip: IpAddr, port: u16) -> Self {

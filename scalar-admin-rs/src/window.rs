@@ -272,7 +272,8 @@ impl Window {
     /// Dropping this future while pods are paused leaves them paused: pass the signal as
     /// `cancel` instead, which unpauses them.
     pub async fn run<C: Future>(&self, cancel: C) -> Result<Vec<WindowReport>, Error> {
-        self.run_inner(cancel, None::<fn(Paused) -> NoAction>).await
+        self.run_inner(cancel, None::<fn(Paused) -> NoAction>, &mut ())
+            .await
     }
 
     /// [`run`](Self::run), with a backup action run while every pod is paused: a
@@ -321,19 +322,44 @@ impl Window {
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
-        self.run_inner(cancel, Some(action)).await
+        self.run_inner(cancel, Some(action), &mut ()).await
     }
 
-    async fn run_inner<C, A, F, E>(
+    /// [`run_with`](Self::run_with), telling `guard` what each attempt may hold: right
+    /// before its first Pause is sent, and once it holds nothing any more. A guard that
+    /// refuses to arm stops the run with nothing paused ([`Error::Guard`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`run`](Self::run).
+    pub async fn run_guarded<C, A, F, E, G>(
         &self,
         cancel: C,
-        mut action: Option<A>,
+        action: A,
+        guard: &mut G,
     ) -> Result<Vec<WindowReport>, Error>
     where
         C: Future,
         A: FnMut(Paused) -> F,
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
+        G: Guard,
+    {
+        self.run_inner(cancel, Some(action), guard).await
+    }
+
+    async fn run_inner<C, A, F, E, G>(
+        &self,
+        cancel: C,
+        mut action: Option<A>,
+        guard: &mut G,
+    ) -> Result<Vec<WindowReport>, Error>
+    where
+        C: Future,
+        A: FnMut(Paused) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+        G: Guard,
     {
         let cancel = async {
             cancel.await;
@@ -343,7 +369,7 @@ impl Window {
         let mut windows = Vec::new();
         for attempt in 1..=self.attempts {
             let window = self
-                .run_once(attempt, cancel.as_mut(), action.as_mut())
+                .run_once(attempt, cancel.as_mut(), action.as_mut(), guard)
                 .await?;
             let valid = window.verdict.is_valid();
             if !valid {
@@ -370,16 +396,18 @@ impl Window {
         self.groups.iter().cloned().zip(resolved).collect()
     }
 
-    async fn run_once<A, F, E>(
+    async fn run_once<A, F, E, G>(
         &self,
         attempt: usize,
         mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
         action: Option<&mut A>,
+        guard: &mut G,
     ) -> Result<WindowReport, Error>
     where
         A: FnMut(Paused) -> F,
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
+        G: Guard,
     {
         let resolved = tokio::select! {
             biased;
@@ -409,10 +437,27 @@ impl Window {
 
         // From the first Pause on, a panic must not strand pods: undo this run's pause,
         // say what is left, then let the panic go on.
-        let paused =
-            AssertUnwindSafe(self.pause_and_verify(&mut fleet, attempt, groups, cancel, action));
+        let mut armed = false;
+        let paused = AssertUnwindSafe(self.pause_and_verify(
+            &mut fleet,
+            attempt,
+            groups,
+            cancel,
+            action,
+            async |pods: &[Target]| {
+                guard.arm(attempt, pods).await?;
+                armed = true;
+                Ok(())
+            },
+        ));
         match paused.catch_unwind().await {
-            Ok(result) => result,
+            Ok(result) => {
+                // Released (or never paused): the guard may let go.
+                if armed {
+                    guard.disarm(attempt, result.as_ref()).await;
+                }
+                result
+            }
             Err(panic) => {
                 let rollback = fleet.release().await;
                 error!(state = %rollback, "a panic interrupted the backup window");
@@ -428,6 +473,7 @@ impl Window {
         groups: Vec<GroupPods>,
         mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
         action: Option<&mut A>,
+        arm: impl AsyncFnOnce(&[Target]) -> Result<(), String>,
     ) -> Result<WindowReport, Error>
     where
         A: FnMut(Paused) -> F,
@@ -435,9 +481,10 @@ impl Window {
         E: fmt::Display,
     {
         // `Fleet::pause` decides from the pods' fresh answers, and refuses pods paused
-        // by someone else unless forced.
+        // by someone else unless forced; the guard hears of the pods after that
+        // decision, right before the first Pause leaves.
         let options = self.pause.rollback(true).take_over(self.force);
-        let pause = fleet.pause_with_cancel(options, cancel.as_mut()).await?;
+        let pause = fleet.pause_guarded(options, cancel.as_mut(), arm).await?;
         info!(completed_at = ?pause.completed_at(), "window open");
 
         // The hold, and the action alongside it: the window lasts until both are over.
@@ -920,6 +967,40 @@ impl serde::Serialize for ActionOutcome {
         st.serialize_field("error", &self.error)?;
         st.end()
     }
+}
+
+/// Told what a window may hold, so that someone outside it can end the pause when this
+/// process cannot: a guardian process that unpauses when the tool is killed or its lease
+/// runs out (the CLI's), a journal of the windows.
+///
+/// [`arm`](Self::arm) comes before anything of the attempt is paused, and
+/// [`disarm`](Self::disarm) once it holds nothing: what happens between the two is the
+/// guard's to cover. A guard that must act on the pods reaches them with
+/// [`Fleet::adopt`], which treats every pod given as this run's.
+pub trait Guard {
+    /// Called once per attempt, after the decision to pause (no pod is paused by someone
+    /// else, unless forced) and right before the first Pause leaves, with the pods it
+    /// goes to. An error stops the window with nothing sent ([`Error::Guard`]).
+    fn arm(&mut self, attempt: usize, pods: &[Target]) -> impl Future<Output = Result<(), String>>;
+
+    /// Called when an armed attempt holds nothing any more: its window was released
+    /// (`Ok`, whatever the verdict), or it failed and what it paused was rolled back
+    /// (`Err`, whose rollback says what may still be paused). Not called after a panic,
+    /// which unpauses and then goes on.
+    fn disarm(
+        &mut self,
+        attempt: usize,
+        outcome: Result<&WindowReport, &Error>,
+    ) -> impl Future<Output = ()>;
+}
+
+/// No guard: what [`Window::run`] and [`Window::run_with`] use.
+impl Guard for () {
+    async fn arm(&mut self, _: usize, _: &[Target]) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn disarm(&mut self, _: usize, _: Result<&WindowReport, &Error>) {}
 }
 
 /// The action of a window without one.
