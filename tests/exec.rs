@@ -37,7 +37,7 @@ fn window_args<'a>(list: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 /// Whether the process is gone: no `/proc/<pid>`, or a zombie waiting for its reaper.
 /// SIGKILL is final, but the kernel tears the process down asynchronously: this waits
 /// for that, within a bound.
-async fn gone(pid: &str) -> bool {
+pub(crate) async fn gone(pid: &str) -> bool {
     for _ in 0..200 {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => return true,

@@ -10,6 +10,7 @@ mod exec;
 mod faults;
 mod fleet;
 mod gate;
+mod guardian;
 mod journal;
 mod k8s_rig;
 mod kubernetes;

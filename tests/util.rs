@@ -67,6 +67,11 @@ pub(crate) struct Child {
 }
 
 impl Child {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Sends a signal (`TERM`, `INT`) to the process.
     pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().expect("running").to_string();
@@ -98,9 +103,14 @@ pub(crate) fn start_scalar_admin(args: &[&str]) -> Child {
     start(env!("CARGO_BIN_EXE_scalar-admin"), args, &[])
 }
 
+/// Starts any program, as `start_scalar_admin` does.
+pub(crate) fn start_program(program: &str, args: &[&str]) -> Child {
+    start(program, args, &[])
+}
+
 /// Runs any program to completion, as `scalar_admin` does.
 pub(crate) async fn run_program(program: &str, args: &[&str]) -> Run {
-    start(program, args, &[]).wait().await
+    start_program(program, args).wait().await
 }
 
 /// Runs any program to completion with these environment variables.

@@ -614,7 +614,7 @@ async fn unpause(why: &str, pods: Vec<Target>, config: &Config) -> Rollback {
         names.join(", ")
     );
     let started = std::time::Instant::now();
-    let mut fleet = Fleet::adopt(pods, config.client.clone()).await;
+    let mut fleet = Fleet::adopt(pods, config.client.clone(), false).await;
     let rollback = fleet.release().await;
     crate::output::rolled_back(config, "guardian", &rollback);
     tell!(
@@ -633,7 +633,8 @@ async fn hold_detached(
     terms: &mut tokio::signal::unix::Signal,
     ints: &mut tokio::signal::unix::Signal,
 ) {
-    let mut fleet = Fleet::adopt(held.pods.clone(), config.client.clone()).await;
+    // Handed over after every Pause was answered OK: none can land later.
+    let mut fleet = Fleet::adopt(held.pods.clone(), config.client.clone(), true).await;
     let why = loop {
         let holding: Vec<String> = fleet.held().map(ToString::to_string).collect();
         if holding.is_empty() {

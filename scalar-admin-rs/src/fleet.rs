@@ -295,12 +295,15 @@ impl Fleet {
     }
 
     /// Connects to pods that another process of this run may hold paused, to end that
-    /// pause: a guardian taking over from a tool that died mid-window, or a lease that
-    /// ran out. Every pod counts as held by this fleet, its Pause in doubt, whatever the
-    /// probe says: [`release`](Self::release) unpauses each one that reports paused,
-    /// confirms it, and watches each for [`ClientConfig::rollback_watch`] (the dead
-    /// process's Pause may still land). A pod then seen unpaused a whole watch, and
-    /// later paused, is someone else's again, and is left as found.
+    /// pause: a guardian taking over from a tool that died mid-window, or holding a
+    /// pause's lease. Every pod counts as held by this fleet whatever the probe says, so
+    /// that [`release`](Self::release) unpauses each one that reports paused and
+    /// confirms it. A pod seen unpaused is let go, and when paused again later, it is
+    /// someone else's and left as found.
+    ///
+    /// `answered`: whether every Pause of the other process was answered. If not (it
+    /// died mid-call), each pod is in doubt, since such a Pause may still land: it is
+    /// let go only once seen unpaused for a whole [`ClientConfig::rollback_watch`].
     ///
     /// Give only pods the other process may have paused: a pod adopted while someone
     /// else holds it would be unpaused.
@@ -308,10 +311,10 @@ impl Fleet {
     /// # Cancel safety
     ///
     /// As [`connect`](Self::connect): nothing was changed on any pod.
-    pub async fn adopt(targets: Vec<Target>, config: ClientConfig) -> Self {
+    pub async fn adopt(targets: Vec<Target>, config: ClientConfig, answered: bool) -> Self {
         let held = PodState {
             holder: Holder::Us,
-            in_doubt: true,
+            in_doubt: !answered,
         };
         Self::connect_as(targets, config, held).await
     }

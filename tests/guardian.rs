@@ -1,0 +1,458 @@
+//! The guardian: SIGKILL to the tool during the hold and during `--exec`, started
+//! normally and as PID 1 of a new PID namespace; the guardian's own death; the lease of a
+//! hung window and of a plain pause; the journal a killed window leaves.
+//!
+//! Each test waits for events (a pod's next call, the guardian's exit closing stderr),
+//! never for time; the figures printed are the SIGKILL-to-confirmed times the README
+//! quotes.
+
+use std::time::{Duration, Instant};
+
+use scalar_admin::gate::Drain;
+use scalar_admin_rig::{Call, Pod};
+
+use crate::exec::{list, scratch};
+use crate::util::{Child, Run, bounded, scalar_admin, start_program, start_scalar_admin};
+
+/// The children of a process, from `/proc`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn kill(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Waits until every pod has received its Pause.
+async fn paused(pods: &mut [Pod]) {
+    for pod in pods.iter_mut() {
+        pod.next_pause().await;
+    }
+    assert!(pods.iter().all(|p| p.gate().is_paused()));
+}
+
+/// Waits for a file another process writes, within a bound.
+async fn written(path: &std::path::Path) -> String {
+    for _ in 0..2000 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.is_empty()
+        {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} was never written", path.display());
+}
+
+/// The tool's process as started: itself, or, under `unshare --pid --fork`, the worker
+/// that PID 1 (the guardian) runs.
+enum Layout {
+    Normal,
+    PidNamespace,
+}
+
+impl Layout {
+    fn start(&self, args: &[&str]) -> Child {
+        match self {
+            Layout::Normal => start_scalar_admin(args),
+            Layout::PidNamespace => {
+                let mut argv = vec!["--pid", "--fork", crate::exec::BIN];
+                argv.extend_from_slice(args);
+                start_program("unshare", &argv)
+            }
+        }
+    }
+
+    /// The process to SIGKILL: the tool, or the worker under PID 1.
+    fn tool(&self, child: &Child) -> u32 {
+        match self {
+            Layout::Normal => child.pid(),
+            Layout::PidNamespace => {
+                let init = *children(child.pid())
+                    .first()
+                    .expect("PID 1 of the namespace");
+                let workers = children(init);
+                assert_eq!(workers.len(), 1, "PID 1 runs one worker: {workers:?}");
+                workers[0]
+            }
+        }
+    }
+}
+
+/// SIGKILLs the tool once every pod is paused (and `ready` is written, when given), and
+/// returns the run and the time from the SIGKILL to the guardian's exit, which closes
+/// stderr once every pod is confirmed unpaused.
+async fn kill_during_hold(
+    layout: Layout,
+    pods: &mut [Pod],
+    extra: &[&str],
+    ready: Option<&std::path::Path>,
+) -> (Run, Duration) {
+    let list = list(pods);
+    let mut args = vec!["-c", "window", "-a", &list, "--duration", "10m"];
+    args.extend_from_slice(extra);
+    let child = layout.start(&args);
+    paused(pods).await;
+    if let Some(ready) = ready {
+        written(ready).await;
+    }
+    let tool = layout.tool(&child);
+    let killed = Instant::now();
+    kill(tool, "KILL");
+    let run = child.wait().await;
+    let took = killed.elapsed();
+    // Every pod got the guardian's Unpause: when did the last one arrive?
+    let mut unpaused = Duration::ZERO;
+    for pod in pods.iter_mut() {
+        let at = loop {
+            if let (Call::Unpause, at) = pod.next_call().await {
+                break at;
+            }
+        };
+        unpaused = unpaused.max(at.saturating_duration_since(killed));
+    }
+    eprintln!(
+        "SIGKILL to the last pod's Unpause: {unpaused:?}; to every pod confirmed unpaused: {took:?}"
+    );
+    (run, took)
+}
+
+fn assert_guardian_unpaused(run: &Run, pods: &[Pod]) {
+    assert!(
+        pods.iter().all(|p| !p.gate().is_paused()),
+        "pods left paused\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "guardian: the tool's process ended while its window was open; unpausing the {} pod(s) this run paused",
+            pods.len()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("guardian: rolled back: no pod is left paused by this run"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("Verdict"), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn sigkill_during_the_hold_the_guardian_unpauses_and_the_journal_shows_the_window_open() {
+    bounded(async {
+        let mut pods = Pod::start_many(3).await;
+        let dir = scratch("guardian-hold");
+        let journal = dir.join("windows.jsonl");
+        let j = journal.to_str().unwrap();
+        // Killed once the journal's "open" line is written.
+        let (run, _) =
+            kill_during_hold(Layout::Normal, &mut pods, &["--journal", j], Some(&journal)).await;
+        assert_eq!(run.status, None, "killed");
+        assert_guardian_unpaused(&run, &pods);
+        // The journal's "open" line stayed without its "close": the next run says so.
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(r#""event":"open""#), "{text}");
+        let history = scalar_admin(&["-c", "history", "--journal", j])
+            .await
+            .success();
+        assert!(
+            history.stderr.contains("was never closed"),
+            "{}",
+            history.stderr
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sigkill_during_exec_the_guardian_kills_the_command_and_unpauses() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let dir = scratch("guardian-exec");
+        let child_file = dir.join("child");
+        let script = format!(
+            "sleep 600 & echo $! > {0}.tmp; mv {0}.tmp {0}; wait",
+            child_file.display()
+        );
+        let (run, _) = kill_during_hold(
+            Layout::Normal,
+            &mut pods,
+            &["--exec", &script],
+            Some(&child_file),
+        )
+        .await;
+        assert_guardian_unpaused(&run, &pods);
+        assert!(
+            run.stderr
+                .contains("guardian: killed the --exec command's process group"),
+            "{}",
+            run.stderr
+        );
+        let pid = std::fs::read_to_string(&child_file).unwrap();
+        assert!(
+            crate::exec::gone(pid.trim()).await,
+            "the command's child {pid} still runs"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn as_pid_1_of_a_pid_namespace_the_guardian_outlives_a_sigkilled_worker() {
+    bounded(async {
+        let mut pods = Pod::start_many(3).await;
+        let (run, _) = kill_during_hold(Layout::PidNamespace, &mut pods, &[], None).await;
+        // PID 1 exits as the worker did: killed by signal 9.
+        run.assert_status(137);
+        assert_guardian_unpaused(&run, &pods);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn as_pid_1_sigkill_during_exec_unpauses_and_ends_the_command() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let dir = scratch("guardian-ns-exec");
+        let child_file = dir.join("child");
+        let script = format!(
+            "sleep 600 & echo started > {0}.tmp; mv {0}.tmp {0}; wait",
+            child_file.display()
+        );
+        let (run, _) = kill_during_hold(
+            Layout::PidNamespace,
+            &mut pods,
+            &["--exec", &script],
+            Some(&child_file),
+        )
+        .await;
+        run.assert_status(137);
+        assert_guardian_unpaused(&run, &pods);
+        // (And PID 1 has exited: the kernel ended whatever was left in its namespace.)
+        assert!(
+            run.stderr
+                .contains("guardian: killed the --exec command's process group"),
+            "{}",
+            run.stderr
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn as_pid_1_sigterm_reaches_the_worker_which_unpauses() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let list = list(&pods);
+        let child = Layout::PidNamespace.start(&["-c", "window", "-a", &list, "--duration", "10m"]);
+        paused(&mut pods).await;
+        // What the kubelet does to a container: SIGTERM to its PID 1.
+        let init = *children(child.pid()).first().expect("PID 1");
+        kill(init, "TERM");
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+        assert!(!run.stderr.contains("guardian:"), "{}", run.stderr);
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn when_the_guardian_dies_the_tool_unpauses_at_once() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let list = list(&pods);
+        let child = start_scalar_admin(&["-c", "window", "-a", &list, "--duration", "10m"]);
+        paused(&mut pods).await;
+        let guardian = children(child.pid());
+        assert_eq!(guardian.len(), 1, "{guardian:?}");
+        kill(guardian[0], "KILL");
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(
+            run.stderr
+                .contains("error: the guardian process ended; ending this run"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_lease_ends_a_hung_window() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let list = list(&pods);
+        let child = start_scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &list,
+            "--duration",
+            "1s",
+            "--max-hold",
+            "2s",
+        ]);
+        paused(&mut pods).await;
+        // The tool hangs: it cannot end its window, nor hear of anything.
+        child.signal("STOP");
+        for pod in &mut pods {
+            while pod.next_call().await.0 != Call::Unpause {}
+        }
+        child.signal("CONT");
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(
+            run.stderr
+                .contains("guardian: the window's lease (--max-hold 2 s) passed"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stdout.contains("Verdict: VALID"), "{}", run.stdout);
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_plain_pause_with_a_lease_is_unpaused_at_its_end_but_not_a_later_pause_of_someone_else() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let list = list(&pods);
+        let child = start_scalar_admin(&["-c", "pause", "-a", &list, "--max-hold", "4s"]);
+        paused(&mut pods).await;
+        // Someone unpauses the second pod; once the guardian has seen it unpaused (its
+        // second check since, the first one's answer being taken by then), someone
+        // pauses it again: that pause is not the lease's to end.
+        pods[1].gate().unpause();
+        pods[1].take_calls();
+        let mut checks = 0;
+        while checks < 2 {
+            if pods[1].next_call().await.0 == Call::CheckPaused {
+                checks += 1;
+            }
+        }
+        pods[1].gate().pause(Drain::Skip).await.unwrap();
+        // The guardian's exit closes stderr: the run ends with the lease.
+        let run = child.wait().await.success();
+        assert!(
+            run.stdout.starts_with("Pause completed at "),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stderr
+                .contains("guardian: the pause's lease (--max-hold 4 s) passed"),
+            "{}",
+            run.stderr
+        );
+        assert!(!pods[0].gate().is_paused(), "the lease's pod is unpaused");
+        assert!(pods[1].gate().is_paused(), "someone else's pause is left");
+        assert!(!pods[1].take_calls().contains(&Call::Unpause));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_plain_pause_lease_ends_early_once_every_pod_was_unpaused() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let list = list(&pods);
+        let child = start_scalar_admin(&["-c", "pause", "-a", &list, "--max-hold", "10m"]);
+        paused(&mut pods).await;
+        scalar_admin(&["-c", "unpause", "-a", &list])
+            .await
+            .success();
+        let run = child.wait().await.success();
+        assert!(
+            run.stderr
+                .contains("guardian: every pod of the pause was unpaused; the lease ends"),
+            "{}",
+            run.stderr
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_window_refused_for_someone_elses_pause_arms_no_guardian() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        pods[1].gate().pause(Drain::Skip).await.unwrap();
+        let run = scalar_admin(&["-c", "window", "-a", &list(&pods), "--duration", "10m"]).await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("already report paused")
+                || run.stdout.contains("already report paused"),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(!run.stderr.contains("guardian:"), "{}", run.stderr);
+        assert!(pods[1].gate().is_paused());
+        for pod in &mut pods {
+            let calls = pod.take_calls();
+            assert!(
+                calls.iter().all(|c| matches!(c, Call::CheckPaused)),
+                "{calls:?}"
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn lease_flags_are_checked_before_any_pod_is_contacted() {
+    bounded(async {
+        for args in [
+            &["-c", "unpause", "-a", "127.0.0.1:1", "--max-hold", "1m"][..],
+            &[
+                "-c",
+                "window",
+                "-a",
+                "127.0.0.1:1",
+                "--duration",
+                "10s",
+                "--max-hold",
+                "5s",
+            ],
+            &[
+                "-c",
+                "window",
+                "-a",
+                "127.0.0.1:1",
+                "--no-guardian",
+                "--max-hold",
+                "1m",
+            ],
+            &["-c", "pause", "-a", "127.0.0.1:1", "--no-guardian"],
+        ] {
+            let run = scalar_admin(args).await;
+            run.assert_status(2);
+            assert!(
+                run.stderr.starts_with("error: "),
+                "{args:?}: {}",
+                run.stderr
+            );
+            let guardian_spoke = run.stderr.lines().any(|l| l.starts_with("guardian:"));
+            assert!(!guardian_spoke, "{args:?}: {}", run.stderr);
+        }
+    })
+    .await
+}
