@@ -31,12 +31,12 @@ fn kill(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// Waits until every pod has received its Pause.
+/// Waits until every pod has received its Pause and closed its gate.
 async fn paused(pods: &mut [Pod]) {
     for pod in pods.iter_mut() {
         pod.next_pause().await;
+        pod.gate().wait_for(true).await;
     }
-    assert!(pods.iter().all(|p| p.gate().is_paused()));
 }
 
 /// Waits for a file another process writes, within a bound.
@@ -97,7 +97,11 @@ async fn kill_during_hold(
     ready: Option<&std::path::Path>,
 ) -> (Run, Duration) {
     let list = list(pods);
-    let mut args = vec!["-c", "window", "-a", &list, "--duration", "10m"];
+    // Held until killed, unless `extra` says otherwise.
+    let mut args = vec!["-c", "window", "-a", &list];
+    if !extra.contains(&"--duration") {
+        args.extend(["--duration", "10m"]);
+    }
     args.extend_from_slice(extra);
     let child = layout.start(&args);
     paused(pods).await;
@@ -113,7 +117,9 @@ async fn kill_during_hold(
     let mut unpaused = Duration::ZERO;
     for pod in pods.iter_mut() {
         let at = loop {
-            if let (Call::Unpause, at) = pod.next_call().await {
+            if let (Call::Unpause, at) = pod.next_call().await
+                && at >= killed
+            {
                 break at;
             }
         };
@@ -172,6 +178,53 @@ async fn sigkill_during_the_hold_the_guardian_unpauses_and_the_journal_shows_the
             "{}",
             history.stderr
         );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn each_attempt_closes_its_journal_line_as_it_ends_so_a_kill_loses_only_the_open_one() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let dir = scratch("guardian-attempts");
+        let journal = dir.join("windows.jsonl");
+        let j = journal.to_str().unwrap();
+        let second = dir.join("second");
+        // The first attempt's command fails (INVALID); the second one hangs: killed then.
+        let script = format!(
+            "[ \"$SCALAR_ADMIN_ATTEMPT\" = 1 ] && exit 3; echo go > {0}.tmp; mv {0}.tmp {0}; sleep 600",
+            second.display()
+        );
+        let extra = [
+            "--attempts",
+            "2",
+            "--duration",
+            "10ms",
+            "--journal",
+            j,
+            "--exec",
+            &script,
+        ];
+        let (run, _) = kill_during_hold(Layout::Normal, &mut pods, &extra, Some(&second)).await;
+        assert_guardian_unpaused(&run, &pods);
+        let text = std::fs::read_to_string(&journal).unwrap();
+        let events: Vec<(String, u64, String)> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["event"].as_str().unwrap().to_owned(),
+                    v["attempt"].as_u64().unwrap(),
+                    v["verdict"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let expected = [("open", 1, ""), ("close", 1, "INVALID"), ("open", 2, "")];
+        let expected: Vec<(String, u64, String)> = expected
+            .iter()
+            .map(|(e, a, v)| (e.to_string(), *a, v.to_string()))
+            .collect();
+        assert_eq!(events, expected, "{text}");
     })
     .await
 }

@@ -668,3 +668,50 @@ async fn hold_detached(
     crate::output::rolled_back(config, "guardian", &rollback);
     let _ = fleet.keep_paused();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_crosses_the_link_whole() {
+        let ip: std::net::IpAddr = "fd00::5".parse().unwrap();
+        let srv = Target::from_parts(
+            "db-0.db-headless.ns.svc.cluster.local:60051",
+            Host::Ip(ip),
+            60051,
+            Host::Name("db-0.db-headless.ns.svc.cluster.local".to_owned()),
+        );
+        let plain: Target = "10.0.0.5:60051".parse().unwrap();
+        for target in [srv, plain] {
+            let pod: Pod =
+                serde_json::from_str(&serde_json::to_string(&Pod::of(&target)).unwrap()).unwrap();
+            let back = pod.target().unwrap();
+            assert_eq!(back, target);
+            assert_eq!(back.tls_name(), target.tls_name());
+            assert_eq!(back.host(), target.host());
+        }
+    }
+
+    async fn one(bytes: &[u8]) -> Result<Option<ToGuardian>, String> {
+        receive(&mut BufReader::new(bytes)).await
+    }
+
+    #[tokio::test]
+    async fn the_link_refuses_what_is_not_a_whole_message() {
+        assert!(matches!(
+            one(b"{\"type\":\"disarm\"}\n").await,
+            Ok(Some(ToGuardian::Disarm))
+        ));
+        assert!(matches!(one(b"").await, Ok(None)));
+        assert!(one(b"{\"type\":\"disarm\"}").await.is_err(), "cut short");
+        assert!(one(b"not json\n").await.is_err());
+        assert!(
+            one(b"{\"type\":\"arm\"}\n").await.is_err(),
+            "fields missing"
+        );
+        // Longer than the bound: an error, after reading no more than the bound.
+        let flood = vec![b'a'; MAX_MESSAGE as usize + 10];
+        assert!(one(&flood).await.is_err());
+    }
+}

@@ -235,6 +235,14 @@ impl Gate {
         self.state.borrow().paused
     }
 
+    /// Waits until the gate is closed (`paused`) or open (`!paused`): for work that must
+    /// wait out a pause (a background job), and for tests that must not guess.
+    pub async fn wait_for(&self, paused: bool) {
+        let mut state = self.state.subscribe();
+        // The sender lives in `self`: the wait ends only when the state matches.
+        let _ = state.wait_for(|s| s.paused == paused).await;
+    }
+
     /// How many requests hold a pass.
     pub fn in_flight(&self) -> usize {
         self.state.borrow().in_flight
