@@ -482,3 +482,45 @@ async fn a_fleet_dropped_while_it_holds_pods_says_so_at_error_level() {
     })
     .await
 }
+
+#[tokio::test]
+async fn an_adopted_pod_in_doubt_is_watched_and_a_late_pause_of_the_dead_run_is_undone() {
+    bounded(async {
+        let mut open = Pod::start().await;
+        let paused = Pod::start().await;
+        paused.gate().pause(Drain::Skip).await.unwrap();
+        // The other process may have had a Pause in flight to `open` when it died.
+        let mut fleet = Fleet::adopt(targets(&[&open, &paused]), config(), false).await;
+        open.take_calls();
+        let late_pause = async {
+            while open.next_call().await.0 != Call::CheckPaused {}
+            open.gate().pause(Drain::Skip).await.unwrap();
+        };
+        let (rollback, ()) = tokio::join!(fleet.release(), late_pause);
+        assert!(rollback.is_complete(), "{rollback}");
+        assert_eq!(rollback.unpaused().count(), 2, "{rollback}");
+        assert!(!open.gate().is_paused(), "the late pause is undone");
+        assert!(!paused.gate().is_paused());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_adopted_pod_seen_unpaused_after_answered_pauses_is_let_go_and_a_later_pause_kept() {
+    bounded(async {
+        let mut open = Pod::start().await;
+        let paused = Pod::start().await;
+        paused.gate().pause(Drain::Skip).await.unwrap();
+        let mut fleet = Fleet::adopt(targets(&[&open, &paused]), config(), true).await;
+        // Someone else pauses `open` after the adoption saw it unpaused.
+        open.gate().pause(Drain::Skip).await.unwrap();
+        let rollback = fleet.release().await;
+        assert!(rollback.is_complete(), "{rollback}");
+        let unpaused: Vec<Target> = rollback.unpaused().cloned().collect();
+        assert_eq!(unpaused, vec![paused.target()], "{rollback}");
+        assert!(open.gate().is_paused(), "someone else's pause is left");
+        assert_eq!(unpauses(&open.take_calls()), 0);
+        assert!(!paused.gate().is_paused());
+    })
+    .await
+}

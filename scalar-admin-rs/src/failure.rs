@@ -58,9 +58,9 @@ pub enum Error {
         /// The pods reporting paused.
         pods: Vec<Target>,
     },
-    /// A backup window's [`Guard`](crate::window::Guard) refused to arm (a guardian
-    /// process that cannot be reached, say): the window did not start and nothing was
-    /// sent.
+    /// The guard of a pause refused to arm (a guardian process that cannot be reached,
+    /// say): a [`Guard`](crate::window::Guard) of a window, or the hook of
+    /// [`Fleet::pause_guarded`](crate::Fleet::pause_guarded). Nothing was sent.
     #[error("the guard refused the pause: {reason}; no Pause was sent and nothing was changed")]
     Guard {
         /// Why, as the guard said.
