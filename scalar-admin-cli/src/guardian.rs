@@ -605,6 +605,13 @@ fn forward(worker: &Option<Worker>, signal: Signal) -> bool {
     }
 }
 
+/// Raises the open-files limit for `pods` connections, as the tool did for its own.
+fn enough_open_files(pods: usize) {
+    if let Err(e) = crate::open_files_for(pods) {
+        tell!("guardian: warning: {e}");
+    }
+}
+
 /// Unpauses `pods` with the confirmed rollback, and says so on stderr.
 async fn unpause(why: &str, pods: Vec<Target>, config: &Config) -> Rollback {
     let names: Vec<&str> = pods.iter().map(Target::name).collect();
@@ -614,6 +621,7 @@ async fn unpause(why: &str, pods: Vec<Target>, config: &Config) -> Rollback {
         names.join(", ")
     );
     let started = std::time::Instant::now();
+    enough_open_files(pods.len());
     let mut fleet = Fleet::adopt(pods, config.client.clone(), false).await;
     let rollback = fleet.release().await;
     crate::output::rolled_back(config, "guardian", &rollback);
@@ -633,6 +641,7 @@ async fn hold_detached(
     terms: &mut tokio::signal::unix::Signal,
     ints: &mut tokio::signal::unix::Signal,
 ) {
+    enough_open_files(held.pods.len());
     // Handed over after every Pause was answered OK: none can land later.
     let mut fleet = Fleet::adopt(held.pods.clone(), config.client.clone(), true).await;
     let why = loop {
