@@ -383,15 +383,68 @@ async fn the_lease_ends_a_hung_window() {
     .await
 }
 
+/// The guardian of the tool with this pid, found by the role it was started in.
+fn guardian_of(tool: u32) -> Option<u32> {
+    let role = format!("SCALAR_ADMIN_ROLE=guardian:{tool}");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var == role.as_bytes())
+                .then_some(pid)
+        })
+}
+
+/// Waits until a file another process writes contains `text`, within a bound.
+async fn until_contains(path: &std::path::Path, text: &str) -> String {
+    for _ in 0..2000 {
+        let now = std::fs::read_to_string(path).unwrap_or_default();
+        if now.contains(text) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never said {text:?}", path.display());
+}
+
+/// `-c PAUSE --max-hold` with its stderr to a file (a pipe would be let go of): returns
+/// the tool's exit status, its stdout, and the file.
+async fn pause_with_lease(
+    list: &str,
+    lease: &str,
+    name: &str,
+) -> (i32, String, std::path::PathBuf) {
+    let dir = scratch(name);
+    let (log, stdout) = (dir.join("stderr"), dir.join("stdout"));
+    // Not `output()`, which pipes stderr whatever is set.
+    let status = tokio::process::Command::new(crate::exec::BIN)
+        .args(["-c", "pause", "-a", list, "--max-hold", lease])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .await
+        .unwrap();
+    let stdout = std::fs::read_to_string(&stdout).unwrap();
+    (status.code().unwrap_or(-1), stdout, log)
+}
+
 #[tokio::test]
 async fn a_plain_pause_with_a_lease_is_unpaused_at_its_end_but_not_a_later_pause_of_someone_else() {
     bounded(async {
         let mut pods = Pod::start_many(2).await;
         let list = list(&pods);
-        let child = start_scalar_admin(&["-c", "pause", "-a", &list, "--max-hold", "4s"]);
-        paused(&mut pods).await;
-        // Someone unpauses the second pod; once the guardian has seen it unpaused (its
-        // second check since, the first one's answer being taken by then), someone
+        let (status, stdout, log) = pause_with_lease(&list, "4s", "lease-end").await;
+        assert_eq!(status, 0, "{stdout}");
+        assert!(stdout.starts_with("Pause completed at "), "{stdout}");
+        assert!(pods.iter().all(|p| p.gate().is_paused()));
+        // Someone else unpauses the second pod; once the guardian has seen it unpaused
+        // (its second check since, the first one's answer being taken by then), someone
         // pauses it again: that pause is not the lease's to end.
         pods[1].gate().unpause();
         pods[1].take_calls();
@@ -402,18 +455,10 @@ async fn a_plain_pause_with_a_lease_is_unpaused_at_its_end_but_not_a_later_pause
             }
         }
         pods[1].gate().pause(Drain::Skip).await.unwrap();
-        // The guardian's exit closes stderr: the run ends with the lease.
-        let run = child.wait().await.success();
+        let stderr = until_contains(&log, "guardian: rolled back").await;
         assert!(
-            run.stdout.starts_with("Pause completed at "),
-            "{}",
-            run.stdout
-        );
-        assert!(
-            run.stderr
-                .contains("guardian: the pause's lease (--max-hold 4 s) passed"),
-            "{}",
-            run.stderr
+            stderr.contains("guardian: the pause's lease (--max-hold 4 s) passed"),
+            "{stderr}"
         );
         assert!(!pods[0].gate().is_paused(), "the lease's pod is unpaused");
         assert!(pods[1].gate().is_paused(), "someone else's pause is left");
@@ -423,22 +468,39 @@ async fn a_plain_pause_with_a_lease_is_unpaused_at_its_end_but_not_a_later_pause
 }
 
 #[tokio::test]
-async fn a_plain_pause_lease_ends_early_once_every_pod_was_unpaused() {
+async fn a_plain_pause_lease_lets_a_piped_caller_go_and_this_tools_unpause_revokes_it() {
     bounded(async {
         let mut pods = Pod::start_many(2).await;
         let list = list(&pods);
+        // Stderr is a pipe, read to its end: the caller is not held for the lease.
         let child = start_scalar_admin(&["-c", "pause", "-a", &list, "--max-hold", "10m"]);
-        paused(&mut pods).await;
+        let tool = child.pid();
+        let run = child.wait().await.success();
+        assert!(
+            run.stdout.starts_with("Pause completed at "),
+            "{}",
+            run.stdout
+        );
+        let guardian = guardian_of(tool).expect("the lease's guardian runs on");
+        // UNPAUSE, then someone's PAUSE at once: the UNPAUSE revoked the lease before it
+        // sent anything, so the guardian lets go and ends, and the new pause stays.
         scalar_admin(&["-c", "unpause", "-a", &list])
             .await
             .success();
-        let run = child.wait().await.success();
+        scalar_admin(&["-c", "pause", "-a", &list]).await.success();
         assert!(
-            run.stderr
-                .contains("guardian: every pod of the pause was unpaused; the lease ends"),
-            "{}",
-            run.stderr
+            crate::exec::gone(&guardian.to_string()).await,
+            "the revoked lease's guardian {guardian} still runs"
         );
+        assert!(pods.iter().all(|p| p.gate().is_paused()));
+        for pod in &mut pods {
+            let unpauses = pod
+                .take_calls()
+                .iter()
+                .filter(|c| **c == Call::Unpause)
+                .count();
+            assert_eq!(unpauses, 1, "only the operator's UNPAUSE");
+        }
     })
     .await
 }
@@ -506,6 +568,85 @@ async fn lease_flags_are_checked_before_any_pod_is_contacted() {
             let guardian_spoke = run.stderr.lines().any(|l| l.starts_with("guardian:"));
             assert!(!guardian_spoke, "{args:?}: {}", run.stderr);
         }
+        // As PID 1 a lease would keep the container, and whoever waits for it, alive.
+        let args = ["-c", "pause", "-a", "127.0.0.1:1", "--max-hold", "1m"];
+        let run = Layout::PidNamespace.start(&args).wait().await;
+        run.assert_status(2);
+        assert!(
+            run.stderr.contains("as PID 1 of a container"),
+            "{}",
+            run.stderr
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failed_pause_with_a_lease_leaves_nothing_armed_behind() {
+    bounded(async {
+        let good = Pod::start().await;
+        let failing = Pod::builder()
+            .fail_pause(tonic::Code::Internal, "boom")
+            .start()
+            .await;
+        let pods = [good, failing];
+        let list = list(&pods);
+        let child = start_scalar_admin(&["-c", "pause", "-a", &list, "--max-hold", "10m"]);
+        let tool = child.pid();
+        let run = child.wait().await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("rolled back"), "{}", run.stderr);
+        // The guardian, disarmed, ended with the tool: it never unpauses anything later.
+        if let Some(guardian) = guardian_of(tool) {
+            assert!(crate::exec::gone(&guardian.to_string()).await);
+        }
+        assert!(!run.stderr.contains("guardian:"), "{}", run.stderr);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pods_a_window_could_not_confirm_are_tried_once_more_by_the_guardian() {
+    bounded(async {
+        let good = Pod::start().await;
+        // Its checks hang once it is unpaused: the window cannot confirm it.
+        let stuck = Pod::builder().hang_checks_after_unpause().start().await;
+        let mut pods = [good, stuck];
+        let list = list(&pods);
+        let run = scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &list,
+            "--duration",
+            "10ms",
+            "--timeout",
+            "300ms",
+            "--connect-timeout",
+            "300ms",
+            "--rollback-timeout",
+            "500ms",
+        ])
+        .await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains(
+                "guardian: the tool ended with pods it could not confirm unpaused; trying once more; unpausing the 1 pod(s)"
+            ),
+            "{}",
+            run.stderr
+        );
+        // What the guardian could not confirm either, it names.
+        assert!(
+            run.stderr.contains(&format!("guardian: may still be paused: {}", pods[1].addr())),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            pods[0].take_calls().iter().filter(|c| **c == Call::Unpause).count(),
+            1,
+            "the confirmed pod is not the guardian's"
+        );
     })
     .await
 }

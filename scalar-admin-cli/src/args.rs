@@ -18,10 +18,12 @@ const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--duration`'s default, the window's own.
 const DEFAULT_HOLD: Duration = Duration::from_secs(10);
 
-/// What the default `--max-hold` allows beyond the hold and the command: the Pause (30 s
-/// of waiting for requests by default), the verification, the Unpause and its
-/// confirmation (15 s), with room to spare.
-const LEASE_MARGIN: Duration = Duration::from_secs(120);
+/// What the default `--max-hold` allows beyond the limits of every step: connecting, the
+/// Pause's deadline, the hold and the command, the verification, the release.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// `--rollback-timeout`'s default, the library's.
+const DEFAULT_ROLLBACK: Duration = Duration::from_secs(15);
 use scalar_admin::{ClientConfig, DnsConfig, InvalidInput, PauseOptions, Tls};
 
 /// Pause, unpause or check every pod of a ScalarDB or ScalarDL deployment.
@@ -194,9 +196,10 @@ pub(crate) struct LowArgs {
 
     /// WINDOW: the lease of the guardian process, which unpauses the pods if this tool
     /// dies (SIGKILL, OOM kill, crash) or has not ended an attempt within this long after
-    /// its Pause (default: --duration plus --exec-timeout plus 2m). PAUSE: give the
-    /// pause such a lease, after which it is unpaused unless someone unpaused it first
-    /// (off by default: a plain pause outlives the command).
+    /// its Pause (default: the sum of every step's limits, the Pause's deadline,
+    /// --duration, --exec-timeout, the verification and --rollback-timeout, plus 1m).
+    /// PAUSE: give the pause such a lease, after which it is unpaused unless someone
+    /// unpaused it first (off by default: a plain pause outlives the command).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) max_hold: Option<Duration>,
 
@@ -433,33 +436,6 @@ impl Config {
                 "only apply with --exec CMD or -- COMMAND",
             ));
         }
-        let hold = low.duration.unwrap_or(DEFAULT_HOLD);
-        let lease = match low.command {
-            Command::Window if low.no_guardian => None,
-            Command::Window => {
-                let exec = (low.exec.is_some() || !low.exec_argv.is_empty())
-                    .then(|| low.exec_timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT));
-                let lease = low.max_hold.unwrap_or_else(|| {
-                    hold.saturating_add(exec.unwrap_or_default())
-                        .saturating_add(LEASE_MARGIN)
-                });
-                if lease <= hold {
-                    return Err(usage(
-                        "--max-hold",
-                        "must be longer than --duration (10s by default), or every window would end early",
-                    ));
-                }
-                Some(lease)
-            }
-            Command::Pause => low.max_hold,
-            _ if low.max_hold.is_some() || low.no_guardian => {
-                return Err(usage(
-                    "--max-hold/--no-guardian",
-                    "only apply to -c WINDOW and -c PAUSE",
-                ));
-            }
-            _ => None,
-        };
         if low.no_guardian && low.command != Command::Window {
             return Err(usage("--no-guardian", "only applies to -c WINDOW"));
         }
@@ -525,6 +501,46 @@ impl Config {
         if let Some(ms) = low.max_pause_wait_time {
             pause = pause.max_pause_wait(Duration::from_millis(ms));
         }
+        let hold = low.duration.unwrap_or(DEFAULT_HOLD);
+        let lease = match low.command {
+            Command::Window if low.no_guardian => None,
+            Command::Window => {
+                let exec = if low.exec.is_some() || !low.exec_argv.is_empty() {
+                    low.exec_timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT)
+                } else {
+                    Duration::ZERO
+                };
+                let held = hold.saturating_add(exec);
+                let lease = low.max_hold.unwrap_or_else(|| {
+                    // Every step's own limit, so that only a hung tool meets the lease.
+                    [
+                        client.connect_deadline(),
+                        client.pause_deadline(&pause),
+                        held,
+                        client.call_deadline(),
+                        low.rollback_timeout.unwrap_or(DEFAULT_ROLLBACK),
+                        LEASE_MARGIN,
+                    ]
+                    .into_iter()
+                    .fold(Duration::ZERO, Duration::saturating_add)
+                });
+                if lease <= held {
+                    return Err(usage(
+                        "--max-hold",
+                        "must be longer than --duration (10s by default) plus --exec-timeout, or every window would end early",
+                    ));
+                }
+                Some(lease)
+            }
+            Command::Pause => low.max_hold,
+            _ if low.max_hold.is_some() || low.no_guardian => {
+                return Err(usage(
+                    "--max-hold/--no-guardian",
+                    "only apply to -c WINDOW and -c PAUSE",
+                ));
+            }
+            _ => None,
+        };
         let mut window = Window::new(groups.clone())
             .client(client.clone())
             .dns(dns.clone())

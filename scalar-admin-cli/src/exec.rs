@@ -11,7 +11,7 @@ use scalar_admin::window::Paused;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::guardian::ExecGroup;
+use crate::guardian::Notifier;
 use crate::output::java_instant;
 
 /// The longest line of the command's output relayed as one line; longer ones are split.
@@ -96,10 +96,19 @@ fn trim_secs(s: f64) -> String {
 }
 
 /// Kills the command's whole process group when dropped: at its end, its timeout, or
-/// when the window drops the action (a signal).
-struct GroupKill(Option<rustix::process::Pid>);
+/// when the window drops the action (a signal); the guardian, told of the group when it
+/// started, hears of its end then.
+struct GroupKill(Option<rustix::process::Pid>, Option<Notifier>);
 
 impl GroupKill {
+    fn new(pgid: Option<rustix::process::Pid>, guardian: Option<&Notifier>) -> Self {
+        let guardian = guardian.cloned();
+        if let (Some(pgid), Some(guardian)) = (pgid, &guardian) {
+            guardian.started(pgid);
+        }
+        Self(pgid, guardian)
+    }
+
     fn kill(&self) {
         if let Some(pgid) = self.0 {
             // ESRCH: nothing of the group is left.
@@ -111,6 +120,9 @@ impl GroupKill {
 impl Drop for GroupKill {
     fn drop(&mut self) {
         self.kill();
+        if let Some(guardian) = &self.1 {
+            guardian.ended();
+        }
     }
 }
 
@@ -162,7 +174,7 @@ impl Drop for PodsFile {
 
 /// Runs the command for this window, its output relayed to stderr line by line; the
 /// guardian, if any, is told its process group, to kill it if this process dies.
-pub(crate) async fn run(exec: &Exec, paused: &Paused, guardian: Option<&ExecGroup>) -> ExecResult {
+pub(crate) async fn run(exec: &Exec, paused: &Paused, guardian: Option<&Notifier>) -> ExecResult {
     let started = Instant::now();
     let mut result = ExecResult {
         attempt: paused.attempt(),
@@ -185,7 +197,7 @@ pub(crate) async fn run(exec: &Exec, paused: &Paused, guardian: Option<&ExecGrou
 async fn run_inner(
     exec: &Exec,
     paused: &Paused,
-    guardian: Option<&ExecGroup>,
+    guardian: Option<&Notifier>,
     result: &mut ExecResult,
 ) -> Result<(), String> {
     use std::os::unix::process::ExitStatusExt as _;
@@ -223,15 +235,13 @@ async fn run_inner(
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
-    let group = GroupKill(
+    let group = GroupKill::new(
         child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .and_then(rustix::process::Pid::from_raw),
+        guardian,
     );
-    if let Some(guardian) = guardian {
-        guardian.started(group.0);
-    }
     let out = child.stdout.take().map(|r| tokio::spawn(relay(r)));
     let err = child.stderr.take().map(|r| tokio::spawn(relay(r)));
     let status = match tokio::time::timeout(exec.timeout, child.wait()).await {
@@ -245,9 +255,6 @@ async fn run_inner(
     };
     // Whatever it left running in its group goes too: nothing of it outlives the hold.
     group.kill();
-    if let Some(guardian) = guardian {
-        guardian.ended();
-    }
     let status = status.map_err(|e| format!("cannot wait for {name}: {e}"))?;
     result.exit_code = status.code();
     result.signal = status.signal();

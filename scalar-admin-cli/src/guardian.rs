@@ -3,35 +3,38 @@
 //! SIGTERM and SIGINT make the tool unpause, but SIGKILL, an OOM kill or a crash during a
 //! window's hold would leave every pod paused, and a paused ScalarDB refuses every
 //! transaction. So before a window's first Pause the tool starts a guardian: the same
-//! binary in a hidden mode ([`ROLE`]` = guardian`), in a session of its own so that a
-//! signal to the tool's process group does not reach it, holding one end of a socket
-//! pair as its standard input. Right before each attempt's first Pause the tool sends it
-//! the pods and a lease and waits for its answer; once the attempt holds nothing, it
-//! says so. When the socket closes while an attempt is armed, the tool has died: the
-//! guardian kills the `--exec` command's process group, unpauses the pods with the
-//! confirmed rollback ([`Fleet::adopt`]), says so on stderr, and exits. When the lease
-//! passes it does the same, whatever the tool is doing, and tells the tool, whose window
-//! then ends interrupted. The tool watches the socket too: when the guardian dies, its
-//! window is interrupted and unpaused at once.
+//! binary in a hidden mode ([`ROLE`]` = guardian:<the tool's pid>`), in a session of its
+//! own so that a signal to the tool's process group does not reach it, holding one end
+//! of a socket pair as its standard input. Right before each attempt's first Pause the
+//! tool sends it the pods and a lease and waits for its answer; once the Pause is
+//! answered it says so, and once the attempt's Unpause is confirmed it lets go (or hands
+//! over only the pods it could not confirm). When the socket closes while an attempt is
+//! armed, the tool has died: the guardian kills the `--exec` command's process group,
+//! unpauses the pods with the confirmed rollback ([`Fleet::adopt`]), says so on stderr,
+//! and exits. When the lease passes, or a signal stops the guardian, it tells the tool
+//! and does the same; the tool's window then ends interrupted. The tool watches the
+//! socket too: when the guardian dies, its window is interrupted and unpaused at once.
 //!
 //! As PID 1 of a container the tool cannot be the one that survives: when PID 1 dies, the
 //! kernel kills its whole PID namespace. There the first process becomes the guardian, as
 //! tini-style init processes do (it forwards signals and reaps orphans), and runs the
-//! tool as its child ([`ROLE`]` = worker`), linked the same way through the child's
-//! standard input. An OOM kill picks the largest process, the worker; the guardian then
-//! unpauses.
+//! tool as its child ([`ROLE`]` = worker:<its pid>`), linked the same way through the
+//! child's standard input. An OOM kill picks the largest process, the worker; the
+//! guardian then unpauses.
 //!
 //! `-c PAUSE --max-hold` gives a plain pause the same lease: the tool hands the paused
-//! pods over ("detach") and exits as usual; the guardian checks them every second, lets
-//! go of each one it sees unpaused (someone ran UNPAUSE; a later pause is someone
-//! else's), and unpauses the rest when the lease ends.
+//! pods over ("detach") and exits as usual. The guardian checks them every [`POLL`], lets
+//! go of each one it sees unpaused or whose lease another command of this tool revokes
+//! ([`revoke_leases`]: PAUSE, UNPAUSE and WINDOW do before they touch a pod), and unpauses
+//! the rest when the lease ends.
 
+use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitOptions};
-use scalar_admin::{Fleet, Host, Rollback, Target};
+use scalar_admin::{Fleet, Host, Rollback, Target, Unconfirmed};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -41,20 +44,24 @@ use tokio::time::Instant;
 
 use crate::args::Config;
 
-/// The environment variable that starts the binary in a hidden role.
+/// The environment variable that starts the binary in a hidden role; its value names the
+/// process that set it, which must be this process's parent.
 pub(crate) const ROLE: &str = "SCALAR_ADMIN_ROLE";
 
 /// The longest message on the link: a thousand pods take about 150 KiB.
 const MAX_MESSAGE: u64 = 16 << 20;
 
-/// How long the tool waits for the guardian to start, or to take an attempt's pods.
+/// How long the tool waits for the guardian to start, or to answer a message.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// How often a detached lease checks whether its pods are still paused.
-const POLL: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(250);
 
 /// How long the worker may take to exit once its link closed, before it is killed.
 const WORKER_EXIT: Duration = Duration::from_secs(10);
+
+/// The abstract socket name of a plain pause's lease on one pod.
+const LEASE_PREFIX: &str = "scalar-admin-lease/";
 
 /// This process's part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +74,31 @@ pub(crate) enum Role {
     Worker,
 }
 
+/// This process's role: a hidden one only when the parent that set it started this
+/// process, so that the variable left in a user's environment changes nothing.
 pub(crate) fn role() -> Role {
-    match std::env::var_os(ROLE).as_deref().and_then(|r| r.to_str()) {
-        Some("guardian") => Role::Guardian,
-        Some("worker") => Role::Worker,
+    let Some(value) = std::env::var_os(ROLE) else {
+        return Role::Tool;
+    };
+    let value = value.to_string_lossy();
+    let Some((role, parent)) = value.split_once(':') else {
+        return Role::Tool;
+    };
+    let parent_is = rustix::process::getppid()
+        .is_some_and(|ppid| parent.parse::<i32>().ok() == Some(ppid.as_raw_nonzero().get()));
+    match role {
+        "guardian" if parent_is => Role::Guardian,
+        "worker" if parent_is => Role::Worker,
         _ => Role::Tool,
     }
+}
+
+/// Called first thing in the guardian role: out of the tool's session and process group
+/// at once, so that a Ctrl-C to that group, or the end of its terminal, does not reach
+/// this process. (It cannot fail here: a process spawned into the tool's group is no
+/// group leader.)
+pub(crate) fn leave_the_tools_session() {
+    let _ = rustix::process::setsid();
 }
 
 /// One pod as the link carries it: everything [`Target::from_parts`] needs.
@@ -105,7 +131,11 @@ impl Pod {
     }
 }
 
-/// What the tool tells its guardian.
+fn pods_of(targets: &[Target]) -> Vec<Pod> {
+    targets.iter().map(Pod::of).collect()
+}
+
+/// What the tool tells its guardian. Arm, Keep and Disarm are answered (Ready).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ToGuardian {
@@ -116,8 +146,13 @@ enum ToGuardian {
         lease_ms: u64,
         pods: Vec<Pod>,
     },
+    /// Every pod answered the attempt's Pause: no Pause of it can land later.
+    Answered,
     /// The `--exec` command's process group started (`Some`), or ended (`None`).
     Exec { pgid: Option<i32> },
+    /// The attempt's release could not confirm these pods: keep them, and try once
+    /// more when the tool exits.
+    Keep { pods: Vec<Pod> },
     /// The attempt holds nothing any more.
     Disarm,
     /// A plain pause that outlives the tool: hold these pods until the lease passes.
@@ -128,10 +163,10 @@ enum ToGuardian {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ToTool {
-    /// Started; or, after Arm, the pods are taken.
+    /// Started; or the message is taken.
     Ready,
-    /// The lease passed: the guardian unpauses the pods now.
-    LeaseEnded { lease_ms: u64 },
+    /// The guardian unpauses the pods now, for this reason (its lease passed, a signal).
+    Unpausing { why: String },
 }
 
 async fn send(w: &mut (impl AsyncWrite + Unpin), message: &impl Serialize) -> std::io::Result<()> {
@@ -142,7 +177,8 @@ async fn send(w: &mut (impl AsyncWrite + Unpin), message: &impl Serialize) -> st
 }
 
 /// The next message, `None` at the end of the stream; a message longer than
-/// [`MAX_MESSAGE`] or not one of `T` is an error.
+/// [`MAX_MESSAGE`] or not one of `T` is an error. Not cancel safe: run it in a task of
+/// its own ([`reader`]).
 async fn receive<T: DeserializeOwned>(
     r: &mut BufReader<impl AsyncRead + Unpin>,
 ) -> Result<Option<T>, String> {
@@ -163,6 +199,25 @@ async fn receive<T: DeserializeOwned>(
         .map_err(|e| format!("not a message: {e}"))
 }
 
+/// Reads messages in a task of its own, so that a `select!` never drops half of one; the
+/// stream's end or an error is the last item.
+fn reader<T: DeserializeOwned + Send + 'static>(
+    read: impl AsyncRead + Unpin + Send + 'static,
+) -> mpsc::Receiver<Result<Option<T>, String>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut read = BufReader::new(read);
+        loop {
+            let message = receive::<T>(&mut read).await;
+            let last = !matches!(message, Ok(Some(_)));
+            if tx.send(message).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A socket pair end given as a child's standard input, which it reads and writes.
 fn socket_pair() -> Result<(UnixStream, OwnedFd), String> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -180,7 +235,7 @@ fn this_binary(role: &str, stdin: OwnedFd) -> Result<std::process::Command, Stri
     let mut command = std::process::Command::new(exe);
     command
         .args(std::env::args_os().skip(1))
-        .env(ROLE, role)
+        .env(ROLE, format!("{role}:{}", std::process::id()))
         .stdin(Stdio::from(stdin));
     Ok(command)
 }
@@ -210,17 +265,22 @@ pub(crate) struct Guardian {
 
 /// Hands the guardian the `--exec` command's process group.
 #[derive(Clone)]
-pub(crate) struct ExecGroup(mpsc::UnboundedSender<ToGuardian>);
+pub(crate) struct Notifier(mpsc::UnboundedSender<ToGuardian>);
 
-impl ExecGroup {
-    pub(crate) fn started(&self, pgid: Option<Pid>) {
+impl Notifier {
+    pub(crate) fn started(&self, pgid: Pid) {
         let _ = self.0.send(ToGuardian::Exec {
-            pgid: pgid.map(Pid::as_raw_nonzero).map(i32::from),
+            pgid: Some(pgid.as_raw_nonzero().get()),
         });
     }
 
     pub(crate) fn ended(&self) {
         let _ = self.0.send(ToGuardian::Exec { pgid: None });
+    }
+
+    /// Every pod answered the Pause (the action runs only then).
+    pub(crate) fn answered(&self) {
+        let _ = self.0.send(ToGuardian::Answered);
     }
 }
 
@@ -252,21 +312,16 @@ impl Guardian {
         });
         let (answered, answers) = mpsc::unbounded_channel();
         let (lose, lost) = watch::channel(None);
+        let mut messages = reader::<ToTool>(read);
         tokio::spawn(async move {
-            let mut read = BufReader::new(read);
             let why = loop {
-                match receive::<ToTool>(&mut read).await {
-                    Ok(Some(ToTool::Ready)) => {
+                match messages.recv().await {
+                    Some(Ok(Some(ToTool::Ready))) => {
                         let _ = answered.send(());
                     }
-                    Ok(Some(ToTool::LeaseEnded { lease_ms })) => {
-                        break format!(
-                            "the guardian's lease of {} s passed; it unpauses the pods",
-                            lease_ms as f64 / 1000.0
-                        );
-                    }
-                    Ok(None) => break "the guardian process ended".to_owned(),
-                    Err(e) => break format!("the guardian's link broke: {e}"),
+                    Some(Ok(Some(ToTool::Unpausing { why }))) => break why,
+                    Some(Ok(None)) | None => break "the guardian process ended".to_owned(),
+                    Some(Err(e)) => break format!("the guardian's link broke: {e}"),
                 }
             };
             let _ = lose.send(Some(why));
@@ -299,7 +354,16 @@ impl Guardian {
         }
     }
 
-    /// Completes when the guardian can no longer guard: it died, or its lease passed.
+    /// Sends `message` and waits for its answer.
+    async fn ask(&mut self, message: ToGuardian) -> Result<(), String> {
+        self.to
+            .send(message)
+            .map_err(|_| "the guardian's link closed".to_owned())?;
+        self.answer().await
+    }
+
+    /// Completes when the guardian can no longer guard: it died, or it is unpausing the
+    /// pods itself (its lease passed, a signal).
     pub(crate) fn lost(&self) -> impl Future<Output = String> + 'static {
         let mut lost = self.lost.clone();
         async move {
@@ -311,8 +375,8 @@ impl Guardian {
         }
     }
 
-    pub(crate) fn exec_group(&self) -> ExecGroup {
-        ExecGroup(self.to.clone())
+    pub(crate) fn notifier(&self) -> Notifier {
+        Notifier(self.to.clone())
     }
 
     /// Hands `pods` over before their Pause leaves; the pause must not start unless the
@@ -321,18 +385,34 @@ impl Guardian {
         let message = ToGuardian::Arm {
             attempt,
             lease_ms: millis(self.lease),
-            pods: pods.iter().map(Pod::of).collect(),
+            pods: pods_of(pods),
         };
-        self.to
-            .send(message)
-            .map_err(|_| "the guardian's link closed".to_owned())?;
-        self.answer()
+        self.ask(message)
             .await
             .map_err(|e| format!("the guardian did not take the pods: {e}"))
     }
 
-    pub(crate) fn disarm(&self) {
-        let _ = self.to.send(ToGuardian::Disarm);
+    /// The attempt's release is over: let go, except of the pods `rollback` could not
+    /// confirm unpaused (and that may be this run's), which the guardian tries once more
+    /// when this process exits.
+    pub(crate) async fn release(&mut self, rollback: Option<&Rollback>) {
+        let stuck: Vec<Target> = rollback
+            .map(|r| r.stuck())
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !matches!(s.why(), Unconfirmed::PausedAgain))
+            .map(|s| s.target().clone())
+            .collect();
+        let message = if stuck.is_empty() {
+            ToGuardian::Disarm
+        } else {
+            ToGuardian::Keep {
+                pods: pods_of(&stuck),
+            }
+        };
+        if let Err(e) = self.ask(message).await {
+            tracing::warn!(error = %e, "the guardian did not answer");
+        }
     }
 
     /// Hands a plain pause's pods over for the guardian to hold until `lease` passes,
@@ -340,12 +420,12 @@ impl Guardian {
     pub(crate) async fn detach(self, pods: &[Target], lease: Duration) {
         let _ = self.to.send(ToGuardian::Detach {
             lease_ms: millis(lease),
-            pods: pods.iter().map(Pod::of).collect(),
+            pods: pods_of(pods),
         });
         self.finish().await;
     }
 
-    /// Closes the link once everything sent is written: the guardian, disarmed, exits.
+    /// Closes the link once everything sent is written: the guardian, if disarmed, exits.
     pub(crate) async fn finish(self) {
         let Guardian { to, writer, .. } = self;
         drop(to);
@@ -357,11 +437,44 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Makes every plain-pause lease a guardian of this tool holds on these pods let go,
+/// before this command touches them: a later pause is not the lease's to end, and an
+/// UNPAUSE ends it. Reaches the guardians of this network namespace (an ops pod, one
+/// host); each answers once it let go, within a second.
+pub(crate) fn revoke_leases(pods: &[Target]) {
+    use std::io::Read as _;
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    for pod in pods {
+        let Ok(name) = SocketAddr::from_abstract_name(lease_name(pod)) else {
+            continue;
+        };
+        // No lease: refused at once.
+        let Ok(mut stream) = UnixStream::connect_addr(&name) else {
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = [0u8; 3];
+        match stream.read_exact(&mut answer) {
+            Ok(()) => tracing::info!(pod = %pod, "a pause lease on the pod let go of it"),
+            Err(e) => {
+                tracing::warn!(pod = %pod, error = %e, "a pause lease on the pod did not answer")
+            }
+        }
+    }
+}
+
+fn lease_name(pod: &Target) -> String {
+    format!("{LEASE_PREFIX}{}", pod.address())
+}
+
 /// What the guardian holds.
 struct Armed {
     pods: Vec<Target>,
     lease: Duration,
     until: Instant,
+    /// Whether every Pause of the attempt was answered: none can land later.
+    answered: bool,
 }
 
 impl Armed {
@@ -371,6 +484,7 @@ impl Armed {
             pods: pods.iter().map(Pod::target).collect::<Result<_, _>>()?,
             lease,
             until: Instant::now().checked_add(lease).unwrap_or_else(far_future),
+            answered: false,
         })
     }
 }
@@ -405,9 +519,11 @@ impl Worker {
         let _ = rustix::process::kill_process(self.pid, signal);
     }
 
-    /// Waits for the worker's end, killing it after `patience`.
+    /// Waits for the worker's end: after `patience` it is killed, and after as long
+    /// again it is given up on (a process stuck in the kernel), as status 1.
     async fn exit(&mut self, children: &mut tokio::signal::unix::Signal, patience: Duration) -> u8 {
-        let give_up = Instant::now() + patience;
+        let mut killed = false;
+        let mut give_up = Instant::now() + patience;
         loop {
             self.reap();
             if let Some(status) = self.status {
@@ -415,7 +531,15 @@ impl Worker {
             }
             tokio::select! {
                 _ = children.recv() => {}
-                () = tokio::time::sleep_until(give_up) => self.kill(Signal::KILL),
+                () = tokio::time::sleep_until(give_up) => {
+                    if killed {
+                        tell!("guardian: the tool's process {:?} does not end; giving up on it", self.pid);
+                        return 1;
+                    }
+                    self.kill(Signal::KILL);
+                    killed = true;
+                    give_up = Instant::now() + patience;
+                }
             }
         }
     }
@@ -423,10 +547,6 @@ impl Worker {
 
 /// The hidden `guardian` role: guard the tool that started this process.
 pub(crate) fn main(config: &Config) -> ExitCode {
-    // Out of the tool's session and process group: a signal to those, or the end of its
-    // terminal, does not reach this process. Fails only for a group leader, which this
-    // process, spawned into the tool's group, is not.
-    let _ = rustix::process::setsid();
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -477,80 +597,126 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     runtime.ok()
 }
 
+/// The signals the guardian handles.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    children: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        Some(Signals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+            children: signal(SignalKind::child()).ok()?,
+        })
+    }
+}
+
+/// How the guardian's watch ended.
+enum Ended {
+    /// The link closed: the tool exited, or died.
+    ToolGone,
+    LeasePassed,
+    Signal(&'static str),
+    Detached(Armed),
+}
+
 /// The guardian's loop: take what the tool arms, and unpause it when the tool dies, the
 /// lease passes, or a signal says stop.
 async fn serve(link: UnixStream, mut worker: Option<Worker>, config: &Config) -> ExitCode {
-    let (Ok(mut terms), Ok(mut ints), Ok(mut hups), Ok(mut children)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::child()),
-    ) else {
+    let Some(mut signals) = Signals::install() else {
         tell!("guardian: error: cannot install signal handlers");
         return ExitCode::FAILURE;
     };
     let (read, mut write) = link.into_split();
-    let mut read = BufReader::new(read);
+    let mut messages = reader::<ToGuardian>(read);
     if send(&mut write, &ToTool::Ready).await.is_err() {
         return ExitCode::FAILURE;
     }
     let mut armed: Option<Armed> = None;
+    // Whether the tool handed over pods it could not confirm unpaused (`Keep`).
+    let mut kept = false;
     let mut exec: Option<Pid> = None;
     let ended = loop {
         let until = armed.as_ref().map_or_else(far_future, |a| a.until);
+        let mut answer = false;
         tokio::select! {
-            message = receive::<ToGuardian>(&mut read) => match message {
-                Ok(Some(ToGuardian::Arm { attempt, lease_ms, pods })) => match Armed::new(lease_ms, &pods) {
+            message = messages.recv() => match message {
+                Some(Ok(Some(ToGuardian::Arm { attempt, lease_ms, pods }))) => match Armed::new(lease_ms, &pods) {
                     Ok(taken) => {
                         tracing::debug!(attempt, pods = taken.pods.len(), "guardian armed");
                         armed = Some(taken);
-                        if send(&mut write, &ToTool::Ready).await.is_err() {
-                            break Ended::ToolDied;
-                        }
+                        answer = true;
                     }
                     // Unanswered: the tool does not pause.
                     Err(e) => tell!("guardian: error: cannot take attempt {attempt}'s pods: {e}"),
                 },
-                Ok(Some(ToGuardian::Exec { pgid })) => exec = pgid.and_then(Pid::from_raw),
-                Ok(Some(ToGuardian::Disarm)) => {
+                Some(Ok(Some(ToGuardian::Answered))) => {
+                    if let Some(a) = &mut armed {
+                        a.answered = true;
+                    }
+                }
+                Some(Ok(Some(ToGuardian::Exec { pgid }))) => exec = pgid.and_then(Pid::from_raw),
+                Some(Ok(Some(ToGuardian::Keep { pods }))) => {
+                    let pods: Result<Vec<Target>, String> = pods.iter().map(Pod::target).collect();
+                    if let (Some(a), Ok(pods)) = (&mut armed, pods) {
+                        a.pods = pods;
+                        a.answered = false;
+                        kept = true;
+                    }
+                    exec = None;
+                    answer = true;
+                }
+                Some(Ok(Some(ToGuardian::Disarm))) => {
                     armed = None;
                     exec = None;
+                    answer = true;
                 }
-                Ok(Some(ToGuardian::Detach { lease_ms, pods })) => match Armed::new(lease_ms, &pods) {
-                    Ok(held) => break Ended::Detached(held),
+                Some(Ok(Some(ToGuardian::Detach { lease_ms, pods }))) => match Armed::new(lease_ms, &pods) {
+                    Ok(mut held) => {
+                        // Handed over after every Pause was answered OK.
+                        held.answered = true;
+                        break Ended::Detached(held);
+                    }
                     Err(e) => {
                         tell!("guardian: error: cannot take the paused pods: {e}");
-                        break Ended::ToolDied;
+                        break Ended::ToolGone;
                     }
                 },
-                Ok(None) => break Ended::ToolDied,
-                Err(e) => {
+                Some(Ok(None)) | None => break Ended::ToolGone,
+                Some(Err(e)) => {
                     tell!("guardian: error: the tool's link broke: {e}");
-                    break Ended::ToolDied;
+                    break Ended::ToolGone;
                 }
             },
-            () = tokio::time::sleep_until(until) => {
-                let lease_ms = armed.as_ref().map_or(0, |a| millis(a.lease));
-                let _ = send(&mut write, &ToTool::LeaseEnded { lease_ms }).await;
-                break Ended::LeasePassed;
-            }
-            _ = terms.recv() => if !forward(&worker, Signal::TERM) { break Ended::Signal("SIGTERM") },
-            _ = ints.recv() => if !forward(&worker, Signal::INT) { break Ended::Signal("SIGINT") },
-            _ = hups.recv() => { forward(&worker, Signal::HUP); }
-            _ = children.recv() => if let Some(w) = &mut worker { w.reap() },
+            () = tokio::time::sleep_until(until) => break Ended::LeasePassed,
+            _ = signals.term.recv() => if !forward(&worker, Signal::TERM) { break Ended::Signal("SIGTERM") },
+            _ = signals.int.recv() => if !forward(&worker, Signal::INT) { break Ended::Signal("SIGINT") },
+            _ = signals.hup.recv() => { forward(&worker, Signal::HUP); }
+            _ = signals.children.recv() => if let Some(w) = &mut worker { w.reap() },
+        }
+        if answer && send(&mut write, &ToTool::Ready).await.is_err() {
+            break Ended::ToolGone;
         }
     };
+    if let Ended::Detached(held) = ended {
+        let status = match &mut worker {
+            Some(w) => w.exit(&mut signals.children, WORKER_EXIT).await,
+            None => 0,
+        };
+        hold_detached(held, config, &mut signals).await;
+        return ExitCode::from(status);
+    }
     let why = match &ended {
-        Ended::Detached(held) => {
-            let status = match &mut worker {
-                Some(w) => w.exit(&mut children, WORKER_EXIT).await,
-                None => 0,
-            };
-            hold_detached(held, config, &mut terms, &mut ints).await;
-            return ExitCode::from(status);
-        }
         // Unpause first; the worker's status can wait.
-        Ended::ToolDied => "the tool's process ended while its window was open".to_owned(),
+        Ended::ToolGone if kept => {
+            "the tool ended with pods it could not confirm unpaused; trying once more".to_owned()
+        }
+        Ended::ToolGone => "the tool's process ended while its window was open".to_owned(),
         Ended::LeasePassed => {
             let lease = armed.as_ref().map_or(Duration::ZERO, |a| a.lease);
             format!(
@@ -559,38 +725,33 @@ async fn serve(link: UnixStream, mut worker: Option<Worker>, config: &Config) ->
             )
         }
         Ended::Signal(name) => format!("the guardian received {name}"),
+        Ended::Detached(_) => unreachable!("returned above"),
     };
     let mut status = 0;
     if let Some(held) = armed {
+        if !matches!(ended, Ended::ToolGone) {
+            // The tool's window is over: it must not go on believing it holds the pods.
+            let _ = send(&mut write, &ToTool::Unpausing { why: why.clone() }).await;
+            status = 1;
+        }
         if let Some(group) = exec {
             let _ = rustix::process::kill_process_group(group, Signal::KILL);
             tell!("guardian: killed the --exec command's process group {group:?}");
         }
-        let rollback = unpause(&why, held.pods, config).await;
+        let rollback = unpause(&why, held.pods, held.answered, config).await;
         if !rollback.is_complete() {
-            status = 1;
-        }
-        if matches!(ended, Ended::LeasePassed) {
             status = 1;
         }
     }
     if let Some(w) = &mut worker {
         w.reap();
-        if w.status.is_none() && !matches!(ended, Ended::ToolDied) {
+        if w.status.is_none() && !matches!(ended, Ended::ToolGone) {
             // The lease passed, or a signal ended this guardian: the window is over.
             w.kill(Signal::TERM);
         }
-        status = w.exit(&mut children, WORKER_EXIT).await.max(status);
+        status = w.exit(&mut signals.children, WORKER_EXIT).await.max(status);
     }
     ExitCode::from(status)
-}
-
-/// How the guardian's watch ended.
-enum Ended {
-    ToolDied,
-    LeasePassed,
-    Signal(&'static str),
-    Detached(Armed),
 }
 
 /// Passes a signal to the worker; `false` when there is none, so the guardian itself is
@@ -613,7 +774,7 @@ fn enough_open_files(pods: usize) {
 }
 
 /// Unpauses `pods` with the confirmed rollback, and says so on stderr.
-async fn unpause(why: &str, pods: Vec<Target>, config: &Config) -> Rollback {
+async fn unpause(why: &str, pods: Vec<Target>, answered: bool, config: &Config) -> Rollback {
     let names: Vec<&str> = pods.iter().map(Target::name).collect();
     tell!(
         "guardian: {why}; unpausing the {} pod(s) this run paused: {}",
@@ -622,7 +783,7 @@ async fn unpause(why: &str, pods: Vec<Target>, config: &Config) -> Rollback {
     );
     let started = std::time::Instant::now();
     enough_open_files(pods.len());
-    let mut fleet = Fleet::adopt(pods, config.client.clone(), false).await;
+    let mut fleet = Fleet::adopt(pods, config.client.clone(), answered).await;
     let rollback = fleet.release().await;
     crate::output::rolled_back(config, "guardian", &rollback);
     tell!(
@@ -633,49 +794,133 @@ async fn unpause(why: &str, pods: Vec<Target>, config: &Config) -> Rollback {
     rollback
 }
 
-/// A plain pause's lease: check the pods every [`POLL`], let go of those seen unpaused,
-/// and unpause the rest when the lease passes or a signal says stop.
-async fn hold_detached(
-    held: &Armed,
-    config: &Config,
-    terms: &mut tokio::signal::unix::Signal,
-    ints: &mut tokio::signal::unix::Signal,
-) {
+/// Stops writing to the tool's stderr when whoever reads it would wait for its end (a
+/// pipe: `$(...)`, `| tee`, `kubectl exec`): a detached lease must not hold the caller
+/// until it ends. A terminal or a file keeps the guardian's messages.
+fn let_go_of_a_piped_stderr() {
+    use std::io::IsTerminal as _;
+    use std::os::fd::AsFd as _;
+    let stderr = std::io::stderr();
+    if stderr.is_terminal() {
+        return;
+    }
+    let is_file = stderr
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.file_type().is_file());
+    if is_file {
+        return;
+    }
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
+}
+
+/// A plain pause's lease: check the pods every [`POLL`], let go of those seen unpaused or
+/// revoked, and unpause the rest when the lease passes or a signal says stop.
+async fn hold_detached(held: Armed, config: &Config, signals: &mut Signals) {
+    let_go_of_a_piped_stderr();
     enough_open_files(held.pods.len());
-    // Handed over after every Pause was answered OK: none can land later.
-    let mut fleet = Fleet::adopt(held.pods.clone(), config.client.clone(), true).await;
+    let (revoke, mut revoked) = mpsc::unbounded_channel::<Revocation>();
+    for pod in &held.pods {
+        listen_for_revocation(pod, revoke.clone());
+    }
+    drop(revoke);
+    let mut fleet = Fleet::adopt(held.pods.clone(), config.client.clone(), held.answered).await;
+    let mut gone: HashSet<String> = HashSet::new();
+    let holding = |fleet: &Fleet, gone: &HashSet<String>| -> Vec<Target> {
+        fleet
+            .held()
+            .filter(|t| !gone.contains(&t.address()))
+            .cloned()
+            .collect()
+    };
     let why = loop {
-        let holding: Vec<String> = fleet.held().map(ToString::to_string).collect();
-        if holding.is_empty() {
-            tell!("guardian: every pod of the pause was unpaused; the lease ends");
+        if holding(&fleet, &gone).is_empty() {
+            tell!(
+                "guardian: every pod of the pause was unpaused, or its lease revoked; the lease ends"
+            );
             let _ = fleet.keep_paused();
             return;
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {
                 let _ = fleet.check_paused().await;
-                for pod in fleet.targets().filter(|t| holding.contains(&t.to_string())) {
-                    if !fleet.held().any(|h| h == pod) {
-                        tracing::info!(pod = %pod, "seen unpaused; the lease no longer holds it");
-                    }
-                }
+            }
+            Some((address, done)) = revoked.recv() => {
+                tracing::info!(pod = %address, "lease revoked by another command");
+                gone.insert(address);
+                let _ = done.send(());
             }
             () = tokio::time::sleep_until(held.until) => {
                 break format!("the pause's lease (--max-hold {} s) passed", held.lease.as_secs_f64());
             }
-            _ = terms.recv() => break "the guardian received SIGTERM".to_owned(),
-            _ = ints.recv() => break "the guardian received SIGINT".to_owned(),
+            _ = signals.term.recv() => break "the guardian received SIGTERM".to_owned(),
+            _ = signals.int.recv() => break "the guardian received SIGINT".to_owned(),
+            _ = signals.hup.recv() => {}
+            _ = signals.children.recv() => {
+                // PID 1: orphans of the worker.
+                while let Ok(Some(_)) = rustix::process::wait(WaitOptions::NOHANG) {}
+            }
         }
     };
-    let names: Vec<&str> = fleet.held().map(Target::name).collect();
+    // Revocations that came with the end count.
+    while let Ok((address, done)) = revoked.try_recv() {
+        gone.insert(address);
+        let _ = done.send(());
+    }
+    let left = holding(&fleet, &gone);
+    let _ = fleet.keep_paused();
+    let names: Vec<&str> = left.iter().map(Target::name).collect();
     tell!(
         "guardian: {why}; unpausing the {} pod(s) still paused by this run: {}",
         names.len(),
         names.join(", ")
     );
+    // What is left was last seen paused by this run: unpaused as the pause was handed
+    // over, every Pause answered.
+    let mut fleet = Fleet::adopt(left, config.client.clone(), true).await;
     let rollback = fleet.release().await;
     crate::output::rolled_back(config, "guardian", &rollback);
     let _ = fleet.keep_paused();
+}
+
+/// A pod's lease revoked, and how to say the guardian let go of it.
+type Revocation = (String, tokio::sync::oneshot::Sender<()>);
+
+/// Listens on the pod's lease name; the first command to connect revokes the lease on
+/// it, and is answered once the guardian let go.
+fn listen_for_revocation(pod: &Target, revoke: mpsc::UnboundedSender<Revocation>) {
+    use std::os::linux::net::SocketAddrExt as _;
+    let address = pod.address();
+    let listener = std::os::unix::net::SocketAddr::from_abstract_name(lease_name(pod))
+        .and_then(|name| std::os::unix::net::UnixListener::bind_addr(&name))
+        .and_then(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::UnixListener::from_std(l)
+        });
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            // Another lease holds the name: it is revoked by the same commands.
+            tracing::warn!(pod = %address, error = %e, "cannot listen for the lease's revocation");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        drop(listener);
+        let (done, taken) = tokio::sync::oneshot::channel();
+        let _ = revoke.send((address, done));
+        // Answered only once the lease loop let go; unanswered if it is already ending.
+        if taken.await.is_ok() {
+            let _ = stream.write_all(b"ok\n").await;
+        }
+    });
 }
 
 #[cfg(test)]

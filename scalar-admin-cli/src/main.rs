@@ -45,6 +45,10 @@ use journal::Journal;
 use output::ExitStatus;
 
 fn main() -> ExitCode {
+    let role = guardian::role();
+    if role == Role::Guardian {
+        guardian::leave_the_tools_session();
+    }
     // Started as `scalar-admin-for-kubernetes`: that tool's command line.
     if sak::is_invoked() {
         return sak::main();
@@ -65,11 +69,20 @@ fn main() -> ExitCode {
         low.verbose,
         config.inject_panic.as_deref() == Some("pod"),
     );
-    match guardian::role() {
+    let pid_1 = std::process::id() == 1;
+    if pid_1 && role == Role::Tool && config.command == Command::Pause && config.lease.is_some() {
+        tell!(
+            "error: -c PAUSE --max-hold as PID 1 of a container: the container (and whatever waits \
+             for it) would last until the lease ends; run it in a long-lived pod (kubectl exec), \
+             or use -c WINDOW"
+        );
+        return ExitStatus::Usage.into();
+    }
+    match role {
         Role::Guardian => return guardian::main(&config),
         // PID 1 of a container: the first process stays the guardian, since the
         // kernel kills the whole PID namespace when PID 1 dies.
-        Role::Tool if std::process::id() == 1 && config.lease.is_some() => {
+        Role::Tool if pid_1 && config.lease.is_some() => {
             return guardian::init(&config);
         }
         Role::Tool | Role::Worker => {}
@@ -231,15 +244,26 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
     // A panic anywhere from the first Pause byte to the last line of output (a bug, or
     // a broken terminal) must not strand pods: catch it and undo this run's pause.
     let command = AssertUnwindSafe(async {
-        let result: Result<_, Error> = match (config.command, guardian.as_mut()) {
-            (Command::Pause, Some(guardian)) => {
-                let arm = async |pods: &[Target]| guardian.arm(1, pods).await;
+        let result: Result<_, Error> = match config.command {
+            Command::Pause => {
+                // Right before the Pause leaves: a lease of an earlier pause on these
+                // pods is this run's now, and the guardian (if any) takes them.
+                let arm = async |pods: &[Target]| {
+                    guardian::revoke_leases(pods);
+                    match guardian.as_mut() {
+                        Some(guardian) => guardian.arm(1, pods).await,
+                        None => Ok(()),
+                    }
+                };
                 fleet.pause_guarded(config.pause, interrupted, arm).await
             }
-            (Command::Pause, None) => fleet.pause_with_cancel(config.pause, interrupted).await,
-            (Command::Unpause, _) => fleet.unpause().await,
-            (Command::CheckPaused, _) => fleet.check_paused().await,
-            (Command::Window | Command::History, _) => unreachable!("handled above"),
+            Command::Unpause => {
+                let targets: Vec<Target> = fleet.targets().cloned().collect();
+                guardian::revoke_leases(&targets);
+                fleet.unpause().await
+            }
+            Command::CheckPaused => fleet.check_paused().await,
+            Command::Window | Command::History => unreachable!("handled above"),
         };
         if config.inject_panic.as_deref() == Some("output") {
             panic!("injected panic before the output");
@@ -251,13 +275,25 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
             // A paused lease goes to the guardian before the pause is reported: the
             // guardian holds it from now on, whatever becomes of this process.
             let held = fleet.keep_paused();
-            if let (Ok(_), Some(guardian), Some(lease)) = (&result, guardian.take(), config.lease) {
-                guardian.detach(&held, lease).await;
+            if let Some(mut guardian) = guardian {
+                match (&result, config.lease) {
+                    (Ok(_), Some(lease)) => guardian.detach(&held, lease).await,
+                    _ => {
+                        guardian
+                            .release(result.as_ref().err().and_then(Error::rollback))
+                            .await;
+                        guardian.finish().await;
+                    }
+                }
             }
             (output::report(&config, &result), held)
         }
         Err(panic) => {
             let rollback = fleet.release().await;
+            if let Some(mut guardian) = guardian {
+                guardian.release(Some(&rollback)).await;
+                guardian.finish().await;
+            }
             output::panicked(&config, &panic_message(&*panic), &rollback);
             (ExitStatus::Failure, fleet.keep_paused())
         }
@@ -265,10 +301,6 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
     // A plain pause is meant to outlive the command, and whatever else is still held has
     // been named in the output with its recovery command.
     drop(held);
-    if let Some(guardian) = guardian {
-        guardian.disarm();
-        guardian.finish().await;
-    }
     status
 }
 
@@ -278,13 +310,24 @@ struct Watch<'a> {
     guardian: &'a mut Option<Guardian>,
     journal: Rc<RefCell<Option<Journal>>>,
     execs: Rc<RefCell<Vec<ExecResult>>>,
+    /// Whether the guardian was told of the attempt's release.
+    released: bool,
 }
 
 impl scalar_admin::window::Guard for Watch<'_> {
     async fn arm(&mut self, attempt: usize, pods: &[Target]) -> Result<(), String> {
+        self.released = false;
+        guardian::revoke_leases(pods);
         match self.guardian.as_mut() {
             Some(guardian) => guardian.arm(attempt, pods).await,
             None => Ok(()),
+        }
+    }
+
+    async fn released(&mut self, _: usize, rollback: &scalar_admin::Rollback) {
+        self.released = true;
+        if let Some(guardian) = self.guardian.as_mut() {
+            guardian.release(Some(rollback)).await;
         }
     }
 
@@ -293,8 +336,12 @@ impl scalar_admin::window::Guard for Watch<'_> {
         attempt: usize,
         outcome: Result<&scalar_admin::window::WindowReport, &Error>,
     ) {
-        if let Some(guardian) = self.guardian.as_ref() {
-            guardian.disarm();
+        if !self.released
+            && let Some(guardian) = self.guardian.as_mut()
+        {
+            guardian
+                .release(outcome.err().and_then(Error::rollback))
+                .await;
         }
         if let Some(journal) = self.journal.borrow_mut().as_mut() {
             let execs = self.execs.borrow();
@@ -317,17 +364,21 @@ async fn window(
 ) -> ExitStatus {
     let journal = Rc::new(RefCell::new(journal));
     let execs: Rc<RefCell<Vec<ExecResult>>> = Rc::default();
-    let exec_group = guardian.as_ref().map(Guardian::exec_group);
+    let notifier = guardian.as_ref().map(Guardian::notifier);
     let action = |paused: scalar_admin::window::Paused| {
-        let (journal, execs, exec_group) = (journal.clone(), execs.clone(), exec_group.clone());
+        let (journal, execs, notifier) = (journal.clone(), execs.clone(), notifier.clone());
         async move {
+            // Called once every pod answered the Pause OK.
+            if let Some(group) = &notifier {
+                group.answered();
+            }
             if let Some(journal) = journal.borrow_mut().as_mut() {
                 journal.opened(&paused);
             }
             let Some(exec) = &config.exec else {
                 return Ok(());
             };
-            let result = exec::run(exec, &paused, exec_group.as_ref()).await;
+            let result = exec::run(exec, &paused, notifier.as_ref()).await;
             let outcome = if result.ok() {
                 Ok(())
             } else {
@@ -341,6 +392,7 @@ async fn window(
         guardian,
         journal: journal.clone(),
         execs: execs.clone(),
+        released: false,
     };
     let result = config
         .window

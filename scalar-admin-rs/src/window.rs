@@ -439,16 +439,7 @@ impl Window {
         // say what is left, then let the panic go on.
         let mut armed = false;
         let paused = AssertUnwindSafe(self.pause_and_verify(
-            &mut fleet,
-            attempt,
-            groups,
-            cancel,
-            action,
-            async |pods: &[Target]| {
-                guard.arm(attempt, pods).await?;
-                armed = true;
-                Ok(())
-            },
+            &mut fleet, attempt, groups, cancel, action, guard, &mut armed,
         ));
         match paused.catch_unwind().await {
             Ok(result) => {
@@ -466,20 +457,29 @@ impl Window {
         }
     }
 
-    async fn pause_and_verify<A, F, E>(
+    #[allow(clippy::too_many_arguments)]
+    async fn pause_and_verify<A, F, E, G>(
         &self,
         fleet: &mut Fleet,
         attempt: usize,
         groups: Vec<GroupPods>,
         mut cancel: Pin<&mut Fuse<impl Future<Output = ()>>>,
         action: Option<&mut A>,
-        arm: impl AsyncFnOnce(&[Target]) -> Result<(), String>,
+        guard: &mut G,
+        armed: &mut bool,
     ) -> Result<WindowReport, Error>
     where
         A: FnMut(Paused) -> F,
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
+        G: Guard,
     {
+        // Armed from the call on: a guard that fails or is cancelled half-way is still
+        // told to let go.
+        let arm = async |pods: &[Target]| {
+            *armed = true;
+            guard.arm(attempt, pods).await
+        };
         // `Fleet::pause` decides from the pods' fresh answers, and refuses pods paused
         // by someone else unless forced; the guard hears of the pods after that
         // decision, right before the first Pause leaves.
@@ -541,6 +541,7 @@ impl Window {
 
         // The confirmation honours the cancel too: cut short, it says what it confirmed.
         let release = fleet.release_until(cancel.as_mut()).await;
+        guard.released(attempt, &release).await;
         if release.was_interrupted() {
             return Err(Error::Interrupted {
                 rollback: Box::new(release),
@@ -983,10 +984,19 @@ pub trait Guard {
     /// goes to. An error stops the window with nothing sent ([`Error::Guard`]).
     fn arm(&mut self, attempt: usize, pods: &[Target]) -> impl Future<Output = Result<(), String>>;
 
-    /// Called when an armed attempt holds nothing any more: its window was released
-    /// (`Ok`, whatever the verdict), or it failed and what it paused was rolled back
-    /// (`Err`, whose rollback says what may still be paused). Not called after a panic,
-    /// which unpauses and then goes on.
+    /// Called as soon as an attempt's window was released (its Unpause confirmed, or
+    /// not: `rollback` says which pods may still be paused), before the comparison
+    /// that follows the Unpause; [`disarm`](Self::disarm) comes once the attempt has
+    /// its verdict. Does nothing by default.
+    fn released(&mut self, attempt: usize, rollback: &Rollback) -> impl Future<Output = ()> {
+        let _ = (attempt, rollback);
+        async {}
+    }
+
+    /// Called when an armed attempt is over: its window was released (`Ok`, whatever
+    /// the verdict), or it failed and what it paused was rolled back (`Err`, whose
+    /// rollback says what may still be paused). Not called after a panic, which
+    /// unpauses and then goes on.
     fn disarm(
         &mut self,
         attempt: usize,
