@@ -505,8 +505,22 @@ fn admin_port() -> u16 {
 }
 
 /// A name suffix as Kubernetes makes them (`generateName`, pod-template-hash), from its
-/// alphabet without vowels, random per process.
+/// alphabet without vowels, random per process, and never the same twice in it: among a
+/// thousand pods two 5-character suffixes would collide in about one run in thirty,
+/// where the ReplicaSet controller would simply try another name.
 fn random_suffix(len: usize) -> String {
+    static ISSUED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    loop {
+        let suffix = any_suffix(len);
+        let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+        if issued.get_or_insert_with(Default::default).insert(suffix.clone()) {
+            return suffix;
+        }
+    }
+}
+
+fn any_suffix(len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
