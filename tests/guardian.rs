@@ -472,8 +472,14 @@ async fn a_plain_pause_lease_lets_a_piped_caller_go_and_this_tools_unpause_revok
     bounded(async {
         let mut pods = Pod::start_many(2).await;
         let list = list(&pods);
-        // Stderr is a pipe, read to its end: the caller is not held for the lease.
-        let child = start_scalar_admin(&["-c", "pause", "-a", &list, "--max-hold", "10m"]);
+        // Stderr is a pipe, read to its end: the caller is not held for the lease. The
+        // pods named otherwise than the UNPAUSE below names them: the lease is the pod's.
+        let by_name: Vec<String> = pods
+            .iter()
+            .map(|p| format!("localhost:{}", p.addr().port()))
+            .collect();
+        let by_name = by_name.join(",");
+        let child = start_scalar_admin(&["-c", "pause", "-a", &by_name, "--max-hold", "10m"]);
         let tool = child.pid();
         let run = child.wait().await.success();
         assert!(
@@ -557,6 +563,15 @@ async fn lease_flags_are_checked_before_any_pod_is_contacted() {
                 "1m",
             ],
             &["-c", "pause", "-a", "127.0.0.1:1", "--no-guardian"],
+            &[
+                "-c",
+                "pause",
+                "-a",
+                "127.0.0.1:1",
+                "--no-rollback",
+                "--max-hold",
+                "1m",
+            ],
         ] {
             let run = scalar_admin(args).await;
             run.assert_status(2);
@@ -647,6 +662,40 @@ async fn pods_a_window_could_not_confirm_are_tried_once_more_by_the_guardian() {
             1,
             "the confirmed pod is not the guardian's"
         );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_lease_that_does_not_let_go_stops_a_pause_before_anything_is_sent() {
+    bounded(async {
+        use std::os::linux::net::SocketAddrExt as _;
+        let mut pod = Pod::start().await;
+        let address = pod.addr().to_string();
+        // Something holds the pod's lease name and never answers (a lease ending, a
+        // hung guardian).
+        let name = format!("scalar-admin-lease/{address}");
+        let name = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+        let squatter = std::os::unix::net::UnixListener::bind_addr(&name).unwrap();
+        let run = scalar_admin(&["-c", "pause", "-a", &address]).await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("did not let go") && run.stderr.contains("no Pause was sent"),
+            "{}",
+            run.stderr
+        );
+        assert!(!pod.gate().is_paused());
+        assert!(
+            !pod.take_calls()
+                .iter()
+                .any(|c| matches!(c, Call::Pause { .. }))
+        );
+        // An UNPAUSE goes on: ending a pause is what it is for.
+        scalar_admin(&["-c", "unpause", "-a", &address])
+            .await
+            .success();
+        assert!(pod.take_calls().contains(&Call::Unpause));
+        drop(squatter);
     })
     .await
 }

@@ -436,6 +436,12 @@ impl Config {
                 "only apply with --exec CMD or -- COMMAND",
             ));
         }
+        if low.no_rollback && low.max_hold.is_some() {
+            return Err(usage(
+                "--no-rollback/--max-hold",
+                "contradict: one leaves a failed pause's pods paused, the other unpauses them",
+            ));
+        }
         if low.no_guardian && low.command != Command::Window {
             return Err(usage("--no-guardian", "only applies to -c WINDOW"));
         }

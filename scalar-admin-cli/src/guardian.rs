@@ -261,6 +261,8 @@ pub(crate) struct Guardian {
     lost: watch::Receiver<Option<String>>,
     writer: tokio::task::JoinHandle<()>,
     lease: Duration,
+    /// An answer did not come in time: a late one must not pass for the next one's.
+    broken: bool,
 }
 
 /// Hands the guardian the `--exec` command's process group.
@@ -332,6 +334,7 @@ impl Guardian {
             lost,
             writer,
             lease,
+            broken: false,
         };
         guardian
             .answer()
@@ -341,8 +344,13 @@ impl Guardian {
     }
 
     async fn answer(&mut self) -> Result<(), String> {
+        if self.broken {
+            return Err("it did not answer in time before".to_owned());
+        }
         let mut lost = self.lost.clone();
-        tokio::select! {
+        let answer = tokio::select! {
+            // An answer already read wins over the end of the link that followed it.
+            biased;
             answer = tokio::time::timeout(ANSWER_WITHIN, self.answers.recv()) => match answer {
                 Ok(Some(())) => Ok(()),
                 Ok(None) => Err("the guardian process ended".to_owned()),
@@ -351,7 +359,9 @@ impl Guardian {
             why = lost.wait_for(Option::is_some) => {
                 Err(why.ok().and_then(|w| w.clone()).unwrap_or_default())
             }
-        }
+        };
+        self.broken = answer.is_err();
+        answer
     }
 
     /// Sends `message` and waits for its answer.
@@ -416,13 +426,16 @@ impl Guardian {
     }
 
     /// Hands a plain pause's pods over for the guardian to hold until `lease` passes,
-    /// after this process exits.
-    pub(crate) async fn detach(self, pods: &[Target], lease: Duration) {
-        let _ = self.to.send(ToGuardian::Detach {
-            lease_ms: millis(lease),
-            pods: pods_of(pods),
-        });
+    /// after this process exits; an error when it did not take them.
+    pub(crate) async fn detach(mut self, pods: &[Target], lease: Duration) -> Result<(), String> {
+        let taken = self
+            .ask(ToGuardian::Detach {
+                lease_ms: millis(lease),
+                pods: pods_of(pods),
+            })
+            .await;
         self.finish().await;
+        taken
     }
 
     /// Closes the link once everything sent is written: the guardian, if disarmed, exits.
@@ -437,35 +450,81 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How long the commands that revoke leases wait for every answer, all pods together.
+const REVOKE_WITHIN: Duration = Duration::from_secs(1);
+
 /// Makes every plain-pause lease a guardian of this tool holds on these pods let go,
 /// before this command touches them: a later pause is not the lease's to end, and an
 /// UNPAUSE ends it. Reaches the guardians of this network namespace (an ops pod, one
-/// host); each answers once it let go, within a second.
-pub(crate) fn revoke_leases(pods: &[Target]) {
-    use std::io::Read as _;
-    use std::os::linux::net::SocketAddrExt as _;
-    use std::os::unix::net::{SocketAddr, UnixStream};
-    for pod in pods {
-        let Ok(name) = SocketAddr::from_abstract_name(lease_name(pod)) else {
-            continue;
-        };
-        // No lease: refused at once.
-        let Ok(mut stream) = UnixStream::connect_addr(&name) else {
-            continue;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut answer = [0u8; 3];
-        match stream.read_exact(&mut answer) {
-            Ok(()) => tracing::info!(pod = %pod, "a pause lease on the pod let go of it"),
-            Err(e) => {
-                tracing::warn!(pod = %pod, error = %e, "a pause lease on the pod did not answer")
-            }
-        }
+/// host). Fails, within twice [`REVOKE_WITHIN`], when a lease did not answer that it let go
+/// (it may be ending, unpausing its pods): a Pause must not start then.
+pub(crate) async fn revoke_leases(pods: &[Target]) -> Result<(), String> {
+    let pods = pods.to_vec();
+    // Blocking calls (a name to resolve, a connect to a full backlog) run aside, and are
+    // abandoned a second after the answers' own deadline.
+    let revoke = tokio::task::spawn_blocking(move || revoke_blocking(&pods));
+    let backstop = REVOKE_WITHIN.saturating_mul(2);
+    match tokio::time::timeout(backstop, revoke).await {
+        Ok(Ok(result)) => result,
+        _ => Err(format!(
+            "a pause lease on these pods did not answer within {} s",
+            backstop.as_secs()
+        )),
     }
 }
 
-fn lease_name(pod: &Target) -> String {
-    format!("{LEASE_PREFIX}{}", pod.address())
+fn revoke_blocking(pods: &[Target]) -> Result<(), String> {
+    use std::io::Read as _;
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let deadline = std::time::Instant::now() + REVOKE_WITHIN;
+    let mut unanswered = Vec::new();
+    for pod in pods {
+        for name in lease_names(pod) {
+            let Ok(name) = SocketAddr::from_abstract_name(&name) else {
+                continue;
+            };
+            // No lease: refused at once.
+            let Ok(mut stream) = UnixStream::connect_addr(&name) else {
+                continue;
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            let mut answer = [0u8; 3];
+            if stream.read_exact(&mut answer).is_ok() && &answer == b"ok\n" {
+                tracing::info!(pod = %pod, "a pause lease on the pod let go of it");
+            } else {
+                unanswered.push(pod.to_string());
+            }
+        }
+    }
+    if unanswered.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "a pause lease on {} did not let go (its guardian may be unpausing it)",
+            unanswered.join(", ")
+        ))
+    }
+}
+
+/// A pod's lease names: one per address it resolves to, so that the pod is named alike
+/// however a command gave it (`-a` with a name or an address, `-s`, `-r`). Resolves host
+/// names: call it where blocking is fine.
+fn lease_names(pod: &Target) -> Vec<String> {
+    use std::net::ToSocketAddrs as _;
+    let addresses: Vec<std::net::SocketAddr> = match pod.socket_addr() {
+        Some(address) => vec![address],
+        None => pod
+            .address()
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default(),
+    };
+    addresses
+        .into_iter()
+        .map(|a| format!("{LEASE_PREFIX}{a}"))
+        .collect()
 }
 
 /// What the guardian holds.
@@ -704,11 +763,18 @@ async fn serve(link: UnixStream, mut worker: Option<Worker>, config: &Config) ->
         }
     };
     if let Ended::Detached(held) = ended {
+        // The lease is taken once it can be revoked: then the tool reports its pause.
+        let (revoke, revoked) = mpsc::unbounded_channel();
+        for warning in listen_for_revocation(&held.pods, &revoke).await {
+            tell!("guardian: warning: this lease cannot be revoked by UNPAUSE on {warning}");
+        }
+        let _ = send(&mut write, &ToTool::Ready).await;
+        drop(write);
         let status = match &mut worker {
             Some(w) => w.exit(&mut signals.children, WORKER_EXIT).await,
             None => 0,
         };
-        hold_detached(held, config, &mut signals).await;
+        hold_detached(held, revoked, config, &mut signals).await;
         return ExitCode::from(status);
     }
     let why = match &ended {
@@ -820,14 +886,14 @@ fn let_go_of_a_piped_stderr() {
 
 /// A plain pause's lease: check the pods every [`POLL`], let go of those seen unpaused or
 /// revoked, and unpause the rest when the lease passes or a signal says stop.
-async fn hold_detached(held: Armed, config: &Config, signals: &mut Signals) {
+async fn hold_detached(
+    held: Armed,
+    mut revoked: mpsc::UnboundedReceiver<Revocation>,
+    config: &Config,
+    signals: &mut Signals,
+) {
     let_go_of_a_piped_stderr();
     enough_open_files(held.pods.len());
-    let (revoke, mut revoked) = mpsc::unbounded_channel::<Revocation>();
-    for pod in &held.pods {
-        listen_for_revocation(pod, revoke.clone());
-    }
-    drop(revoke);
     let mut fleet = Fleet::adopt(held.pods.clone(), config.client.clone(), held.answered).await;
     let mut gone: HashSet<String> = HashSet::new();
     let holding = |fleet: &Fleet, gone: &HashSet<String>| -> Vec<Target> {
@@ -849,10 +915,10 @@ async fn hold_detached(held: Armed, config: &Config, signals: &mut Signals) {
             () = tokio::time::sleep(POLL) => {
                 let _ = fleet.check_paused().await;
             }
-            Some((address, done)) = revoked.recv() => {
+            Some((address, mut stream)) = revoked.recv() => {
                 tracing::info!(pod = %address, "lease revoked by another command");
                 gone.insert(address);
-                let _ = done.send(());
+                answer(&mut stream, b"ok\n").await;
             }
             () = tokio::time::sleep_until(held.until) => {
                 break format!("the pause's lease (--max-hold {} s) passed", held.lease.as_secs_f64());
@@ -866,10 +932,10 @@ async fn hold_detached(held: Armed, config: &Config, signals: &mut Signals) {
             }
         }
     };
-    // Revocations that came with the end count.
-    while let Ok((address, done)) = revoked.try_recv() {
-        gone.insert(address);
-        let _ = done.send(());
+    // From here on a revocation is answered `end`: the lease is ending.
+    revoked.close();
+    while let Ok((_, mut stream)) = revoked.try_recv() {
+        answer(&mut stream, b"end\n").await;
     }
     let left = holding(&fleet, &gone);
     let _ = fleet.keep_paused();
@@ -887,40 +953,67 @@ async fn hold_detached(held: Armed, config: &Config, signals: &mut Signals) {
     let _ = fleet.keep_paused();
 }
 
-/// A pod's lease revoked, and how to say the guardian let go of it.
-type Revocation = (String, tokio::sync::oneshot::Sender<()>);
+/// A pod's lease revoked (its address as the lease has it), and the revoker to answer.
+type Revocation = (String, UnixStream);
 
-/// Listens on the pod's lease name; the first command to connect revokes the lease on
-/// it, and is answered once the guardian let go.
-fn listen_for_revocation(pod: &Target, revoke: mpsc::UnboundedSender<Revocation>) {
+/// Listens on every lease name of every pod; a command of this tool (the same user)
+/// that connects revokes the lease on that pod, and is answered `ok` once the guardian
+/// let go, or `end` once the lease is ending. Returns why a pod's lease cannot be
+/// revoked, if one cannot.
+async fn listen_for_revocation(
+    pods: &[Target],
+    revoke: &mpsc::UnboundedSender<Revocation>,
+) -> Vec<String> {
     use std::os::linux::net::SocketAddrExt as _;
-    let address = pod.address();
-    let listener = std::os::unix::net::SocketAddr::from_abstract_name(lease_name(pod))
-        .and_then(|name| std::os::unix::net::UnixListener::bind_addr(&name))
-        .and_then(|l| {
-            l.set_nonblocking(true)?;
-            tokio::net::UnixListener::from_std(l)
-        });
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(e) => {
-            // Another lease holds the name: it is revoked by the same commands.
-            tracing::warn!(pod = %address, error = %e, "cannot listen for the lease's revocation");
-            return;
+    let resolve = pods.to_vec();
+    let names =
+        tokio::task::spawn_blocking(move || resolve.iter().map(lease_names).collect::<Vec<_>>());
+    let names = tokio::time::timeout(REVOKE_WITHIN, names)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let uid = rustix::process::getuid();
+    let mut warnings = Vec::new();
+    for (pod, names) in pods.iter().zip(names) {
+        if names.is_empty() {
+            warnings.push(format!("{pod}: its address does not resolve"));
         }
-    };
-    tokio::spawn(async move {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            return;
-        };
-        drop(listener);
-        let (done, taken) = tokio::sync::oneshot::channel();
-        let _ = revoke.send((address, done));
-        // Answered only once the lease loop let go; unanswered if it is already ending.
-        if taken.await.is_ok() {
-            let _ = stream.write_all(b"ok\n").await;
+        for name in names {
+            let listener = std::os::unix::net::SocketAddr::from_abstract_name(&name)
+                .and_then(|n| std::os::unix::net::UnixListener::bind_addr(&n))
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::UnixListener::from_std(l)
+                });
+            let listener = match listener {
+                Ok(listener) => listener,
+                Err(e) => {
+                    warnings.push(format!("{pod}: {e}"));
+                    continue;
+                }
+            };
+            let (address, revoke) = (pod.address(), revoke.clone());
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let same_user = stream.peer_cred().is_ok_and(|c| c.uid() == uid.as_raw());
+                    if !same_user {
+                        continue;
+                    }
+                    if let Err(mpsc::error::SendError((_, mut stream))) =
+                        revoke.send((address.clone(), stream))
+                    {
+                        answer(&mut stream, b"end\n").await;
+                    }
+                }
+            });
         }
-    });
+    }
+    warnings
+}
+
+async fn answer(stream: &mut UnixStream, word: &[u8]) {
+    let _ = tokio::time::timeout(REVOKE_WITHIN, stream.write_all(word)).await;
 }
 
 #[cfg(test)]

@@ -249,7 +249,7 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
                 // Right before the Pause leaves: a lease of an earlier pause on these
                 // pods is this run's now, and the guardian (if any) takes them.
                 let arm = async |pods: &[Target]| {
-                    guardian::revoke_leases(pods);
+                    guardian::revoke_leases(pods).await?;
                     match guardian.as_mut() {
                         Some(guardian) => guardian.arm(1, pods).await,
                         None => Ok(()),
@@ -258,8 +258,11 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
                 fleet.pause_guarded(config.pause, interrupted, arm).await
             }
             Command::Unpause => {
+                // The operator's UNPAUSE ends a lease's pause whatever the lease says.
                 let targets: Vec<Target> = fleet.targets().cloned().collect();
-                guardian::revoke_leases(&targets);
+                if let Err(e) = guardian::revoke_leases(&targets).await {
+                    tracing::warn!("{e}");
+                }
                 fleet.unpause().await
             }
             Command::CheckPaused => fleet.check_paused().await,
@@ -271,13 +274,24 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
         result
     });
     let (status, held) = match command.catch_unwind().await {
-        Ok(result) => {
+        Ok(mut result) => {
             // A paused lease goes to the guardian before the pause is reported: the
-            // guardian holds it from now on, whatever becomes of this process.
-            let held = fleet.keep_paused();
+            // guardian holds it from now on, whatever becomes of this process. A lease
+            // it cannot take is no pause to leave behind.
             if let Some(mut guardian) = guardian {
                 match (&result, config.lease) {
-                    (Ok(_), Some(lease)) => guardian.detach(&held, lease).await,
+                    (Ok(_), Some(lease)) => {
+                        let held: Vec<Target> = fleet.held().cloned().collect();
+                        if let Err(e) = guardian.detach(&held, lease).await {
+                            tell!(
+                                "error: the guardian did not take the pause's lease: {e}; unpausing"
+                            );
+                            let rollback = fleet.release().await;
+                            result = Err(Error::Interrupted {
+                                rollback: Box::new(rollback),
+                            });
+                        }
+                    }
                     _ => {
                         guardian
                             .release(result.as_ref().err().and_then(Error::rollback))
@@ -286,7 +300,7 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
                     }
                 }
             }
-            (output::report(&config, &result), held)
+            (output::report(&config, &result), fleet.keep_paused())
         }
         Err(panic) => {
             let rollback = fleet.release().await;
@@ -317,7 +331,7 @@ struct Watch<'a> {
 impl scalar_admin::window::Guard for Watch<'_> {
     async fn arm(&mut self, attempt: usize, pods: &[Target]) -> Result<(), String> {
         self.released = false;
-        guardian::revoke_leases(pods);
+        guardian::revoke_leases(pods).await?;
         match self.guardian.as_mut() {
             Some(guardian) => guardian.arm(attempt, pods).await,
             None => Ok(()),

@@ -452,6 +452,9 @@ impl Window {
             Err(panic) => {
                 let rollback = fleet.release().await;
                 error!(state = %rollback, "a panic interrupted the backup window");
+                if armed {
+                    guard.released(attempt, &rollback).await;
+                }
                 std::panic::resume_unwind(panic)
             }
         }
@@ -996,7 +999,7 @@ pub trait Guard {
     /// Called when an armed attempt is over: its window was released (`Ok`, whatever
     /// the verdict), or it failed and what it paused was rolled back (`Err`, whose
     /// rollback says what may still be paused). Not called after a panic, which
-    /// unpauses and then goes on.
+    /// unpauses, calls [`released`](Self::released), and then goes on.
     fn disarm(
         &mut self,
         attempt: usize,

@@ -514,7 +514,10 @@ fn random_suffix(len: usize) -> String {
     loop {
         let suffix = any_suffix(len);
         let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
-        if issued.get_or_insert_with(Default::default).insert(suffix.clone()) {
+        if issued
+            .get_or_insert_with(Default::default)
+            .insert(suffix.clone())
+        {
             return suffix;
         }
     }
