@@ -88,14 +88,14 @@ impl Layout {
 }
 
 /// SIGKILLs the tool once every pod is paused (and `ready` is written, when given), and
-/// returns the run and the time from the SIGKILL to the guardian's exit, which closes
-/// stderr once every pod is confirmed unpaused.
+/// returns the run; prints the times from the SIGKILL to the last pod's Unpause and to
+/// the guardian's exit, which closes stderr once every pod is confirmed unpaused.
 async fn kill_during_hold(
     layout: Layout,
     pods: &mut [Pod],
     extra: &[&str],
     ready: Option<&std::path::Path>,
-) -> (Run, Duration) {
+) -> Run {
     let list = list(pods);
     // Held until killed, unless `extra` says otherwise.
     let mut args = vec!["-c", "window", "-a", &list];
@@ -128,7 +128,7 @@ async fn kill_during_hold(
     eprintln!(
         "SIGKILL to the last pod's Unpause: {unpaused:?}; to every pod confirmed unpaused: {took:?}"
     );
-    (run, took)
+    run
 }
 
 fn assert_guardian_unpaused(run: &Run, pods: &[Pod]) {
@@ -162,7 +162,7 @@ async fn sigkill_during_the_hold_the_guardian_unpauses_and_the_journal_shows_the
         let journal = dir.join("windows.jsonl");
         let j = journal.to_str().unwrap();
         // Killed once the journal's "open" line is written.
-        let (run, _) =
+        let run =
             kill_during_hold(Layout::Normal, &mut pods, &["--journal", j], Some(&journal)).await;
         assert_eq!(run.status, None, "killed");
         assert_guardian_unpaused(&run, &pods);
@@ -205,7 +205,7 @@ async fn each_attempt_closes_its_journal_line_as_it_ends_so_a_kill_loses_only_th
             "--exec",
             &script,
         ];
-        let (run, _) = kill_during_hold(Layout::Normal, &mut pods, &extra, Some(&second)).await;
+        let run = kill_during_hold(Layout::Normal, &mut pods, &extra, Some(&second)).await;
         assert_guardian_unpaused(&run, &pods);
         let text = std::fs::read_to_string(&journal).unwrap();
         let events: Vec<(String, u64, String)> = text
@@ -229,44 +229,44 @@ async fn each_attempt_closes_its_journal_line_as_it_ends_so_a_kill_loses_only_th
     .await
 }
 
-#[tokio::test]
-async fn sigkill_during_exec_the_guardian_kills_the_command_and_unpauses() {
-    bounded(async {
-        let mut pods = Pod::start_many(2).await;
-        let dir = scratch("guardian-exec");
-        let child_file = dir.join("child");
-        let script = format!(
-            "sleep 600 & echo $! > {0}.tmp; mv {0}.tmp {0}; wait",
-            child_file.display()
-        );
-        let (run, _) = kill_during_hold(
-            Layout::Normal,
-            &mut pods,
-            &["--exec", &script],
-            Some(&child_file),
-        )
-        .await;
-        assert_guardian_unpaused(&run, &pods);
-        assert!(
-            run.stderr
-                .contains("guardian: killed the --exec command's process group"),
-            "{}",
-            run.stderr
-        );
+/// SIGKILLs the tool while its `--exec` command runs (with a child of its own): the
+/// guardian kills the command's process group and unpauses.
+async fn kill_during_exec(layout: Layout, name: &str) {
+    let mut pods = Pod::start_many(2).await;
+    let child_file = scratch(name).join("child");
+    let script = format!(
+        "sleep 600 & echo $! > {0}.tmp; mv {0}.tmp {0}; wait",
+        child_file.display()
+    );
+    let run = kill_during_hold(layout, &mut pods, &["--exec", &script], Some(&child_file)).await;
+    assert_guardian_unpaused(&run, &pods);
+    assert!(
+        run.stderr
+            .contains("guardian: killed the --exec command's process group"),
+        "{}",
+        run.stderr
+    );
+    if run.status.is_none() {
+        // Started normally: the pid is this namespace's, and its process must be gone.
+        // (In a PID namespace, PID 1's exit ended everything left in it anyway.)
         let pid = std::fs::read_to_string(&child_file).unwrap();
         assert!(
             crate::exec::gone(pid.trim()).await,
             "the command's child {pid} still runs"
         );
-    })
-    .await
+    }
+}
+
+#[tokio::test]
+async fn sigkill_during_exec_the_guardian_kills_the_command_and_unpauses() {
+    bounded(kill_during_exec(Layout::Normal, "guardian-exec")).await
 }
 
 #[tokio::test]
 async fn as_pid_1_of_a_pid_namespace_the_guardian_outlives_a_sigkilled_worker() {
     bounded(async {
         let mut pods = Pod::start_many(3).await;
-        let (run, _) = kill_during_hold(Layout::PidNamespace, &mut pods, &[], None).await;
+        let run = kill_during_hold(Layout::PidNamespace, &mut pods, &[], None).await;
         // PID 1 exits as the worker did: killed by signal 9.
         run.assert_status(137);
         assert_guardian_unpaused(&run, &pods);
@@ -276,32 +276,7 @@ async fn as_pid_1_of_a_pid_namespace_the_guardian_outlives_a_sigkilled_worker() 
 
 #[tokio::test]
 async fn as_pid_1_sigkill_during_exec_unpauses_and_ends_the_command() {
-    bounded(async {
-        let mut pods = Pod::start_many(2).await;
-        let dir = scratch("guardian-ns-exec");
-        let child_file = dir.join("child");
-        let script = format!(
-            "sleep 600 & echo started > {0}.tmp; mv {0}.tmp {0}; wait",
-            child_file.display()
-        );
-        let (run, _) = kill_during_hold(
-            Layout::PidNamespace,
-            &mut pods,
-            &["--exec", &script],
-            Some(&child_file),
-        )
-        .await;
-        run.assert_status(137);
-        assert_guardian_unpaused(&run, &pods);
-        // (And PID 1 has exited: the kernel ended whatever was left in its namespace.)
-        assert!(
-            run.stderr
-                .contains("guardian: killed the --exec command's process group"),
-            "{}",
-            run.stderr
-        );
-    })
-    .await
+    bounded(kill_during_exec(Layout::PidNamespace, "guardian-ns-exec")).await
 }
 
 #[tokio::test]
