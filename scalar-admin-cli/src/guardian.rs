@@ -459,10 +459,24 @@ const REVOKE_WITHIN: Duration = Duration::from_secs(1);
 /// host). Fails, within twice [`REVOKE_WITHIN`], when a lease did not answer that it let go
 /// (it may be ending, unpausing its pods): a Pause must not start then.
 pub(crate) async fn revoke_leases(pods: &[Target]) -> Result<(), String> {
-    let pods = pods.to_vec();
-    // Blocking calls (a name to resolve, a connect to a full backlog) run aside, and are
-    // abandoned a second after the answers' own deadline.
-    let revoke = tokio::task::spawn_blocking(move || revoke_blocking(&pods));
+    // The usual case, no lease in this network namespace, costs one read of a file.
+    let here = leases_here();
+    if here.as_ref().is_some_and(HashSet::is_empty) {
+        return Ok(());
+    }
+    let names = futures::future::join_all(pods.iter().map(lease_names)).await;
+    let leased: Vec<(String, String)> = pods
+        .iter()
+        .zip(names)
+        .flat_map(|(pod, names)| names.into_iter().map(move |n| (pod.to_string(), n)))
+        .filter(|(_, name)| here.as_ref().is_none_or(|h| h.contains(name)))
+        .collect();
+    if leased.is_empty() {
+        return Ok(());
+    }
+    // Blocking calls (a connect to a full backlog) run aside, and are abandoned a second
+    // after the answers' own deadline.
+    let revoke = tokio::task::spawn_blocking(move || revoke_blocking(&leased));
     let backstop = REVOKE_WITHIN.saturating_mul(2);
     match tokio::time::timeout(backstop, revoke).await {
         Ok(Ok(result)) => result,
@@ -473,29 +487,43 @@ pub(crate) async fn revoke_leases(pods: &[Target]) -> Result<(), String> {
     }
 }
 
-fn revoke_blocking(pods: &[Target]) -> Result<(), String> {
+/// The lease names bound in this network namespace, from `/proc/net/unix`; `None` when it
+/// cannot be read.
+fn leases_here() -> Option<HashSet<String>> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    Some(
+        table
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(7))
+            .filter_map(|path| path.strip_prefix('@'))
+            .filter(|name| name.starts_with(LEASE_PREFIX))
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Revokes each `(pod, lease name)`, each answer awaited until one shared deadline.
+fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
     use std::io::Read as _;
     use std::os::linux::net::SocketAddrExt as _;
     use std::os::unix::net::{SocketAddr, UnixStream};
     let deadline = std::time::Instant::now() + REVOKE_WITHIN;
     let mut unanswered = Vec::new();
-    for pod in pods {
-        for name in lease_names(pod) {
-            let Ok(name) = SocketAddr::from_abstract_name(&name) else {
-                continue;
-            };
-            // No lease: refused at once.
-            let Ok(mut stream) = UnixStream::connect_addr(&name) else {
-                continue;
-            };
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-            let mut answer = [0u8; 3];
-            if stream.read_exact(&mut answer).is_ok() && &answer == b"ok\n" {
-                tracing::info!(pod = %pod, "a pause lease on the pod let go of it");
-            } else {
-                unanswered.push(pod.to_string());
-            }
+    for (pod, name) in leased {
+        let Ok(name) = SocketAddr::from_abstract_name(name) else {
+            continue;
+        };
+        // No lease (any more): refused at once.
+        let Ok(mut stream) = UnixStream::connect_addr(&name) else {
+            continue;
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        let mut answer = [0u8; 3];
+        if stream.read_exact(&mut answer).is_ok() && &answer == b"ok\n" {
+            tracing::info!(pod = %pod, "a pause lease on the pod let go of it");
+        } else {
+            unanswered.push(pod.clone());
         }
     }
     if unanswered.is_empty() {
@@ -509,15 +537,15 @@ fn revoke_blocking(pods: &[Target]) -> Result<(), String> {
 }
 
 /// A pod's lease names: one per address it resolves to, so that the pod is named alike
-/// however a command gave it (`-a` with a name or an address, `-s`, `-r`). Resolves host
-/// names: call it where blocking is fine.
-fn lease_names(pod: &Target) -> Vec<String> {
-    use std::net::ToSocketAddrs as _;
+/// however a command gave it (`-a` with a name or an address, `-s`, `-r`). A name that
+/// does not resolve within [`REVOKE_WITHIN`] has none.
+async fn lease_names(pod: &Target) -> Vec<String> {
     let addresses: Vec<std::net::SocketAddr> = match pod.socket_addr() {
         Some(address) => vec![address],
-        None => pod
-            .address()
-            .to_socket_addrs()
+        None => tokio::time::timeout(REVOKE_WITHIN, tokio::net::lookup_host(pod.address()))
+            .await
+            .ok()
+            .and_then(Result::ok)
             .map(Iterator::collect)
             .unwrap_or_default(),
     };
@@ -965,14 +993,7 @@ async fn listen_for_revocation(
     revoke: &mpsc::UnboundedSender<Revocation>,
 ) -> Vec<String> {
     use std::os::linux::net::SocketAddrExt as _;
-    let resolve = pods.to_vec();
-    let names =
-        tokio::task::spawn_blocking(move || resolve.iter().map(lease_names).collect::<Vec<_>>());
-    let names = tokio::time::timeout(REVOKE_WITHIN, names)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let names = futures::future::join_all(pods.iter().map(lease_names)).await;
     let uid = rustix::process::getuid();
     let mut warnings = Vec::new();
     for (pod, names) in pods.iter().zip(names) {
