@@ -239,7 +239,8 @@ echo "etcd $ETCD_VERSION: built in $((t1 - t0))s, downloaded ~$(((d1 - d0) / 102
 
 # Smoke: both must at least run and report the versions we asked for.
 "$BIN_DIR/kube-apiserver" --version
-"$BIN_DIR/etcd" --version | head -1
+# (sed, not head: head would leave etcd writing to a closed pipe, SIGPIPE under pipefail)
+"$BIN_DIR/etcd" --version | sed -n 1p
 
 printf '%s\n' "$want_stamp" > "$STAMP"
 echo "done: $BIN_DIR"
