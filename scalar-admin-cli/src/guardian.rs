@@ -967,18 +967,8 @@ async fn hold_detached(
     }
     let left = holding(&fleet, &gone);
     let _ = fleet.keep_paused();
-    let names: Vec<&str> = left.iter().map(Target::name).collect();
-    tell!(
-        "guardian: {why}; unpausing the {} pod(s) still paused by this run: {}",
-        names.len(),
-        names.join(", ")
-    );
-    // What is left was last seen paused by this run: unpaused as the pause was handed
-    // over, every Pause answered.
-    let mut fleet = Fleet::adopt(left, config.client.clone(), true).await;
-    let rollback = fleet.release().await;
-    crate::output::rolled_back(config, "guardian", &rollback);
-    let _ = fleet.keep_paused();
+    // What is left was last seen paused by this run, every Pause answered.
+    unpause(&why, left, true, config).await;
 }
 
 /// A pod's lease revoked (its address as the lease has it), and the revoker to answer.
