@@ -139,7 +139,7 @@ fn assert_guardian_unpaused(run: &Run, pods: &[Pod]) {
     );
     assert!(
         run.stderr.contains(&format!(
-            "guardian: the tool's process ended while its window was open; unpausing the {} pod(s) this run paused",
+            "guardian: the tool's process ended while its window was open; Unpause sent to the {} pod(s) this run paused",
             pods.len()
         )),
         "{}",
@@ -360,16 +360,16 @@ async fn the_lease_ends_a_hung_window() {
 
 /// The guardian of the tool with this pid, found by the role it was started in.
 fn guardian_of(tool: u32) -> Option<u32> {
-    let role = format!("SCALAR_ADMIN_ROLE=guardian:{tool}");
+    let role = format!("--scalar-admin-role=guardian:{tool}");
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
         .find_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let environ = std::fs::read(entry.path().join("environ")).ok()?;
-            environ
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline
                 .split(|b| *b == 0)
-                .any(|var| var == role.as_bytes())
+                .any(|arg| arg == role.as_bytes())
                 .then_some(pid)
         })
 }
@@ -621,7 +621,7 @@ async fn pods_a_window_could_not_confirm_are_tried_once_more_by_the_guardian() {
         run.assert_status(1);
         assert!(
             run.stderr.contains(
-                "guardian: the tool ended with pods it could not confirm unpaused; trying once more; unpausing the 1 pod(s)"
+                "guardian: the tool ended with pods it could not confirm unpaused; trying once more; Unpause sent to the 1 pod(s)"
             ),
             "{}",
             run.stderr
@@ -649,7 +649,7 @@ async fn a_lease_that_does_not_let_go_stops_a_pause_before_anything_is_sent() {
         let address = pod.addr().to_string();
         // Something holds the pod's lease name and never answers (a lease ending, a
         // hung guardian).
-        let name = format!("scalar-admin-lease/{address}");
+        let name = format!("scalar-admin-lease/{address}/1-squatter");
         let name = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
         let squatter = std::os::unix::net::UnixListener::bind_addr(&name).unwrap();
         let run = scalar_admin(&["-c", "pause", "-a", &address]).await;
@@ -671,6 +671,259 @@ async fn a_lease_that_does_not_let_go_stops_a_pause_before_anything_is_sent() {
             .success();
         assert!(pod.take_calls().contains(&Call::Unpause));
         drop(squatter);
+    })
+    .await
+}
+
+/// A window whose `--exec` command prints megabytes while stderr is a pipe nobody reads
+/// (`2>&1 | less` left open, a stalled `kubectl exec`): lines are dropped, never waited
+/// for, so the window ends by itself and every pod is unpaused.
+#[tokio::test]
+async fn a_chatty_exec_with_stderr_never_read_ends_by_itself_with_every_pod_unpaused() {
+    bounded(async {
+        use tokio::io::AsyncReadExt as _;
+        let pods = Pod::start_many(2).await;
+        let list = list(&pods);
+        let mut child = tokio::process::Command::new(crate::exec::BIN)
+            .args(["-c", "window", "-a", &list, "--duration", "100ms", "--exec"])
+            .arg("head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Held open, and not read until the tool has exited.
+        let mut stderr = child.stderr.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text).await;
+            text
+        });
+        let status = child.wait().await.unwrap();
+        let stdout = out.await.unwrap();
+        assert_eq!(status.code(), Some(0), "{stdout}");
+        assert!(stdout.lines().any(|l| l == "Verdict: VALID"), "{stdout}");
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+        let mut some = vec![0u8; 4096];
+        let n = stderr.read(&mut some).await.unwrap();
+        assert!(String::from_utf8_lossy(&some[..n]).contains("exec: xxx"));
+    })
+    .await
+}
+
+/// The hidden roles are internal: one whose parent is not the process it names, or whose
+/// standard input is not the link, exits 2 before it contacts anything.
+#[tokio::test]
+async fn a_hidden_role_that_is_not_what_it_claims_exits_2_contacting_nothing() {
+    bounded(async {
+        let mut pod = Pod::start().await;
+        let address = pod.addr().to_string();
+        let me = std::process::id();
+        for role in [
+            "guardian:999999".to_owned(),
+            "worker:1".to_owned(),
+            // The right parent, but no link: stdin is /dev/null.
+            format!("guardian:{me}"),
+            format!("worker:{me}"),
+            "tool:1".to_owned(),
+        ] {
+            let marker = format!("--scalar-admin-role={role}");
+            let run = crate::util::run_program(
+                crate::exec::BIN,
+                &[&marker, "-c", "pause", "-a", &address, "--max-hold", "1m"],
+            )
+            .await;
+            run.assert_status(2);
+            assert!(run.stderr.contains("internal role"), "{role}: {}", run.stderr);
+        }
+        assert!(pod.take_calls().is_empty());
+        assert!(!pod.gate().is_paused());
+    })
+    .await
+}
+
+/// A tool SIGKILLed as soon as its guardian is spawned: the guardian, orphaned before or
+/// after its parent check, exits without a setup, and pauses nothing.
+#[tokio::test]
+async fn a_tool_killed_right_after_starting_its_guardian_leaves_no_pause_behind() {
+    bounded(async {
+        let mut pods = Pod::start_many(2).await;
+        let list = list(&pods);
+        for _ in 0..5 {
+            let child = start_scalar_admin(&["-c", "window", "-a", &list, "--duration", "10m"]);
+            let tool = child.pid();
+            let guardian = loop {
+                if let Some(&guardian) = children(tool).first() {
+                    break guardian;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            kill(tool, "KILL");
+            let run = child.wait().await;
+            assert!(
+                crate::exec::gone(&guardian.to_string()).await,
+                "the orphaned guardian {guardian} runs on\n{}",
+                run.stderr
+            );
+            for pod in &mut pods {
+                assert!(!pod.gate().is_paused(), "{}", run.stderr);
+                let calls = pod.take_calls();
+                let paused = calls.iter().any(|c| matches!(c, Call::Pause { .. }));
+                // Killed that fast, the tool itself may not even have connected.
+                assert!(
+                    !paused || calls.last() == Some(&Call::CheckPaused),
+                    "{calls:?}"
+                );
+            }
+        }
+    })
+    .await
+}
+
+/// Each lease ends only the pause it was given: two leases on one pod, each revoked by
+/// this tool's UNPAUSE, and a last plain pause that neither may end.
+#[tokio::test]
+async fn a_lease_ends_only_the_pause_it_was_given() {
+    bounded(async {
+        let pods = Pod::start_many(2).await;
+        let (x, both) = (pods[0].addr().to_string(), list(&pods));
+        let (status, _, first) = pause_with_lease(&both, "10m", "lease-one").await;
+        assert_eq!(status, 0);
+        scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
+        let (status, _, second) = pause_with_lease(&x, "4s", "lease-two").await;
+        assert_eq!(status, 0);
+        scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
+        scalar_admin(&["-c", "pause", "-a", &x]).await.success();
+        // The second lease was revoked whole: it ends without touching the last pause.
+        let log = until_contains(&second, "the lease ends").await;
+        assert!(!log.contains("rolled back"), "{log}");
+        assert!(pods[0].gate().is_paused(), "the last, unleased pause stays");
+        assert!(pods[1].gate().is_paused(), "the first lease still holds the other pod");
+        scalar_admin(&["-c", "unpause", "-a", &both]).await.success();
+        until_contains(&first, "the lease ends").await;
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
+/// Another user's process listening on lease names of `address` (the old shared name
+/// and this release's form): `answer` is what it says to whoever connects, if anything.
+/// `None` when this test cannot run one (not root, or no Python).
+async fn foreign_listener(
+    address: &str,
+    names: &[String],
+    answer: &str,
+) -> Option<tokio::process::Child> {
+    use std::os::unix::fs::MetadataExt as _;
+    use tokio::io::AsyncBufReadExt as _;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        eprintln!("skipped: another user's listener needs root");
+        return None;
+    }
+    let script = format!(
+        "import socket, sys, threading\n\
+         def serve(s):\n\
+         \x20   while True:\n\
+         \x20       c, _ = s.accept()\n\
+         \x20       if {answer:?}: c.sendall({answer:?}.encode())\n\
+         \x20       threading.Thread(target=lambda c=c: c.recv(1), daemon=True).start()\n\
+         for n in sys.argv[1:]:\n\
+         \x20   s = socket.socket(socket.AF_UNIX)\n\
+         \x20   s.bind('\\0' + n)\n\
+         \x20   s.listen()\n\
+         \x20   threading.Thread(target=serve, args=(s,), daemon=True).start()\n\
+         print('ready', flush=True)\n\
+         sys.stdin.read()\n"
+    );
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg("-c")
+        .arg(script)
+        .args(names)
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let Ok(mut child) = command.spawn() else {
+        eprintln!("skipped: no python3");
+        return None;
+    };
+    let mut ready = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        ready.next_line().await.unwrap().as_deref(),
+        Some("ready"),
+        "the listener on {address} did not start"
+    );
+    Some(child)
+}
+
+/// A lease whose name is taken (here by another user) cannot be revoked: the hand-over
+/// fails, and the pause is undone and reported failed.
+#[tokio::test]
+async fn a_lease_name_taken_by_another_user_is_a_failed_hand_over() {
+    bounded(async {
+        let pod = Pod::start().await;
+        let x = pod.addr().to_string();
+        let names = [
+            format!("scalar-admin-lease/{x}"),
+            format!("scalar-admin-lease/{x}/taken"),
+        ];
+        let Some(_squatter) = foreign_listener(&x, &names, "").await else {
+            return;
+        };
+        let run = crate::util::scalar_admin_env(
+            &["-c", "pause", "-a", &x, "--max-hold", "1m"],
+            &[("SCALAR_ADMIN_LEASE_SUFFIX", "taken")],
+        )
+        .await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("could not be made revocable"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("rolled back: no pod is left paused by this run"),
+            "{}",
+            run.stderr
+        );
+        assert!(!pod.gate().is_paused());
+    })
+    .await
+}
+
+/// Another user's listeners on a pod's lease names neither block this tool's commands
+/// (one never answers) nor fool a revocation (one answers `ok` for a lease it is not):
+/// the real lease is revoked by UNPAUSE and ends, leaving the next pause alone.
+#[tokio::test]
+async fn another_users_listener_neither_blocks_nor_fools_a_revocation() {
+    bounded(async {
+        let pod = Pod::start().await;
+        let x = pod.addr().to_string();
+        let liar = [
+            format!("scalar-admin-lease/{x}"),
+            format!("scalar-admin-lease/{x}/liar"),
+        ];
+        let Some(_liar) = foreign_listener(&x, &liar, "ok\n").await else {
+            return;
+        };
+        let mute = [format!("scalar-admin-lease/{x}/mute")];
+        let Some(_mute) = foreign_listener(&x, &mute, "").await else {
+            return;
+        };
+        let (status, _, lease) = pause_with_lease(&x, "10m", "foreign").await;
+        assert_eq!(status, 0);
+        let run = scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
+        assert!(run.stderr.contains("another user"), "{}", run.stderr);
+        scalar_admin(&["-c", "pause", "-a", &x]).await.success();
+        until_contains(&lease, "the lease ends").await;
+        assert!(pod.gate().is_paused(), "the last pause is not the lease's");
+        scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
     })
     .await
 }

@@ -377,3 +377,87 @@ async fn the_binary_verifies_srv_host_names_and_ips_as_the_java_tool_does() {
     })
     .await
 }
+
+/// The command a failed `--tls -s` run prints to unpause what it left paused works as
+/// printed: the pods were found by SRV, so their certificates name them, not the
+/// addresses connected to.
+#[tokio::test]
+async fn the_recovery_command_printed_for_tls_srv_pods_works_when_run() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let cert = wildcard_cert(&ca);
+        let good = Pod::start_tls(&cert).await;
+        let failing = Pod::builder()
+            .tls(&cert.cert_pem, &cert.key_pem)
+            .fail_pause(tonic::Code::Internal, "boom")
+            .start()
+            .await;
+        let dns = DnsServer::start().await;
+        let (srv, host) = publish(&dns, good.addr());
+        dns.set_srv(
+            &srv,
+            vec![
+                (format!("{host}."), good.addr().port()),
+                (format!("{host}."), failing.addr().port()),
+            ],
+        );
+        let dir = crate::exec::scratch("tls-recovery");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        let server = dns.addr().to_string();
+        let ca_arg = ca_path.to_str().unwrap();
+        let run = scalar_admin(&[
+            "-c",
+            "pause",
+            "-s",
+            &srv,
+            "--dns-server",
+            &server,
+            "--tls",
+            "--ca-root-cert-path",
+            ca_arg,
+            "--no-rollback",
+        ])
+        .await;
+        run.assert_status(1);
+        assert!(good.gate().is_paused(), "--no-rollback leaves it");
+        let mut lines = run.stderr.lines();
+        lines
+            .find(|l| l.contains("to unpause them run:"))
+            .unwrap_or_else(|| panic!("no recovery command\n{}", run.stderr));
+        let printed = lines.next().unwrap().trim();
+        assert!(printed.contains(&format!("--override-authority {host}")), "{printed}");
+        let runnable = printed.replace("scalar-admin ", &format!("{} ", crate::exec::BIN));
+        let recovered = crate::util::run_program("sh", &["-c", &runnable]).await;
+        recovered.assert_status(0);
+        assert!(!good.gate().is_paused(), "{}", recovered.stderr);
+    })
+    .await
+}
+
+/// A CA given as a path that can be read once (`<(cat ca.pem)`) serves the whole window,
+/// its guardian included: the guardian gets the certificates over its link.
+#[tokio::test]
+async fn a_ca_that_can_be_read_once_serves_a_window_and_its_guardian() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let pod = Pod::start_tls(&wildcard_cert(&ca)).await;
+        let dns = DnsServer::start().await;
+        let (srv, _) = publish(&dns, pod.addr());
+        let dir = crate::exec::scratch("tls-once");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        let script = format!(
+            "exec {} -c window -s {srv} --dns-server {} --duration 100ms --tls \
+             --ca-root-cert-path <(cat {})",
+            crate::exec::BIN,
+            dns.addr(),
+            ca_path.display()
+        );
+        let run = crate::util::run_program("bash", &["-c", &script]).await;
+        run.assert_status(0);
+        assert!(run.stdout.contains("Verdict: VALID"), "{}", run.stdout);
+        assert!(!pod.gate().is_paused());
+    })
+    .await
+}

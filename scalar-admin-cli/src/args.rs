@@ -11,6 +11,7 @@ use scalar_admin::kubernetes::{KubeConfig, KubeGroup, Selector};
 use scalar_admin::window::{Group, OnActionError, Window};
 
 use crate::exec::{Exec, Program};
+use crate::guardian::{Setup, TlsSetup};
 
 /// `--exec-timeout`'s default, as Velero's backup hooks'.
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -307,28 +308,43 @@ pub(crate) struct TlsFlags<'a> {
 }
 
 impl TlsFlags<'_> {
-    /// The TLS settings (`None` for plaintext), and the flags as a recovery command
-    /// repeats them. The PEM text may carry literal `\n` for newlines, and wins over the
-    /// path, as in the Java tools.
-    pub(crate) fn build(&self) -> Result<(Option<Tls>, Vec<String>), Usage> {
+    /// The TLS settings (`None` for plaintext), the flags as a recovery command repeats
+    /// them, and TLS as the guardian rebuilds it (the certificates read once, here). The
+    /// PEM text may carry literal `\n` for newlines, and wins over the path, as in the
+    /// Java tools.
+    pub(crate) fn build(&self) -> Result<(Option<Tls>, Vec<String>, Option<TlsSetup>), Usage> {
         if !self.tls {
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), None));
         }
         let mut flags = vec!["--tls".to_owned()];
-        let mut tls = if let Some(pem) = self.ca_root_cert_pem {
+        let pem = if let Some(pem) = self.ca_root_cert_pem {
             flags.push("--ca-root-cert-pem '<same PEM>'".to_owned());
-            Tls::with_ca_pem(pem.replace("\\n", "\n"))?
+            Some(pem.replace("\\n", "\n"))
         } else if let Some(path) = self.ca_root_cert_path {
             flags.push(format!("--ca-root-cert-path {}", path.display()));
-            Tls::with_ca_file(path)?
+            // Read once: a path like `<(cat ca.pem)` cannot be read again.
+            let bad = |reason: &dyn std::fmt::Display| {
+                Usage(format!("CA certificate file {:?}: {reason}", path.display().to_string()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+            Tls::with_ca_pem(&pem).map_err(|e| bad(&e.reason()))?;
+            Some(String::from_utf8_lossy(&pem).into_owned())
         } else {
-            Tls::system_roots()?
+            None
+        };
+        let mut tls = match &pem {
+            Some(pem) => Tls::with_ca_pem(pem)?,
+            None => Tls::system_roots()?,
         };
         if let Some(authority) = self.override_authority {
             flags.push(format!("--override-authority {authority}"));
             tls = tls.authority(authority)?;
         }
-        Ok((Some(tls), flags))
+        let setup = TlsSetup {
+            ca_pem: pem,
+            authority: self.override_authority.map(str::to_owned),
+        };
+        Ok((Some(tls), flags, Some(setup)))
     }
 }
 
@@ -353,8 +369,11 @@ pub(crate) struct Config {
     /// The guardian's lease, when this command has a guardian: every WINDOW unless
     /// --no-guardian, and PAUSE with --max-hold.
     pub(crate) lease: Option<Duration>,
+    /// What the guardian needs to reach the pods as this run does.
+    pub(crate) guardian: Setup,
     /// Where to panic on purpose, for the tests of panic safety
-    /// (`SCALAR_ADMIN_INJECT_PANIC`; never set in production).
+    /// (`SCALAR_ADMIN_INJECT_PANIC`, read only by a build with the `fault-injection`
+    /// feature, which only the tests enable).
     pub(crate) inject_panic: Option<String>,
 }
 
@@ -484,7 +503,7 @@ impl Config {
         if let Some(budget) = low.rollback_timeout {
             client = client.rollback_budget(budget);
         }
-        let (tls, tls_flags) = TlsFlags {
+        let (tls, tls_flags, tls_setup) = TlsFlags {
             tls: low.tls,
             ca_root_cert_pem: low.ca_root_cert_pem.as_deref(),
             ca_root_cert_path: low.ca_root_cert_path.as_deref(),
@@ -580,14 +599,29 @@ impl Config {
             window,
             time_zone: low.time_zone.clone().unwrap_or(jiff::tz::TimeZone::UTC),
             output: low.output,
-            tls_flags,
             exec,
             journal: low.journal.clone(),
             journal_keep: low.journal_keep.map_or(100, |n| n as usize),
             lease,
-            inject_panic: std::env::var("SCALAR_ADMIN_INJECT_PANIC").ok(),
+            guardian: Setup {
+                connect_timeout_ms: millis(low.connect_timeout),
+                call_timeout_ms: low.timeout.map(millis),
+                rollback_budget_ms: low.rollback_timeout.map(millis),
+                tls: tls_setup,
+                recovery_flags: tls_flags.clone(),
+            },
+            tls_flags,
+            inject_panic: if cfg!(feature = "fault-injection") {
+                std::env::var("SCALAR_ADMIN_INJECT_PANIC").ok()
+            } else {
+                None
+            },
         })
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

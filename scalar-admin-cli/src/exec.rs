@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::guardian::Notifier;
-use crate::output::java_instant;
+use crate::java::java_instant;
 
 /// The longest line of the command's output relayed as one line; longer ones are split.
 const MAX_LINE: usize = 4096;
@@ -224,7 +224,6 @@ async fn run_inner(
         )
         .env("SCALAR_ADMIN_ATTEMPT", paused.attempt().to_string())
         .env("SCALAR_ADMIN_PODS_FILE", pods.path())
-        .env_remove(crate::guardian::ROLE)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -273,6 +272,7 @@ async fn run_inner(
 async fn relay(mut reader: impl AsyncRead + Unpin) {
     let mut buf = vec![0u8; 8192];
     let mut line = Vec::with_capacity(256);
+    // Through the queue that never blocks: a chatty command must not stall the hold.
     let emit = |line: &[u8]| tell!("exec: {}", String::from_utf8_lossy(line));
     loop {
         let n = match reader.read(&mut buf).await {

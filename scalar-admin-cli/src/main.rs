@@ -12,20 +12,24 @@ macro_rules! say {
     }};
 }
 
-/// `eprintln!` that never panics, for the same reason.
+/// `eprintln!` that never panics nor blocks: the line is queued for stderr
+/// ([`stderr`]), and dropped if stderr is not being read.
 macro_rules! tell {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::stderr::line(format!($($arg)*))
+    };
 }
 
 mod args;
 mod exec;
 mod guardian;
+mod java;
 mod journal;
+mod limits;
 mod output;
+mod recovery;
 mod sak;
+mod stderr;
 
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
@@ -44,16 +48,35 @@ use guardian::{Guardian, Role};
 use journal::Journal;
 use output::ExitStatus;
 
+/// How long the exit waits for stderr to take what is queued for it.
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> ExitCode {
-    let role = guardian::role();
+    stderr::route_panics();
+    let status = run_main();
+    stderr::flush(EXIT_FLUSH);
+    status
+}
+
+fn run_main() -> ExitCode {
+    let (role, args) = match guardian::role() {
+        Ok(role) => role,
+        Err(e) => {
+            tell!("error: {e}; nothing was contacted");
+            return ExitStatus::Usage.into();
+        }
+    };
     if role == Role::Guardian {
+        // The link carries everything the guardian needs; it reads no flag.
         guardian::leave_the_tools_session();
+        init_logging(false, 0, false);
+        return guardian::main();
     }
     // Started as `scalar-admin-for-kubernetes`: that tool's command line.
-    if sak::is_invoked() {
+    if role == Role::Tool && sak::is_invoked() {
         return sak::main();
     }
-    let low = match parse::<LowArgs>() {
+    let low = match parse::<LowArgs>(&args) {
         Ok(low) => low,
         Err(status) => return status,
     };
@@ -78,14 +101,10 @@ fn main() -> ExitCode {
         );
         return ExitStatus::Usage.into();
     }
-    match role {
-        Role::Guardian => return guardian::main(&config),
+    if role == Role::Tool && pid_1 && config.lease.is_some() {
         // PID 1 of a container: the first process stays the guardian, since the
         // kernel kills the whole PID namespace when PID 1 dies.
-        Role::Tool if pid_1 && config.lease.is_some() => {
-            return guardian::init(&config);
-        }
-        Role::Tool | Role::Worker => {}
+        return guardian::init(&args[1..]);
     }
     // HISTORY reads the journal only: no pod, no runtime.
     if config.command == Command::History {
@@ -134,7 +153,7 @@ fn main() -> ExitCode {
         Command::Window => None,
         _ => resolved.pop(),
     };
-    if let Err(message) = open_files_for(pods) {
+    if let Err(message) = limits::open_files_for(pods) {
         tell!("error: {message}; no pod was contacted");
         return ExitStatus::Failure.into();
     }
@@ -142,16 +161,16 @@ fn main() -> ExitCode {
     // machine it closes the gates closer together than a pool does, since no second
     // thread competes for the cores the pods and the kernel need (README, bench section).
     let runtime = current_thread;
-    let status = runtime.block_on(run(config, targets, journal));
+    let status = runtime.block_on(run(config, targets, journal, role == Role::Worker));
     // Connection tasks may linger after the last reply; they must not delay the exit.
     runtime.shutdown_background();
     status.into()
 }
 
-/// Parses the command line, or prints clap's message and says how to exit: --help and
-/// --version are "errors" that print to stdout and exit 0, the rest exit 2.
-pub(crate) fn parse<T: Parser>() -> Result<T, ExitCode> {
-    T::try_parse().map_err(|e| {
+/// Parses the command line `args`, or prints clap's message and says how to exit: --help
+/// and --version are "errors" that print to stdout and exit 0, the rest exit 2.
+pub(crate) fn parse<T: Parser>(args: &[std::ffi::OsString]) -> Result<T, ExitCode> {
+    T::try_parse_from(args).map_err(|e| {
         let _ = e.print();
         if e.use_stderr() {
             ExitStatus::Usage.into()
@@ -161,27 +180,12 @@ pub(crate) fn parse<T: Parser>() -> Result<T, ExitCode> {
     })
 }
 
-/// Makes sure `pods` connections fit under the open-files limit, raising the soft limit
-/// towards the hard one when needed; else says what to do, before any pod is contacted.
-pub(crate) fn open_files_for(pods: usize) -> Result<(), String> {
-    // Standard streams, the runtime, DNS sockets: a margin for what is not a pod.
-    let needed = pods as u64 + 64;
-    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else {
-        return Ok(());
-    };
-    if needed <= soft {
-        return Ok(());
-    }
-    if needed <= hard && rlimit::Resource::NOFILE.set(needed, hard).is_ok() {
-        return Ok(());
-    }
-    Err(format!(
-        "{pods} pods need about {needed} open files, but the limit is {soft} (hard limit {hard}); \
-         raise it, e.g. `ulimit -n {needed}`"
-    ))
-}
-
-async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journal>) -> ExitStatus {
+async fn run(
+    config: Config,
+    targets: Option<Vec<Target>>,
+    journal: Option<Journal>,
+    worker: bool,
+) -> ExitStatus {
     // Take over SIGINT and SIGTERM before anything is sent: from here on a signal never
     // kills the process mid-command. During a pause it triggers the rollback; during
     // an unpause or a check it is ignored, since finishing (within the call deadlines)
@@ -196,7 +200,7 @@ async fn run(config: Config, targets: Option<Vec<Target>>, journal: Option<Journ
     // The guardian, before anything is paused; when it dies or its lease passes, this
     // run ends as if interrupted.
     let mut guardian = match config.lease {
-        Some(lease) => match Guardian::start(lease).await {
+        Some(lease) => match Guardian::start(lease, config.guardian.clone(), worker).await {
             Ok(guardian) => Some(guardian),
             Err(e) => {
                 tell!("error: {e}; nothing was paused (--no-guardian runs a window without one)");
@@ -448,7 +452,7 @@ pub(crate) fn init_logging(quiet: bool, verbose: u8, panic_in_pod_call: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(stderr::Records)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter);

@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use scalar_admin::window::{Group, Verdict, WindowReport};
-use scalar_admin::{Error, Kept, Operation, Report, Rollback, Target, unix_micros as micros};
+use scalar_admin::{Error, Operation, Report, Rollback, Target, unix_micros as micros};
 use serde::Serialize;
 
 use crate::args::{Command, Config, Output};
 use crate::exec::ExecResult;
+pub(crate) use crate::java::java_instant;
+use crate::recovery::{recovery_text, rollback_text};
 
 /// The exit status, decided once: each value has one meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +31,6 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Failure => ExitCode::from(1),
             ExitStatus::Usage => ExitCode::from(2),
         }
-    }
-}
-
-/// `2026-11-24T20:01:48.123Z` and epoch milliseconds, as the Java tool prints instants.
-pub(crate) fn java_instant(t: SystemTime) -> (String, i64) {
-    match jiff::Timestamp::try_from(t) {
-        Ok(ts) => (
-            ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-            ts.as_millisecond(),
-        ),
-        // Out of jiff's range (years past 9999): print something rather than nothing.
-        Err(_) => (format!("{t:?}"), 0),
     }
 }
 
@@ -137,73 +127,19 @@ pub(crate) fn failure_text(config: &Config, e: &Error) -> String {
     if let Some(rollback) = e.rollback() {
         out.push_str(&rollback_text(rollback));
     }
-    out.push_str(&recovery_text(config, &e.maybe_paused()));
+    out.push_str(&recovery_text(&config.tls_flags, &e.maybe_paused()));
     if matches!(e, Error::AlreadyPaused { .. }) {
         out.push_str("check who paused them; pass --force to pause over them and take them over\n");
     }
     out
 }
 
-fn rollback_text(rollback: &Rollback) -> String {
-    let mut out = String::new();
-    let unpaused: Vec<&str> = rollback.unpaused().map(Target::name).collect();
-    if !unpaused.is_empty() {
-        out.push_str(&format!(
-            "unpaused by this run (confirmed by CheckPaused): {}\n",
-            unpaused.join(", ")
-        ));
-    }
-    for kept in rollback.kept() {
-        let line = match kept.why() {
-            Kept::PauseInProgress => format!("another pause is in progress on {}", kept.target()),
-            why => format!("{} ({why})", kept.target()),
-        };
-        out.push_str(&format!("left paused: {line}\n"));
-    }
-    for stuck in rollback.stuck() {
-        out.push_str(&format!("may still be paused: {stuck}\n"));
-    }
-    out
-}
-
-fn recovery_text(config: &Config, stuck: &[&Target]) -> String {
-    if stuck.is_empty() {
-        return String::new();
-    }
-    format!(
-        "{} pod(s) may still be paused by this run; to unpause them run:\n  {}\n",
-        stuck.len(),
-        recovery_command(config, stuck)
-    )
-}
-
 /// Reports a panic caught after the command started, and what the rollback did.
 pub(crate) fn panicked(config: &Config, message: &str, rollback: &Rollback) {
     let mut out = format!("error: internal error: {message}; {rollback}\n");
     out.push_str(&rollback_text(rollback));
-    out.push_str(&recovery_text(config, &rollback.maybe_paused()));
+    out.push_str(&recovery_text(&config.tls_flags, &rollback.maybe_paused()));
     tell!("{}", out.trim_end());
-}
-
-/// What a rollback made outside the command's own output did (the guardian's), each
-/// line on stderr prefixed `who: `.
-pub(crate) fn rolled_back(config: &Config, who: &str, rollback: &Rollback) {
-    let mut out = format!("{rollback}\n");
-    out.push_str(&rollback_text(rollback));
-    out.push_str(&recovery_text(config, &rollback.maybe_paused()));
-    for line in out.lines() {
-        tell!("{who}: {line}");
-    }
-}
-
-fn recovery_command(config: &Config, stuck: &[&Target]) -> String {
-    let addresses: Vec<String> = stuck.iter().map(|t| t.address()).collect();
-    let mut command = format!("scalar-admin -c UNPAUSE -a {}", addresses.join(","));
-    for flag in &config.tls_flags {
-        command.push(' ');
-        command.push_str(flag);
-    }
-    command
 }
 
 /// One JSON document: the outcome, and every report the command produced.
@@ -233,7 +169,7 @@ struct JsonOutput<'a> {
 
 fn maybe_paused<'a>(config: &Config, e: Option<&'a Error>) -> (Vec<&'a str>, Option<String>) {
     let stuck = e.map(Error::maybe_paused).unwrap_or_default();
-    let command = (!stuck.is_empty()).then(|| recovery_command(config, &stuck));
+    let command = (!stuck.is_empty()).then(|| crate::recovery::command(&config.tls_flags, &stuck));
     (stuck.into_iter().map(Target::name).collect(), command)
 }
 

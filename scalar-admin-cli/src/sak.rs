@@ -150,7 +150,8 @@ pub(crate) fn is_invoked() -> bool {
 /// Parses, runs and prints; the exit status is 0 or 1 as the other tool's (2 for flags
 /// its parser would reject too).
 pub(crate) fn main() -> ExitCode {
-    let args = match crate::parse::<SakArgs>() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match crate::parse::<SakArgs>(&argv) {
         Ok(args) => args,
         Err(status) => return status,
     };
@@ -188,7 +189,7 @@ pub(crate) fn main() -> ExitCode {
 }
 
 fn window(args: &SakArgs) -> Result<Window, String> {
-    let (tls, _) = TlsFlags {
+    let (tls, _, _) = TlsFlags {
         tls: args.tls,
         ca_root_cert_pem: args.ca_root_cert_pem.as_deref(),
         ca_root_cert_path: args.ca_root_cert_path.as_deref(),
