@@ -246,9 +246,10 @@ fn read_and_report(paths: &Paths, clean: bool) -> Result<Vec<Line>, String> {
     // Without a lock file (a read-only directory, for HISTORY) the read goes on unlocked.
     let lock_file = paths.open_lock();
     let _shared = match &lock_file {
-        Ok(file) => Some(lock(file, FlockOperation::LockShared).map_err(|e| {
-            format!("cannot lock {}: {e}", paths.lock().display())
-        })?),
+        Ok(file) => Some(
+            lock(file, FlockOperation::LockShared)
+                .map_err(|e| format!("cannot lock {}: {e}", paths.lock().display()))?,
+        ),
         Err(_) => None,
     };
     let (lines, skipped) = read(&paths.journal)?;
@@ -262,9 +263,7 @@ fn read_and_report(paths: &Paths, clean: bool) -> Result<Vec<Line>, String> {
     let mut alive: HashMap<&str, bool> = HashMap::new();
     for line in lines.iter().filter(|l| l.open && !closed.contains(&l.key)) {
         let run = line.key.0.as_str();
-        let is_alive = *alive
-            .entry(run)
-            .or_insert_with(|| run_alive(paths, run));
+        let is_alive = *alive.entry(run).or_insert_with(|| run_alive(paths, run));
         let at = line
             .value
             .get("pause_completed_at")
@@ -389,7 +388,8 @@ impl Writer {
 
     fn append(&mut self, text: &str, opens: bool) -> Result<(), String> {
         let path = &self.paths.journal;
-        let err = |e: std::io::Error| format!("cannot write to the journal {}: {e}", path.display());
+        let err =
+            |e: std::io::Error| format!("cannot write to the journal {}: {e}", path.display());
         let mut warning = None;
         if opens && self.run_file.is_none() {
             match RunFile::create(&self.paths, &self.run) {
@@ -403,15 +403,13 @@ impl Writer {
         }
         let _held = lock(&self.lock, FlockOperation::LockExclusive).map_err(err)?;
         // Under the lock, the path names the journal the last trim put in place.
-        let (mut file, created) = match OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(path)
+        let (mut file, created) = match OpenOptions::new().append(true).create_new(true).open(path)
         {
             Ok(file) => (file, true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                (OpenOptions::new().append(true).open(path).map_err(err)?, false)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (
+                OpenOptions::new().append(true).open(path).map_err(err)?,
+                false,
+            ),
             Err(e) => return Err(err(e)),
         };
         file.write_all(text.as_bytes())
@@ -427,19 +425,18 @@ impl Writer {
     /// holds more, it is rewritten to a temporary file renamed over it.
     fn trim(&mut self) -> Result<(), String> {
         let path = &self.paths.journal;
-        let err =
-            |e: std::io::Error| format!("cannot rewrite the journal {}: {e}", path.display());
+        let err = |e: std::io::Error| format!("cannot rewrite the journal {}: {e}", path.display());
         let _held = lock(&self.lock, FlockOperation::LockExclusive).map_err(err)?;
         let (lines, _) = read(path)?;
-        let Some(trim) = trimmed(&lines, self.keep, |run| run_alive(&self.paths, run)) else {
+        // This run is alive without asking: where `flock` is emulated with byte-range
+        // locks (NFS), closing the probe's descriptor would let go of this run's lock.
+        let alive = |run: &str| run == self.run || run_alive(&self.paths, run);
+        let Some(trim) = trimmed(&lines, self.keep, alive) else {
             return Ok(());
         };
         let tmp = self.paths.beside(&format!("tmp-{}", self.run));
         let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             file.write_all(trim.text.as_bytes())?;
             file.sync_all()?;
             std::fs::rename(&tmp, path)?;
@@ -500,8 +497,9 @@ impl Journal {
     /// about windows a previous run left open.
     pub(crate) fn open(path: &Path, keep: usize) -> Result<Journal, String> {
         let paths = Paths::new(path);
-        let err =
-            |e: std::io::Error| format!("cannot open the journal {} for append: {e}", path.display());
+        let err = |e: std::io::Error| {
+            format!("cannot open the journal {} for append: {e}", path.display())
+        };
         let created = match OpenOptions::new().append(true).create_new(true).open(path) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -519,7 +517,12 @@ impl Journal {
             .create(true)
             .truncate(false)
             .open(paths.lock())
-            .map_err(|e| format!("cannot open the journal's lock file {}: {e}", paths.lock().display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot open the journal's lock file {}: {e}",
+                    paths.lock().display()
+                )
+            })?;
         if let Err(e) = read_and_report(&paths, true) {
             tell!("warning: {e}");
         }
