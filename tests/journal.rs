@@ -193,7 +193,9 @@ async fn read_fifo(path: &std::path::Path) -> String {
     std::thread::spawn(move || {
         let _ = done.send(std::fs::read_to_string(path));
     });
-    text.await.expect("the reader thread").expect("read the fifo")
+    text.await
+        .expect("the reader thread")
+        .expect("read the fifo")
 }
 
 /// Writes a FIFO on a thread of its own: the open waits for a reader.
@@ -203,7 +205,10 @@ async fn write_fifo(path: &std::path::Path, text: &'static str) {
     std::thread::spawn(move || {
         let _ = done.send(std::fs::write(path, text));
     });
-    written.await.expect("the writer thread").expect("write the fifo");
+    written
+        .await
+        .expect("the writer thread")
+        .expect("write the fifo");
 }
 
 fn mkfifo(path: &std::path::Path) {
@@ -220,7 +225,7 @@ fn mkfifo(path: &std::path::Path) {
 /// second run nor HISTORY calls the first one's window "never closed" while it is held.
 #[tokio::test]
 async fn two_overlapping_windows_on_a_full_journal_both_close_and_the_held_one_is_never_called_dead()
-{
+ {
     bounded(async {
         let pods = Pod::start_many(2).await;
         let (first_pods, second_pods) = (list(&pods[..1]), list(&pods[1..]));
@@ -248,9 +253,11 @@ async fn two_overlapping_windows_on_a_full_journal_both_close_and_the_held_one_i
         mkfifo(&ready);
         mkfifo(&release);
 
-        // The first run: paused, its "open" line written, its command waiting.
+        // The first run: paused, its "open" line written, its command waiting. The
+        // command checks first that it did not inherit the run's lock file: a child that
+        // kept it would make a dead run look alive.
         let script = format!(
-            "echo held > {}; read x < {}",
+            "ls -l /proc/$$/fd | grep -q 'jsonl[.]run-' && exit 9; echo held > {}; read x < {}",
             ready.display(),
             release.display()
         );
