@@ -1,146 +1,584 @@
 //! `--journal FILE`: one JSON line per window attempt, written and fsynced when the
 //! window opens and when it closes, so that a crash leaves an "open" line the next run
 //! reports; `-c HISTORY` lists the restorable (VALID) periods from it.
+//!
+//! # One journal, several runs
+//!
+//! Runs share a journal: two CronJobs, an operator beside one, each maybe in a container
+//! of its own with the file on a shared volume. Each rule here is there for that.
+//!
+//! - Every append and every trim holds an exclusive `flock` on a lock file beside the
+//!   journal, `.{name}.lock`, which is never renamed; readers hold it shared. A lock on
+//!   the journal itself would not do: the trim renames a new file over it, and a run
+//!   waiting for the old file's lock would then append to a file that is no longer in
+//!   the directory, and its line would be lost.
+//! - An append opens the journal's path again once it holds the lock, so that it writes
+//!   to the file the last trim put in place.
+//! - The trim is linear (one pass to order the windows, one to copy the lines kept), and
+//!   writes a temporary file named after this run's id (process id, start instant and a
+//!   random number: process ids repeat across containers), created exclusively, fsynced,
+//!   renamed over the journal; then the directory is fsynced, as it is when an append
+//!   creates the journal, so that a crash leaves the old file or the new one.
+//! - A run holds an exclusive `flock` on `.{name}.run-{run id}` from before its first
+//!   "open" line until after its last "close" line. The kernel lets go of it when the
+//!   process ends, however it ends (SIGKILL included), and no child keeps it: the file is
+//!   opened close-on-exec, so neither the guardian nor the `--exec` command inherits it.
+//!   A reader that finds an "open" line without its "close" tries a non-blocking shared
+//!   lock on that file: refused, the run is alive and still holds the window; granted,
+//!   or no file, the run died during it. A process id could not tell: each container
+//!   has its own. The trim keeps the windows a live run still holds, whatever their age.
+//! - The file work (open, write, fsync, trim) runs in order on a writer thread of the
+//!   run's own, and the window waits for each step at most [`BOUND`]: a slow or hung
+//!   disk must not stall the one-thread runtime that keeps the hold's clock and talks
+//!   to the guardian.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
 
+use rustix::fs::{FlockOperation, flock};
 use scalar_admin::unix_micros;
 use scalar_admin::window::{Paused, WindowReport};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use crate::args::{Config, Output};
 use crate::exec::ExecResult;
 use crate::output::{ExitStatus, Instants};
 
-/// The journal, open for append.
-pub(crate) struct Journal {
-    path: PathBuf,
-    file: File,
-    keep: usize,
-    /// This run's id: the process id and the start instant.
-    run: String,
-    /// Attempts opened and not yet closed.
-    open: Vec<usize>,
+/// How long a window waits for one journal step (a line written and fsynced, or the
+/// trim) before it goes on with a warning: the pods' hold must not wait on a hung disk.
+/// The step still completes, in order, if the disk comes back before the run ends.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A window's key: the run that opened it, and the attempt.
+type Key = (String, u64);
+
+/// The journal's path and the files beside it through which runs sharing it agree.
+#[derive(Clone)]
+struct Paths {
+    journal: PathBuf,
+    dir: PathBuf,
+    name: String,
 }
 
-/// One line read back, with its line number.
+impl Paths {
+    fn new(journal: &Path) -> Paths {
+        let name = journal
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = match journal.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        Paths {
+            journal: journal.to_owned(),
+            dir,
+            name,
+        }
+    }
+
+    fn beside(&self, what: &str) -> PathBuf {
+        self.dir.join(format!(".{}.{what}", self.name))
+    }
+
+    /// The lock every append and trim holds exclusively, and readers shared.
+    fn lock(&self) -> PathBuf {
+        self.beside("lock")
+    }
+
+    /// The file a run holds locked while it may have windows open. None for a run id
+    /// this tool does not make: the id comes from the file, and names a path.
+    fn run(&self, run: &str) -> Option<PathBuf> {
+        let plain = !run.is_empty() && run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        plain.then(|| self.beside(&format!("run-{run}")))
+    }
+
+    /// Opens the lock file, creating it; else, for a reader of a read-only directory,
+    /// opens it as it is.
+    fn open_lock(&self) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.lock())
+            .or_else(|_| File::open(self.lock()))
+    }
+}
+
+/// Takes a `flock`, again when a signal interrupts the wait.
+fn lock(file: &File, operation: FlockOperation) -> std::io::Result<Locked<'_>> {
+    loop {
+        match flock(file, operation) {
+            Ok(()) => return Ok(Locked(file)),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A `flock` held, let go when dropped.
+struct Locked<'a>(&'a File);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = flock(self.0, FlockOperation::Unlock);
+    }
+}
+
+/// Makes a create or a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Whether the run still holds its run file: it refuses a non-blocking shared lock. No
+/// file, or a lock granted (let go at once, with the file), means the run ended.
+///
+/// Called with the journal's lock held since the lines were read: a run appends its
+/// "close" line under that lock before it lets go of its run file, so a window seen
+/// open is one whose run is alive until the lock is let go, or one whose run died.
+fn run_alive(paths: &Paths, run: &str) -> bool {
+    let Some(path) = paths.run(run) else {
+        return false;
+    };
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    flock(&file, FlockOperation::NonBlockingLockShared) == Err(rustix::io::Errno::WOULDBLOCK)
+}
+
+/// This run's run file, locked; removed before its lock is let go (when the file
+/// closes, after `drop`), so a reader never finds it unlocked while the run is alive.
+struct RunFile {
+    path: PathBuf,
+    _file: File,
+}
+
+impl RunFile {
+    fn create(paths: &Paths, run: &str) -> Result<RunFile, String> {
+        let path = paths.run(run).unwrap_or_else(|| paths.beside("run"));
+        let err = |e: std::io::Error| format!("cannot create {}: {e}", path.display());
+        // Close-on-exec, as std opens every file: no child keeps the lock.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(err)?;
+        if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            let _ = std::fs::remove_file(&path);
+            return Err(err(e.into()));
+        }
+        Ok(RunFile { path, _file: file })
+    }
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One entry read back.
 struct Line {
     number: usize,
+    /// The line as read: the trim writes it back unchanged.
+    raw: String,
     value: Value,
+    key: Key,
+    /// An "open" line, else a "close" one.
+    open: bool,
 }
 
-impl Line {
-    fn key(&self) -> Option<(String, u64)> {
-        Some((
-            self.value.get("run")?.as_str()?.to_owned(),
-            self.value.get("attempt")?.as_u64()?,
-        ))
-    }
-
-    fn event(&self) -> Option<&str> {
-        self.value.get("event")?.as_str()
-    }
-}
-
-/// Reads every entry; a line that is not one is reported on stderr and skipped.
-fn read(path: &Path) -> Result<Vec<Line>, String> {
+/// Reads every entry, and the numbers of the lines that are not one.
+fn read(path: &Path) -> Result<(Vec<Line>, Vec<usize>), String> {
     let text = match std::fs::read(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("cannot read the journal {}: {e}", path.display())),
     };
-    let mut lines = Vec::new();
+    Ok(parse(&text))
+}
+
+/// The entries of a journal's text, and the numbers of the lines that are not one.
+fn parse(text: &str) -> (Vec<Line>, Vec<usize>) {
+    let (mut lines, mut skipped) = (Vec::new(), Vec::new());
     for (i, raw) in text.lines().enumerate() {
         if raw.trim().is_empty() {
             continue;
         }
-        let line = Line {
-            number: i + 1,
-            value: serde_json::from_str(raw).unwrap_or(Value::Null),
+        let value: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+        let key = || {
+            Some((
+                value.get("run")?.as_str()?.to_owned(),
+                value.get("attempt")?.as_u64()?,
+            ))
         };
-        if line.key().is_none() || !matches!(line.event(), Some("open" | "close")) {
-            tell!(
-                "warning: journal {} line {}: not a journal entry, skipped",
-                path.display(),
-                line.number
-            );
-            continue;
+        let open = match value.get("event").and_then(Value::as_str) {
+            Some("open") => Some(true),
+            Some("close") => Some(false),
+            _ => None,
+        };
+        match (key(), open) {
+            (Some(key), Some(open)) => lines.push(Line {
+                number: i + 1,
+                raw: raw.to_owned(),
+                value,
+                key,
+                open,
+            }),
+            _ => skipped.push(i + 1),
         }
-        lines.push(line);
     }
-    Ok(lines)
+    (lines, skipped)
 }
 
-/// Warns about every window that was opened and never closed: the tool died during it.
-fn warn_unclosed(path: &Path, lines: &[Line]) {
-    let closed: HashSet<_> = lines
-        .iter()
-        .filter(|l| l.event() == Some("close"))
-        .filter_map(Line::key)
-        .collect();
-    for line in lines.iter().filter(|l| l.event() == Some("open")) {
-        let Some(key) = line.key() else { continue };
-        if closed.contains(&key) {
-            continue;
-        }
+/// Reads the journal under its lock, shared, and reports on stderr the lines that are
+/// not entries and the windows never closed. A WINDOW run (`clean`) also removes the run
+/// files of runs that died with a window open; HISTORY only reads.
+fn read_and_report(paths: &Paths, clean: bool) -> Result<Vec<Line>, String> {
+    // Without a lock file (a read-only directory, for HISTORY) the read goes on unlocked.
+    let lock_file = paths.open_lock();
+    let _shared = match &lock_file {
+        Ok(file) => Some(
+            lock(file, FlockOperation::LockShared)
+                .map_err(|e| format!("cannot lock {}: {e}", paths.lock().display()))?,
+        ),
+        Err(_) => None,
+    };
+    let (lines, skipped) = read(&paths.journal)?;
+    for number in skipped {
+        tell!(
+            "warning: journal {} line {number}: not a journal entry, skipped",
+            paths.journal.display()
+        );
+    }
+    let closed: HashSet<&Key> = lines.iter().filter(|l| !l.open).map(|l| &l.key).collect();
+    let mut alive: HashMap<&str, bool> = HashMap::new();
+    for line in lines.iter().filter(|l| l.open && !closed.contains(&l.key)) {
+        let run = line.key.0.as_str();
+        let is_alive = *alive.entry(run).or_insert_with(|| run_alive(paths, run));
         let at = line
             .value
             .get("pause_completed_at")
             .and_then(Value::as_str)
             .unwrap_or("?");
+        let (journal, number, attempt) = (paths.journal.display(), line.number, line.key.1);
+        if is_alive {
+            tell!(
+                "note: journal {journal} line {number}: the window opened at {at} (attempt \
+                 {attempt}) is still open: the run that opened it is still running"
+            );
+            continue;
+        }
         tell!(
-            "warning: journal {} line {}: the window opened at {at} (attempt {}) was never closed: \
-             the tool died during it; its pods may have been left paused, and it is no restore point",
-            path.display(),
-            line.number,
-            key.1
+            "warning: journal {journal} line {number}: the window opened at {at} (attempt \
+             {attempt}) was never closed: the tool died during it; its pods may have been left \
+             paused, and it is no restore point"
         );
+        // Its run is dead and wrote this "open" line after locking its file: nobody
+        // locks that file again.
+        if clean && let Some(path) = paths.run(run) {
+            let _ = std::fs::remove_file(path);
+        }
     }
+    Ok(lines)
+}
+
+/// What a trim writes.
+#[derive(Debug, PartialEq)]
+struct Trim {
+    /// The journal's new text.
+    text: String,
+    /// The runs whose windows were dropped and that have ended: their run files, if
+    /// any are left, can go.
+    ended: Vec<String>,
+}
+
+/// Keeps the last `keep` windows (by their first line), and every older window not
+/// closed whose run is `alive`; None when that is every window. Linear: one pass
+/// orders the windows, one copies the lines kept; `alive` is asked once per run.
+fn trimmed(lines: &[Line], keep: usize, mut alive: impl FnMut(&str) -> bool) -> Option<Trim> {
+    let mut order: Vec<&Key> = Vec::new();
+    let mut seen: HashSet<&Key> = HashSet::new();
+    let mut closed: HashSet<&Key> = HashSet::new();
+    for line in lines {
+        if seen.insert(&line.key) {
+            order.push(&line.key);
+        }
+        if !line.open {
+            closed.insert(&line.key);
+        }
+    }
+    if order.len() <= keep {
+        return None;
+    }
+    let (old, last) = order.split_at(order.len() - keep);
+    let mut kept: HashSet<&Key> = last.iter().copied().collect();
+    let mut runs: HashMap<&str, bool> = HashMap::new();
+    for key in old {
+        let is_alive = *runs.entry(&key.0).or_insert_with(|| alive(&key.0));
+        if is_alive && !closed.contains(key) {
+            kept.insert(key);
+        }
+    }
+    if kept.len() == order.len() {
+        return None;
+    }
+    let mut text = String::new();
+    for line in lines.iter().filter(|l| kept.contains(&l.key)) {
+        text.push_str(&line.raw);
+        text.push('\n');
+    }
+    let mut ended: Vec<String> = runs
+        .into_iter()
+        .filter(|(_, is_alive)| !is_alive)
+        .map(|(run, _)| run.to_owned())
+        .collect();
+    ended.sort();
+    Some(Trim { text, ended })
+}
+
+/// Work for the writer thread, each with where to say it is done.
+enum Job {
+    /// Appends these lines, in one write and one fsync; `opens`: they open a window, so
+    /// the run file must be held first.
+    Append {
+        text: String,
+        opens: bool,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// The run's last step: the trim; then the run file goes.
+    Finish(oneshot::Sender<Result<(), String>>),
+}
+
+/// The writer thread's state.
+struct Writer {
+    paths: Paths,
+    /// The lock file, open for the whole run.
+    lock: File,
+    keep: usize,
+    run: String,
+    /// Taken before the first "open" line, so a run that never paused leaves none.
+    run_file: Option<RunFile>,
+}
+
+impl Writer {
+    fn serve(mut self, jobs: mpsc::Receiver<Job>) {
+        for job in jobs {
+            match job {
+                Job::Append { text, opens, done } => {
+                    let _ = done.send(self.append(&text, opens));
+                }
+                Job::Finish(done) => {
+                    let result = self.trim();
+                    self.run_file = None;
+                    let _ = done.send(result);
+                }
+            }
+        }
+        // The run ended without its last step (a panic): the run file goes all the same.
+    }
+
+    fn append(&mut self, text: &str, opens: bool) -> Result<(), String> {
+        let path = &self.paths.journal;
+        let err =
+            |e: std::io::Error| format!("cannot write to the journal {}: {e}", path.display());
+        let mut warning = None;
+        if opens && self.run_file.is_none() {
+            match RunFile::create(&self.paths, &self.run) {
+                Ok(file) => self.run_file = Some(file),
+                Err(e) => {
+                    warning = Some(format!(
+                        "{e}: another run would report this run's open window as never closed"
+                    ));
+                }
+            }
+        }
+        let _held = lock(&self.lock, FlockOperation::LockExclusive).map_err(err)?;
+        // Under the lock, the path names the journal the last trim put in place.
+        let (mut file, created) = match OpenOptions::new().append(true).create_new(true).open(path)
+        {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (
+                OpenOptions::new().append(true).open(path).map_err(err)?,
+                false,
+            ),
+            Err(e) => return Err(err(e)),
+        };
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(err)?;
+        if created {
+            sync_dir(&self.paths.dir).map_err(err)?;
+        }
+        warning.map_or(Ok(()), Err)
+    }
+
+    /// Keeps the last `keep` windows, and those a live run holds: once the journal
+    /// holds more, it is rewritten to a temporary file renamed over it.
+    fn trim(&mut self) -> Result<(), String> {
+        let path = &self.paths.journal;
+        let err = |e: std::io::Error| format!("cannot rewrite the journal {}: {e}", path.display());
+        let _held = lock(&self.lock, FlockOperation::LockExclusive).map_err(err)?;
+        let (lines, _) = read(path)?;
+        // This run is alive without asking: where `flock` is emulated with byte-range
+        // locks (NFS), closing the probe's descriptor would let go of this run's lock.
+        let alive = |run: &str| run == self.run || run_alive(&self.paths, run);
+        let Some(trim) = trimmed(&lines, self.keep, alive) else {
+            return Ok(());
+        };
+        let tmp = self.paths.beside(&format!("tmp-{}", self.run));
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            file.write_all(trim.text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            sync_dir(&self.paths.dir)
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
+        }
+        for run in &trim.ended {
+            if let Some(file) = self.paths.run(run) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A journal step handed to the writer thread.
+#[must_use = "the window goes on once its line is written: wait for it"]
+pub(crate) struct Pending {
+    path: PathBuf,
+    done: Option<oneshot::Receiver<Result<(), String>>>,
+}
+
+impl Pending {
+    /// Waits for the step, at most [`BOUND`]; says on stderr what went wrong, if anything.
+    pub(crate) async fn wait(self) {
+        let Some(done) = self.done else { return };
+        match tokio::time::timeout(BOUND, done).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tell!("warning: {e}"),
+            Ok(Err(_)) => tell!(
+                "warning: cannot write to the journal {}: its writer stopped",
+                self.path.display()
+            ),
+            Err(_) => tell!(
+                "warning: the journal {} was not written within {} s; going on without waiting",
+                self.path.display(),
+                BOUND.as_secs()
+            ),
+        }
+    }
+}
+
+/// The journal, open for append: this run's side; the file work is the writer thread's.
+pub(crate) struct Journal {
+    path: PathBuf,
+    /// This run's id: the process id, the start instant and a random number.
+    run: String,
+    /// Attempts opened and not yet closed.
+    open: Vec<usize>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Journal {
     /// Opens the journal for append (creating it), before anything is paused, and warns
     /// about windows a previous run left open.
     pub(crate) fn open(path: &Path, keep: usize) -> Result<Journal, String> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("cannot open the journal {} for append: {e}", path.display()))?;
-        if let Ok(lines) = read(path) {
-            warn_unclosed(path, &lines);
+        let paths = Paths::new(path);
+        let err = |e: std::io::Error| {
+            format!("cannot open the journal {} for append: {e}", path.display())
+        };
+        let created = match OpenOptions::new().append(true).create_new(true).open(path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().append(true).open(path).map_err(err)?;
+                false
+            }
+            Err(e) => return Err(err(e)),
+        };
+        if created {
+            sync_dir(&paths.dir).map_err(err)?;
         }
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(paths.lock())
+            .map_err(|e| {
+                format!(
+                    "cannot open the journal's lock file {}: {e}",
+                    paths.lock().display()
+                )
+            })?;
+        if let Err(e) = read_and_report(&paths, true) {
+            tell!("warning: {e}");
+        }
+        let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        let run = format!(
+            "{}-{}-{random:016x}",
+            std::process::id(),
+            unix_micros(SystemTime::now())
+        );
+        let (jobs, receiver) = mpsc::channel();
+        let writer = Writer {
+            paths,
+            lock: lock_file,
+            keep,
+            run: run.clone(),
+            run_file: None,
+        };
+        std::thread::Builder::new()
+            .name("journal".to_owned())
+            .spawn(move || writer.serve(receiver))
+            .map_err(|e| format!("cannot start the journal's writer thread: {e}"))?;
         Ok(Journal {
             path: path.to_owned(),
-            file,
-            keep,
-            run: format!("{}-{}", std::process::id(), unix_micros(SystemTime::now())),
+            run,
             open: Vec::new(),
+            jobs,
         })
     }
 
-    fn append(&mut self, entry: &Value) -> Result<(), String> {
-        let mut line = entry.to_string();
-        line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| format!("cannot write to the journal {}: {e}", self.path.display()))
-    }
-
-    fn warn(&self, result: Result<(), String>) {
-        if let Err(e) = result {
-            tell!("warning: {e}");
+    fn submit(&self, job: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Job) -> Pending {
+        let (done, receiver) = oneshot::channel();
+        // A writer that stopped drops `done`: the wait says so.
+        let _ = self.jobs.send(job(done));
+        Pending {
+            path: self.path.clone(),
+            done: Some(receiver),
         }
     }
 
+    fn append(&self, entries: &[Value], opens: bool) -> Pending {
+        if entries.is_empty() {
+            return Pending {
+                path: self.path.clone(),
+                done: None,
+            };
+        }
+        let mut text = String::new();
+        for entry in entries {
+            text.push_str(&entry.to_string());
+            text.push('\n');
+        }
+        self.submit(|done| Job::Append { text, opens, done })
+    }
+
     /// The window is open: every pod paused.
-    pub(crate) fn opened(&mut self, paused: &Paused) {
+    pub(crate) fn opened(&mut self, paused: &Paused) -> Pending {
         let (at, _) = crate::output::java_instant(paused.pause_completed_at());
         let pods: Vec<&str> = paused.pods().map(|t| t.name()).collect();
         let entry = json!({
@@ -152,12 +590,16 @@ impl Journal {
             "pods": pods,
         });
         self.open.push(paused.attempt());
-        let result = self.append(&entry);
-        self.warn(result);
+        self.append(&[entry], true)
     }
 
     /// The window closed with this report.
-    pub(crate) fn closed(&mut self, attempt: usize, w: &WindowReport, exec: Option<&ExecResult>) {
+    pub(crate) fn closed(
+        &mut self,
+        attempt: usize,
+        w: &WindowReport,
+        exec: Option<&ExecResult>,
+    ) -> Pending {
         let (start, end) = (
             unix_micros(w.pause_completed_at()),
             unix_micros(w.unpause_started_at()),
@@ -181,78 +623,31 @@ impl Journal {
             "exec": exec,
         });
         self.open.retain(|a| *a != attempt);
-        let result = self.append(&entry);
-        self.warn(result);
+        self.append(&[entry], false)
     }
 
     /// The run failed: every window still open closes as FAILED with the error.
-    pub(crate) fn failed(&mut self, error: &str, exec: &[ExecResult]) {
-        for attempt in std::mem::take(&mut self.open) {
-            let entry = json!({
-                "event": "close",
-                "run": self.run,
-                "attempt": attempt,
-                "verdict": "FAILED",
-                "reasons": [error],
-                "exec": exec.iter().find(|e| e.attempt == attempt),
-            });
-            let result = self.append(&entry);
-            self.warn(result);
-        }
+    pub(crate) fn failed(&mut self, error: &str, exec: &[ExecResult]) -> Pending {
+        let entries: Vec<Value> = std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|attempt| {
+                json!({
+                    "event": "close",
+                    "run": self.run,
+                    "attempt": attempt,
+                    "verdict": "FAILED",
+                    "reasons": [error],
+                    "exec": exec.iter().find(|e| e.attempt == attempt),
+                })
+            })
+            .collect();
+        self.append(&entries, false)
     }
 
-    /// Keeps the last `keep` windows: rewrites the file (a temporary file renamed over
-    /// it) once it holds more.
-    pub(crate) fn trim(&mut self) {
-        let result = self.trim_inner();
-        self.warn(result);
-    }
-
-    fn trim_inner(&mut self) -> Result<(), String> {
-        let lines = read(&self.path)?;
-        let mut order: Vec<(String, u64)> = Vec::new();
-        for key in lines.iter().filter_map(Line::key) {
-            if !order.contains(&key) {
-                order.push(key);
-            }
-        }
-        if order.len() <= self.keep {
-            return Ok(());
-        }
-        let kept: HashSet<_> = order[order.len() - self.keep..].iter().cloned().collect();
-        let mut text = String::new();
-        for line in lines
-            .iter()
-            .filter(|l| l.key().is_some_and(|k| kept.contains(&k)))
-        {
-            text.push_str(&line.value.to_string());
-            text.push('\n');
-        }
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = self
-            .path
-            .with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let err =
-            |e: std::io::Error| format!("cannot rewrite the journal {}: {e}", self.path.display());
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
-        }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
-        Ok(())
+    /// The run's last step: keeps the last `keep` windows (and those other runs still
+    /// hold), then lets go of this run's run file.
+    pub(crate) fn finish(self) -> Pending {
+        self.submit(Job::Finish)
     }
 }
 
@@ -272,23 +667,22 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
         tell!("error: -c HISTORY needs --journal FILE");
         return ExitStatus::Usage;
     };
-    let lines = match read(path) {
+    let lines = match read_and_report(&Paths::new(path), false) {
         Ok(lines) => lines,
         Err(e) => {
             tell!("error: {e}");
             return ExitStatus::Failure;
         }
     };
-    warn_unclosed(path, &lines);
     let tz = &config.time_zone;
     let opens: HashMap<_, _> = lines
         .iter()
-        .filter(|l| l.event() == Some("open"))
-        .filter_map(|l| Some((l.key()?, &l.value)))
+        .filter(|l| l.open)
+        .map(|l| (&l.key, &l.value))
         .collect();
     let mut periods: Vec<Period> = lines
         .iter()
-        .filter(|l| l.event() == Some("close") && l.value["verdict"] == "VALID")
+        .filter(|l| !l.open && l.value["verdict"] == "VALID")
         .filter_map(|l| {
             let v = &l.value;
             let (start, end, mid) = (
@@ -296,12 +690,11 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
                 v["unpause_started_at_us"].as_i64()?,
                 v["midpoint_us"].as_i64()?,
             );
-            let key = l.key()?;
             Some(Period {
                 instants: Instants::new(start, end, mid, tz),
-                attempt: key.1,
+                attempt: l.key.1,
                 pods: opens
-                    .get(&key)
+                    .get(&l.key)
                     .map(|o| o["pods"].clone())
                     .unwrap_or(Value::Null),
                 exec: v.get("exec").cloned().unwrap_or(Value::Null),
@@ -357,4 +750,59 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
         }
     }
     ExitStatus::Success
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(run: &str, attempt: u64) -> String {
+        format!(r#"{{"event":"open","run":"{run}","attempt":{attempt},"pods":[]}}"#)
+    }
+
+    fn close(run: &str, attempt: u64) -> String {
+        format!(r#"{{"event":"close","run":"{run}","attempt":{attempt},"verdict":"VALID"}}"#)
+    }
+
+    /// 20,000 closed windows, and two older ones left open: one by a run still alive
+    /// (kept whatever its age), one by a run that died (dropped, its run reported ended).
+    #[test]
+    fn the_trim_keeps_the_last_n_windows_and_those_a_live_run_holds_asking_once_per_run() {
+        let mut text = vec![open("live", 1), open("dead", 1), open("old", 1)];
+        for i in 0..20_000 {
+            text.push(open(&format!("r{i}"), 1));
+            text.push(close(&format!("r{i}"), 1));
+        }
+        // The old run's close comes late: it is one window, dropped with its two lines.
+        text.push(close("old", 1));
+        let (lines, skipped) = parse(&text.join("\n"));
+        assert!(skipped.is_empty());
+        let mut asked: Vec<String> = Vec::new();
+        let trim = trimmed(&lines, 100, |run| {
+            asked.push(run.to_owned());
+            run == "live"
+        })
+        .expect("more than 100 windows");
+        // One question per run of a window older than the last 100.
+        let distinct: HashSet<&String> = asked.iter().collect();
+        assert_eq!(asked.len(), distinct.len(), "asked twice about a run");
+        assert_eq!(asked.len(), 3 + 20_000 - 100);
+
+        let mut expected = vec![open("live", 1)];
+        for i in 20_000 - 100..20_000 {
+            expected.push(open(&format!("r{i}"), 1));
+            expected.push(close(&format!("r{i}"), 1));
+        }
+        let expected = expected.join("\n") + "\n";
+        assert_eq!(trim.text, expected);
+        assert!(trim.ended.contains(&"dead".to_owned()));
+        assert!(trim.ended.contains(&"old".to_owned()));
+        assert!(!trim.ended.contains(&"live".to_owned()));
+        assert_eq!(trim.ended.len(), 2 + 20_000 - 100);
+
+        // At most `keep` windows, or nothing to drop: no rewrite.
+        assert_eq!(trimmed(&lines, 20_003, |_| false), None);
+        let (held, _) = parse(&[open("live", 1), open("a", 1), close("a", 1)].join("\n"));
+        assert_eq!(trimmed(&held, 1, |run| run == "live"), None);
+    }
 }

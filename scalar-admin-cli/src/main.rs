@@ -361,12 +361,15 @@ impl scalar_admin::window::Guard for Watch<'_> {
                 .release(outcome.err().and_then(Error::rollback))
                 .await;
         }
-        if let Some(journal) = self.journal.borrow_mut().as_mut() {
+        let written = self.journal.borrow_mut().as_mut().map(|journal| {
             let execs = self.execs.borrow();
             match outcome {
                 Ok(w) => journal.closed(attempt, w, execs.iter().find(|e| e.attempt == attempt)),
                 Err(e) => journal.failed(&e.to_string(), &execs),
             }
+        });
+        if let Some(written) = written {
+            written.wait().await;
         }
     }
 }
@@ -390,8 +393,9 @@ async fn window(
             if let Some(group) = &notifier {
                 group.answered();
             }
-            if let Some(journal) = journal.borrow_mut().as_mut() {
-                journal.opened(&paused);
+            let written = journal.borrow_mut().as_mut().map(|j| j.opened(&paused));
+            if let Some(written) = written {
+                written.wait().await;
             }
             let Some(exec) = &config.exec else {
                 return Ok(());
@@ -416,8 +420,9 @@ async fn window(
         .window
         .run_guarded(interrupted, action, &mut watch)
         .await;
-    if let Some(journal) = journal.borrow_mut().as_mut() {
-        journal.trim();
+    let finished = journal.borrow_mut().take().map(Journal::finish);
+    if let Some(finished) = finished {
+        finished.wait().await;
     }
     output::windows(config, &result, &execs.take())
 }
