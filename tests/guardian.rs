@@ -737,7 +737,11 @@ async fn a_hidden_role_that_is_not_what_it_claims_exits_2_contacting_nothing() {
             )
             .await;
             run.assert_status(2);
-            assert!(run.stderr.contains("internal role"), "{role}: {}", run.stderr);
+            assert!(
+                run.stderr.contains("internal role"),
+                "{role}: {}",
+                run.stderr
+            );
         }
         assert!(pod.take_calls().is_empty());
         assert!(!pod.gate().is_paused());
@@ -801,8 +805,13 @@ async fn a_lease_ends_only_the_pause_it_was_given() {
         let log = until_contains(&second, "the lease ends").await;
         assert!(!log.contains("rolled back"), "{log}");
         assert!(pods[0].gate().is_paused(), "the last, unleased pause stays");
-        assert!(pods[1].gate().is_paused(), "the first lease still holds the other pod");
-        scalar_admin(&["-c", "unpause", "-a", &both]).await.success();
+        assert!(
+            pods[1].gate().is_paused(),
+            "the first lease still holds the other pod"
+        );
+        scalar_admin(&["-c", "unpause", "-a", &both])
+            .await
+            .success();
         until_contains(&first, "the lease ends").await;
         assert!(pods.iter().all(|p| !p.gate().is_paused()));
     })
@@ -888,7 +897,8 @@ async fn a_lease_name_taken_by_another_user_is_a_failed_hand_over() {
             run.stderr
         );
         assert!(
-            run.stderr.contains("rolled back: no pod is left paused by this run"),
+            run.stderr
+                .contains("rolled back: no pod is left paused by this run"),
             "{}",
             run.stderr
         );

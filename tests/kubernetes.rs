@@ -467,3 +467,50 @@ async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
     })
     .await
 }
+
+/// A kubeconfig whose credential plugin hangs: the plugin runs off the runtime, so the
+/// discovery's time limit still ends the command, and it runs non-interactive, its stdin
+/// a pipe of its own rather than the tool's (a guardian's link, a script's input). No
+/// API server is needed: the plugin runs while the client is built.
+#[tokio::test]
+async fn a_hanging_credential_plugin_meets_the_time_limit_and_never_gets_the_tools_stdin() {
+    bounded(async {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = crate::exec::scratch("kube-plugin");
+        let marker = dir.join("stdin");
+        let plugin = dir.join("plugin.sh");
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\nif [ -p /dev/stdin ]; then echo pipe; else echo other; fi > {}\nexec sleep 20\n",
+                marker.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:1'}}}}]\n\
+                 users: [{{name: u, user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, \
+                 command: {}, interactiveMode: IfAvailable}}}}}}]\n\
+                 contexts: [{{name: x, context: {{cluster: c, user: u, namespace: ns}}}}]\n\
+                 current-context: x\n",
+                plugin.display()
+            ),
+        )
+        .unwrap();
+        let kubeconfig = kubeconfig.to_str().unwrap();
+        let run = scalar_admin(&["-c", "check_paused", "-r", "rel", "--kubeconfig", kubeconfig]).await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("the Kubernetes API did not answer within 10s"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "pipe");
+    })
+    .await
+}

@@ -426,7 +426,10 @@ async fn the_recovery_command_printed_for_tls_srv_pods_works_when_run() {
             .find(|l| l.contains("to unpause them run:"))
             .unwrap_or_else(|| panic!("no recovery command\n{}", run.stderr));
         let printed = lines.next().unwrap().trim();
-        assert!(printed.contains(&format!("--override-authority {host}")), "{printed}");
+        assert!(
+            printed.contains(&format!("--override-authority {host}")),
+            "{printed}"
+        );
         let runnable = printed.replace("scalar-admin ", &format!("{} ", crate::exec::BIN));
         let recovered = crate::util::run_program("sh", &["-c", &runnable]).await;
         recovered.assert_status(0);

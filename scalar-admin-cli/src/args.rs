@@ -324,7 +324,10 @@ impl TlsFlags<'_> {
             flags.push(format!("--ca-root-cert-path {}", path.display()));
             // Read once: a path like `<(cat ca.pem)` cannot be read again.
             let bad = |reason: &dyn std::fmt::Display| {
-                Usage(format!("CA certificate file {:?}: {reason}", path.display().to_string()))
+                Usage(format!(
+                    "CA certificate file {:?}: {reason}",
+                    path.display().to_string()
+                ))
             };
             let pem = std::fs::read(path).map_err(|e| bad(&e))?;
             Tls::with_ca_pem(&pem).map_err(|e| bad(&e.reason()))?;

@@ -17,6 +17,9 @@ use crate::java::java_instant;
 /// The longest line of the command's output relayed as one line; longer ones are split.
 const MAX_LINE: usize = 4096;
 
+/// How long a killed command may take to be reaped.
+const REAP: Duration = Duration::from_secs(5);
+
 /// How long the output may still be read once the command's process group is gone.
 const DRAIN: Duration = Duration::from_secs(1);
 
@@ -249,7 +252,17 @@ async fn run_inner(
             result.timed_out = true;
             tracing::warn!(timeout = ?exec.timeout, "the --exec command passed its timeout; killing its process group");
             group.kill();
-            child.wait().await
+            // A process stuck in the kernel (an NFS mount, a dying disk) may outlive even
+            // SIGKILL: the window does not wait for it past a bound.
+            match tokio::time::timeout(REAP, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    return Err(format!(
+                        "{name} did not end within {} s of SIGKILL (stuck in the kernel?); left behind",
+                        REAP.as_secs()
+                    ));
+                }
+            }
         }
     };
     // Whatever it left running in its group goes too: nothing of it outlives the hold.

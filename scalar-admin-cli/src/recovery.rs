@@ -72,7 +72,10 @@ pub(crate) fn command(tls_flags: &[String], stuck: &[&Target]) -> String {
             } else {
                 String::new()
             };
-            format!("scalar-admin -c UNPAUSE -a {}{flags}{authority}", t.address())
+            format!(
+                "scalar-admin -c UNPAUSE -a {}{flags}{authority}",
+                t.address()
+            )
         })
         .collect();
     commands.join(" ; ")

@@ -50,7 +50,10 @@ impl Sink {
                 while queue.lines.is_empty() && queue.dropped == 0 {
                     queue.writing = false;
                     self.idle.notify_all();
-                    queue = self.ready.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                    queue = self
+                        .ready
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
                 queue.writing = true;
                 queue.bytes = 0;

@@ -62,6 +62,7 @@ pub struct KubeConfig {
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
     timeout: Duration,
+    client: ClientCache,
 }
 
 impl Default for KubeConfig {
@@ -70,7 +71,33 @@ impl Default for KubeConfig {
             kubeconfig: None,
             context: None,
             timeout: Duration::from_secs(10),
+            client: ClientCache::default(),
         }
+    }
+}
+
+/// The client, built once for a configuration and its clones: building it reads the
+/// kubeconfig and may run a credential plugin, which is no work to repeat for each
+/// group and each snapshot of a run.
+#[derive(Clone, Default)]
+struct ClientCache(std::sync::Arc<tokio::sync::OnceCell<kube::Client>>);
+
+impl PartialEq for ClientCache {
+    /// A cache is no part of what a configuration says.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ClientCache {}
+
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.initialized() {
+            "built"
+        } else {
+            "unbuilt"
+        })
     }
 }
 
@@ -79,12 +106,14 @@ impl KubeConfig {
     /// the in-cluster service account, as kubectl looks.
     pub fn kubeconfig(mut self, path: impl Into<PathBuf>) -> Self {
         self.kubeconfig = Some(path.into());
+        self.client = ClientCache::default();
         self
     }
 
     /// Uses this kubeconfig context. The current context by default.
     pub fn context(mut self, name: impl Into<String>) -> Self {
         self.context = Some(name.into());
+        self.client = ClientCache::default();
         self
     }
 
@@ -92,6 +121,7 @@ impl KubeConfig {
     /// default.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self.client = ClientCache::default();
         self
     }
 }
@@ -504,7 +534,19 @@ fn is_forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(status) if status.is_forbidden())
 }
 
+/// The group's client, built on first use and shared by the clones of its
+/// configuration.
 async fn client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError> {
+    group
+        .config
+        .client
+        .0
+        .get_or_try_init(|| build_client(group))
+        .await
+        .cloned()
+}
+
+async fn build_client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError> {
     let what = group.to_string();
     let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
         let cause = crate::error::sanitize(&e.to_string(), 300);
@@ -530,7 +572,17 @@ async fn client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError> {
     kube_config.connect_timeout = Some(config.timeout);
     kube_config.read_timeout = Some(config.timeout);
     kube_config.write_timeout = Some(config.timeout);
-    kube::Client::try_from(kube_config).map_err(|e| fail(e.into()))
+    // A credential plugin never talks to whoever is on this process's stdin (a
+    // guardian's link, a script's pipe): it runs non-interactive, its stdin a pipe.
+    if let Some(exec) = kube_config.auth_info.exec.as_mut() {
+        exec.interactive_mode = Some(kube::config::ExecInteractiveMode::Never);
+    }
+    // Building the client runs that plugin, blocking: off the runtime, so that the
+    // discovery's time limit still holds (a plugin that hangs is left behind).
+    tokio::task::spawn_blocking(move || kube::Client::try_from(kube_config))
+        .await
+        .map_err(|e| fail(e.into()))?
+        .map_err(|e| fail(e.into()))
 }
 
 /// The selector of a Deployment, in label-selector syntax.

@@ -255,11 +255,13 @@ mod tests {
             panic!("not a setup: {text}");
         };
         assert!(back.client().is_err(), "a bad CA is refused, not ignored");
-        let plain = Setup {
-            tls: None,
-            ..back
-        };
+        let plain = Setup { tls: None, ..back };
         let client = plain.client().unwrap();
-        assert_eq!(client.connect_deadline(), ClientConfig::default().connect_timeout(Duration::from_millis(1500)).connect_deadline());
+        assert_eq!(
+            client.connect_deadline(),
+            ClientConfig::default()
+                .connect_timeout(Duration::from_millis(1500))
+                .connect_deadline()
+        );
     }
 }

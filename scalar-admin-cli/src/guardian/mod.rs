@@ -90,7 +90,11 @@ impl Guardian {
     /// Starts the guardian with each attempt's `lease`, hands it the `setup`, and waits
     /// until it is ready: as a process of its own, or, in a `worker`, the parent that
     /// started this process.
-    pub(crate) async fn start(lease: Duration, setup: Setup, worker: bool) -> Result<Guardian, String> {
+    pub(crate) async fn start(
+        lease: Duration,
+        setup: Setup,
+        worker: bool,
+    ) -> Result<Guardian, String> {
         let link = if worker {
             role::stdin_link()?
         } else {
@@ -290,7 +294,8 @@ impl Signals {
     /// Installed before anything else, a child included: from here on these signals
     /// are events, never the end of the process.
     fn install() -> Result<Signals, String> {
-        let install = |kind| signal(kind).map_err(|e| format!("cannot install signal handlers: {e}"));
+        let install =
+            |kind| signal(kind).map_err(|e| format!("cannot install signal handlers: {e}"));
         Ok(Signals {
             term: install(SignalKind::terminate())?,
             int: install(SignalKind::interrupt())?,
@@ -347,7 +352,11 @@ fn enough_open_files(pods: usize) {
 
 /// The guardian's loop: take the setup, then what the tool arms, and unpause it when
 /// the tool dies, the lease passes, or a signal says stop.
-async fn serve(link: UnixStream, mut worker: Option<init::Worker>, mut signals: Signals) -> ExitCode {
+async fn serve(
+    link: UnixStream,
+    mut worker: Option<init::Worker>,
+    mut signals: Signals,
+) -> ExitCode {
     let (read, mut write) = link.into_split();
     let mut messages = reader::<ToGuardian>(read);
     // The first message says how to reach the pods; until it came, nothing is armed.

@@ -52,7 +52,9 @@ pub(crate) fn role() -> Result<(Role, Vec<OsString>), String> {
     let parent_is = rustix::process::getppid()
         .is_some_and(|ppid| parent.parse::<i32>().ok() == Some(ppid.as_raw_nonzero().get()));
     if !parent_is {
-        return Err(refuse("the process that started it is gone or not its parent"));
+        return Err(refuse(
+            "the process that started it is gone or not its parent",
+        ));
     }
     let link = rustix::net::sockopt::socket_type(std::io::stdin().as_fd());
     if link != Ok(rustix::net::SocketType::STREAM) {
