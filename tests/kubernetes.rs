@@ -514,3 +514,53 @@ async fn a_hanging_credential_plugin_meets_the_time_limit_and_never_gets_the_too
     })
     .await
 }
+
+/// Every request to the API server names this tool and its version.
+#[tokio::test]
+async fn requests_to_the_api_server_carry_a_user_agent_naming_the_tool() {
+    bounded(async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let dir = crate::exec::scratch("kube-user-agent");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters: [{{name: c, cluster: {{server: '{server}'}}}}]\n\
+                 users: [{{name: u, user: {{token: t}}}}]\n\
+                 contexts: [{{name: x, context: {{cluster: c, user: u, namespace: ns}}}}]\n\
+                 current-context: x\n"
+            ),
+        )
+        .unwrap();
+        let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
+        let run = tokio::spawn(async move {
+            scalar_admin(&["-c", "check_paused", "-r", "rel", "--kubeconfig", &kubeconfig]).await
+        });
+        // The first request: read its head, answer 403 so that the run ends.
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403}"#;
+        let answer = format!(
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        drop(stream);
+        drop(listener);
+        let run = run.await.unwrap();
+        run.assert_status(1);
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        let expected = format!("user-agent: scalar-admin/{}", env!("CARGO_PKG_VERSION"));
+        assert!(head.contains(&expected), "{head}");
+    })
+    .await
+}

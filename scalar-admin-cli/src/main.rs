@@ -121,18 +121,10 @@ fn run_main() -> ExitCode {
         },
         _ => None,
     };
-    let current_thread = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let Ok(current_thread) = current_thread else {
+    let Some(current_thread) = Background::start() else {
         tell!("error: cannot start the runtime");
         return ExitStatus::Failure.into();
     };
-    // The Java commands take exactly one group (`Config` checked); resolve it first, so
-    // that the pod count can check the open-files limit. A window resolves its groups
-    // itself (and again before unpausing); here they are only counted.
-    // A pause refuses pods that are not ready (the Kubernetes way); an unpause or a
-    // check reaches every pod that can be called, since such a pod may still be paused.
     let resolved = current_thread.block_on(futures::future::try_join_all(
         config.groups.iter().map(|g| async {
             match config.command {
@@ -161,10 +153,40 @@ fn run_main() -> ExitCode {
     // machine it closes the gates closer together than a pool does, since no second
     // thread competes for the cores the pods and the kernel need (README, bench section).
     let runtime = current_thread;
-    let status = runtime.block_on(run(config, targets, journal, role == Role::Worker));
-    // Connection tasks may linger after the last reply; they must not delay the exit.
-    runtime.shutdown_background();
-    status.into()
+    runtime
+        .block_on(run(config, targets, journal, role == Role::Worker))
+        .into()
+}
+
+/// The runtime, shut down without waiting when dropped, on every way out: connection
+/// tasks may linger after the last reply, and a credential plugin that hangs is left
+/// behind in its blocking thread; neither may delay the exit.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn start() -> Option<Background> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()
+            .map(|runtime| Background(Some(runtime)))
+    }
+}
+
+impl std::ops::Deref for Background {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Parses the command line `args`, or prints clap's message and says how to exit: --help

@@ -572,6 +572,11 @@ async fn build_client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError>
     kube_config.connect_timeout = Some(config.timeout);
     kube_config.read_timeout = Some(config.timeout);
     kube_config.write_timeout = Some(config.timeout);
+    // The API server's audit log and its rate limits by client name this tool.
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("scalar-admin/", env!("CARGO_PKG_VERSION"))),
+    ));
     // A credential plugin never talks to whoever is on this process's stdin (a
     // guardian's link, a script's pipe): it runs non-interactive, its stdin a pipe.
     if let Some(exec) = kube_config.auth_info.exec.as_mut() {
@@ -745,9 +750,12 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
             ))));
         }
         // Unpause and CheckPaused reach every pod that has an address, ready or not.
-        let address = endpoint.or_else(|| pod_ips.first().map(|&ip| (ip, endpoints.port)));
+        // A pod no slice lists: its own container port, else a port some slice gives.
+        let address = endpoint.or_else(|| pod_ips.first().map(|&ip| (ip, None)));
         if let Some((ip, port)) = address {
-            let port = port.or_else(|| resolve_port(pod, target_port.as_ref()));
+            let port = port
+                .or_else(|| resolve_port(pod, target_port.as_ref()))
+                .or(endpoints.port);
             let Some(port) = port else {
                 return Err(fail(DiscoveryErrorKind::Inconsistent(format!(
                     "pod {} has no container port for service port {port_name} of {service_name}",
@@ -769,11 +777,21 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
 }
 
 /// The admin endpoints the EndpointSlices list, by pod name: every endpoint of the
-/// Service, ready or not, with the pod UID it names.
+/// Service, ready or not, with the pod UID it names and the admin port of its own slice
+/// (slices may map the port name to different numbers during a rollout).
 #[derive(Debug, Default)]
 struct Endpoints {
-    by_pod: BTreeMap<String, Vec<(String, IpAddr)>>,
-    /// The admin port the slices give (the Service's `targetPort`, resolved).
+    by_pod: BTreeMap<String, Vec<Endpoint>>,
+    /// An admin port some slice gives, for a pod no slice lists and whose own spec does
+    /// not name it.
+    port: Option<u16>,
+}
+
+/// One endpoint: the pod UID it names, its address, and its slice's admin port.
+#[derive(Debug)]
+struct Endpoint {
+    uid: String,
+    ip: IpAddr,
     port: Option<u16>,
 }
 
@@ -805,7 +823,11 @@ impl Endpoints {
                         .by_pod
                         .entry(name.clone())
                         .or_default()
-                        .push((uid.clone(), ip));
+                        .push(Endpoint {
+                            uid: uid.clone(),
+                            ip,
+                            port,
+                        });
                 }
             }
         }
@@ -817,10 +839,12 @@ impl Endpoints {
     /// old UID or address after the pod was recreated) does not count.
     fn of(&self, name: &str, uid: &str, pod_ips: &[IpAddr]) -> Option<(IpAddr, Option<u16>)> {
         let listed = self.by_pod.get(name)?;
-        pod_ips
-            .iter()
-            .find(|ip| listed.iter().any(|(u, a)| u == uid && a == *ip))
-            .map(|&ip| (ip, self.port))
+        pod_ips.iter().find_map(|ip| {
+            listed
+                .iter()
+                .find(|e| e.uid == uid && e.ip == *ip)
+                .map(|e| (e.ip, e.port))
+        })
     }
 }
 
@@ -997,6 +1021,48 @@ async fn owners(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slice as the EndpointSlice controller writes it, from JSON.
+    fn slice(port: u16, pods: &[(&str, &str, &str)]) -> EndpointSlice {
+        let endpoints: Vec<serde_json::Value> = pods
+            .iter()
+            .map(|(name, uid, ip)| {
+                serde_json::json!({
+                    "addresses": [ip],
+                    "targetRef": {"kind": "Pod", "name": name, "uid": uid},
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("svc-{port}")},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": [{"name": "metrics", "port": 9080}, {"name": "scalardb", "port": port}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_pod_takes_the_admin_port_of_its_own_slice() {
+        // Mid-rollout: the old pods' slice maps the port name to 60051, the new one's
+        // to 60052.
+        let slices = [
+            slice(60051, &[("db-old", "u1", "10.0.0.1")]),
+            slice(60052, &[("db-new", "u2", "10.0.0.2")]),
+        ];
+        let endpoints = Endpoints::from_slices(&slices, "scalardb");
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(
+            endpoints.of("db-old", "u1", &[ip("10.0.0.1")]),
+            Some((ip("10.0.0.1"), Some(60051)))
+        );
+        assert_eq!(
+            endpoints.of("db-new", "u2", &[ip("10.0.0.2")]),
+            Some((ip("10.0.0.2"), Some(60052)))
+        );
+        // A stale UID does not count.
+        assert_eq!(endpoints.of("db-new", "u1", &[ip("10.0.0.2")]), None);
+    }
 
     fn pod(name: &str, uid: &str, rv: &str, restarts: i32, ready: bool) -> PodRecord {
         PodRecord {
