@@ -13,8 +13,8 @@
 # lo, and the API server accepts it. The route is made in a private namespace
 # (`unshare -n`) so the host's routing table is never touched and nothing is left
 # behind; the namespace dies with CMD. It has only `lo`: CMD gets no outside
-# network (tests run on loopback anyway; cargo must not need to download, see
-# .ci/run).
+# network (tests run on loopback anyway); a `cargo` CMD is preceded by `cargo fetch`
+# outside it, so that it need not download.
 #
 # As root, `unshare -n`; otherwise `unshare -r -n` (a user namespace that maps us
 # to root, where unprivileged user namespaces are allowed). Where unshare or ip is
@@ -53,6 +53,12 @@ fi
 # user namespaces disabled) is told apart from CMD's own failure.
 if ! probe_err="$(unshare "${unshare_args[@]}" -- sh -c "$setup" 2>&1)"; then
   fallback "cannot make a network namespace with 198.18.0.0/15 local (unshare ${unshare_args[*]}: ${probe_err//$'\n'/ })" "$@"
+fi
+
+# The namespace has no network: a cargo command gets every crate it may need (the tests'
+# dev-dependencies included, which a build of the binary alone never fetched) first.
+if [[ "$(basename "$1")" == cargo ]]; then
+  "$1" fetch --quiet
 fi
 
 # No --fork: unshare execs the shell, which execs CMD, so CMD keeps this process's
