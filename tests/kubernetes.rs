@@ -564,3 +564,103 @@ async fn requests_to_the_api_server_carry_a_user_agent_naming_the_tool() {
     })
     .await
 }
+
+/// One window over releases in two clusters (two control planes in this process): each
+/// `-r` names its kubeconfig context, every pod is paused in one fan-out and shares one
+/// period, and each group's snapshot comes from its own API server (the namespace of
+/// either release exists only in its own cluster).
+#[tokio::test]
+async fn a_window_over_two_clusters_shares_one_period_with_each_snapshot_from_its_own_api_server() {
+    bounded(async {
+        let Some((cluster_a, ns_a)) = setup("k8s-multi-a").await else {
+            return;
+        };
+        let Some(cluster_b) = KubeCluster::start().await else {
+            return;
+        };
+        let ns_b = cluster_b.namespace("k8s-multi-b").await;
+        let mut ledgers = cluster_a.admin_pods(2).await;
+        let mut auditors = cluster_b.admin_pods(2).await;
+        let ledger = ns_a.release("ledger", "ledger").create(&ledgers).await;
+        let auditor = ns_b.release("auditor", "auditor").create(&auditors).await;
+        ns_a.grant_tester("multi", SCALAR_ADMIN_RULES).await;
+        ns_b.grant_tester("multi", SCALAR_ADMIN_RULES).await;
+        // One kubeconfig, a context per cluster, as an operator's would be.
+        let dir = crate::exec::scratch("k8s-multi");
+        let kubeconfig = dir.join("kubeconfig");
+        let cluster = |name: &str, c: &KubeCluster| {
+            format!(
+                "{{name: {name}, cluster: {{server: '{}', certificate-authority: '{}'}}}}",
+                c.api_url(),
+                c.ca_file().display()
+            )
+        };
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters: [{}, {}]\n\
+                 users: [{{name: ua, user: {{token: '{}'}}}}, {{name: ub, user: {{token: '{}'}}}}]\n\
+                 contexts: [{{name: 'ops@a', context: {{cluster: a, user: ua}}}}, \
+                 {{name: 'ops@b', context: {{cluster: b, user: ub}}}}]\n\
+                 current-context: 'ops@a'\n",
+                cluster("a", cluster_a),
+                cluster("b", &cluster_b),
+                cluster_a.tester_token(),
+                cluster_b.tester_token(),
+            ),
+        )
+        .unwrap();
+        let in_a = format!("ops@a:{}/ledger", ns_a.name());
+        let in_b = format!("ops@b:{}/auditor", ns_b.name());
+        let run = scalar_admin(&[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-c",
+            "window",
+            "-r",
+            &in_a,
+            "-r",
+            &in_b,
+            "--duration",
+            "100ms",
+            "--output",
+            "json",
+        ])
+        .await
+        .success();
+        let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(doc["windows"].as_array().unwrap().len(), 1, "one period: {doc}");
+        let window = &doc["windows"][0];
+        assert_eq!(window["verdict"], "VALID", "{doc}");
+        let groups = window["detail"]["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 2);
+        for (group, release) in groups.iter().zip([&ledger, &auditor]) {
+            let names: BTreeSet<&str> = group["snapshot"]["pods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let expected = release.pod_names();
+            assert_eq!(
+                names,
+                expected.iter().map(String::as_str).collect(),
+                "{group}"
+            );
+        }
+        for pod in ledgers.iter().chain(&auditors) {
+            assert!(!pod.gate().is_paused());
+        }
+        // Every pod got exactly one Pause, the same window's.
+        for pod in ledgers.iter_mut().chain(auditors.iter_mut()) {
+            let pauses = pod
+                .take_calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::Pause { .. }))
+                .count();
+            assert_eq!(pauses, 1);
+        }
+    })
+    .await
+}

@@ -66,7 +66,9 @@ pub(crate) struct LowArgs {
     /// API (labels app.kubernetes.io/instance, and app.kubernetes.io/app for the
     /// product), with the admin port from the release's headless Service and the
     /// endpoints from its EndpointSlices. NS/RELEASE for another namespace than
-    /// --namespace. Only WINDOW takes several.
+    /// --namespace; CONTEXT:NS/RELEASE (or CONTEXT:RELEASE) for another kubeconfig
+    /// context than --context, so that one window spans clusters. Only WINDOW takes
+    /// several.
     #[arg(short, long, value_name = "RELEASE", action = ArgAction::Append)]
     pub(crate) release_name: Vec<String>,
 
@@ -74,7 +76,7 @@ pub(crate) struct LowArgs {
     #[arg(long, value_name = "SELECTOR", action = ArgAction::Append)]
     pub(crate) selector: Vec<String>,
 
-    /// The Kubernetes way: the pods of this Deployment.
+    /// The Kubernetes way: the pods of this Deployment ([CONTEXT:][NS/]NAME, as -r).
     #[arg(long, value_name = "NAME", action = ArgAction::Append)]
     pub(crate) deployment: Vec<String>,
 
@@ -409,23 +411,31 @@ impl Config {
                     .iter()
                     .map(|d| Selector::Deployment(d.clone())),
             );
+        // One configuration per context, so that the groups of a cluster share its client.
+        let mut contexts: std::collections::HashMap<String, KubeConfig> =
+            std::collections::HashMap::new();
         for selector in selectors {
-            // `NS/NAME` names a release or Deployment of another namespace, so that one
-            // window can span products in several.
-            let (namespace, selector) = match selector {
-                Selector::Release(r) => match r.split_once('/') {
-                    Some((ns, name)) => (Some(ns.to_owned()), Selector::Release(name.to_owned())),
-                    None => (None, Selector::Release(r)),
-                },
-                Selector::Deployment(d) => match d.split_once('/') {
-                    Some((ns, name)) => {
-                        (Some(ns.to_owned()), Selector::Deployment(name.to_owned()))
-                    }
-                    None => (None, Selector::Deployment(d)),
-                },
-                other => (None, other),
+            // `[CONTEXT:][NS/]NAME` names a release or Deployment of another namespace,
+            // or of another cluster, so that one window can span products in several.
+            let (context, namespace, selector) = match selector {
+                Selector::Release(r) => {
+                    let (context, ns, name) = qualified(&r)?;
+                    (context, ns, Selector::Release(name))
+                }
+                Selector::Deployment(d) => {
+                    let (context, ns, name) = qualified(&d)?;
+                    (context, ns, Selector::Deployment(name))
+                }
+                other => (None, None, other),
             };
-            let mut group = KubeGroup::new(kube.clone(), selector);
+            let config = match context {
+                Some(context) => contexts
+                    .entry(context.clone())
+                    .or_insert_with(|| kube.clone().context(context))
+                    .clone(),
+                None => kube.clone(),
+            };
+            let mut group = KubeGroup::new(config, selector);
             if let Some(ns) = namespace.as_ref().or(low.namespace.as_ref()) {
                 group = group.namespace(ns);
             }
@@ -623,6 +633,45 @@ impl Config {
     }
 }
 
+/// `[CONTEXT:][NS/]NAME`: the context, the namespace and the name. Names and namespaces
+/// are DNS labels (no `:` or `/`), so both split from the right: a context may hold
+/// either (`arn:aws:eks:...:cluster/prod`).
+fn qualified(value: &str) -> Result<(Option<String>, Option<String>, String), Usage> {
+    let bad = |why: &str| Usage(format!("-r/--deployment {value:?}: {why}"));
+    let (prefix, name) = match value.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => match value.rsplit_once(':') {
+            Some((context, name)) => {
+                if context.is_empty() {
+                    return Err(bad("the context before ':' is empty"));
+                }
+                return Ok((Some(context.to_owned()), None, non_empty(name, &bad)?));
+            }
+            None => (None, value),
+        },
+    };
+    let name = non_empty(name, &bad)?;
+    let Some(prefix) = prefix else {
+        return Ok((None, None, name));
+    };
+    let (context, ns) = match prefix.rsplit_once(':') {
+        Some((context, _)) if context.is_empty() => {
+            return Err(bad("the context before ':' is empty"));
+        }
+        Some((context, ns)) => (Some(context.to_owned()), ns),
+        None => (None, prefix),
+    };
+    Ok((context, Some(non_empty(ns, &bad)?), name))
+}
+
+fn non_empty(part: &str, bad: &impl Fn(&str) -> Usage) -> Result<String, Usage> {
+    if part.is_empty() {
+        Err(bad("a namespace or name is empty"))
+    } else {
+        Ok(part.to_owned())
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -639,6 +688,30 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         for bad in ["", "s", "0", "-1s", "10h", "1e9", "NaN", "99999999m"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn releases_name_their_context_and_namespace_from_the_right() {
+        let some = |s: &str| Some(s.to_owned());
+        for (value, context, ns, name) in [
+            ("db", None, None, "db"),
+            ("ns/db", None, some("ns"), "db"),
+            ("prod:db", some("prod"), None, "db"),
+            ("prod:ns/db", some("prod"), some("ns"), "db"),
+            (
+                "arn:aws:eks:us-east-1:1:cluster/prod:ns/db",
+                some("arn:aws:eks:us-east-1:1:cluster/prod"),
+                some("ns"),
+                "db",
+            ),
+            ("admin@kind-a:ns/db", some("admin@kind-a"), some("ns"), "db"),
+        ] {
+            let got = qualified(value).unwrap();
+            assert_eq!(got, (context, ns, name.to_owned()), "{value}");
+        }
+        for bad in ["", "ns/", "/db", ":db", "prod:", "prod:/db", ":ns/db"] {
+            assert!(qualified(bad).is_err(), "{bad:?}");
         }
     }
 
