@@ -409,6 +409,7 @@ impl Window {
         E: fmt::Display,
         G: Guard,
     {
+        let looked = tokio::time::Instant::now();
         let resolved = tokio::select! {
             biased;
             () = cancel.as_mut() => {
@@ -435,11 +436,14 @@ impl Window {
             fleet = connect => fleet,
         };
 
+        // The checks before the Unpause do what this took (the API asked, every pod
+        // asked): they are scheduled to end when the hold does.
+        let lead = looked.elapsed();
         // From the first Pause on, a panic must not strand pods: undo this run's pause,
         // say what is left, then let the panic go on.
         let mut armed = false;
         let paused = AssertUnwindSafe(self.pause_and_verify(
-            &mut fleet, attempt, groups, cancel, action, guard, &mut armed,
+            &mut fleet, attempt, groups, cancel, action, guard, &mut armed, lead,
         ));
         match paused.catch_unwind().await {
             Ok(result) => {
@@ -470,6 +474,7 @@ impl Window {
         action: Option<&mut A>,
         guard: &mut G,
         armed: &mut bool,
+        lead: Duration,
     ) -> Result<WindowReport, Error>
     where
         A: FnMut(Paused) -> F,
@@ -510,25 +515,25 @@ impl Window {
             }
             Some(outcome)
         };
+        // The pods stay paused for the hold asked, not the hold plus the checks: the checks
+        // start `lead` before the hold ends (once the action is over), so that they end
+        // about when it does; the Unpause waits for both. What happens after them, the
+        // snapshot after the Unpause and the confirmation still see.
+        let hold_end = tokio::time::Instant::now() + self.hold;
+        let check_at = hold_end.checked_sub(lead.min(self.hold)).unwrap_or(hold_end);
+        let held_and_verified = async {
+            let (outcome, ()) =
+                futures::future::join(run_action, tokio::time::sleep_until(check_at)).await;
+            let verified = self.verify(fleet, &groups).await;
+            tokio::time::sleep_until(hold_end).await;
+            (outcome, verified)
+        };
         let held = tokio::select! {
-            (_, outcome) = futures::future::join(tokio::time::sleep(self.hold), run_action) => {
-                Some(outcome)
-            }
+            biased;
             () = cancel.as_mut() => None,
+            held = held_and_verified => Some(held),
         };
-        let interrupted = held.is_none();
-        let action = held.flatten();
-        // Verify just before unpausing, so the check covers the whole window.
-        let verified = if interrupted {
-            None
-        } else {
-            tokio::select! {
-                biased;
-                () = cancel.as_mut() => None,
-                verified = self.verify(fleet, &groups) => Some(verified),
-            }
-        };
-        let Some((verify, mut verify_findings, before_unpause)) = verified else {
+        let Some((action, (verify, mut verify_findings, before_unpause))) = held else {
             warn!("interrupted during the window; unpausing every pod this run paused");
             return Err(Error::Interrupted {
                 rollback: Box::new(fleet.release().await),
