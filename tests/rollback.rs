@@ -171,6 +171,59 @@ async fn a_pause_that_lands_after_the_rollbacks_unpause_is_caught_and_undone() {
     .await
 }
 
+/// Issue 20, item 4: a Pause handler that starts late (a busy executor runs a call
+/// cancelled while queued) closes the gate 1.5 s after the client's deadline, after the
+/// 1 s watch that follows the rollback's first Unpause. The rollback waits for that
+/// Pause's own answer and unpauses after it.
+#[tokio::test]
+async fn a_pause_that_closes_the_gate_after_the_watch_is_waited_for_and_undone() {
+    bounded(async {
+        let a = Pod::start().await;
+        let deadline = Duration::from_millis(300);
+        let mut late = Pod::builder()
+            .late_pause(deadline + Duration::from_millis(1500))
+            .start()
+            .await;
+        // The default 1 s watch and 15 s rollback budget.
+        let mut fleet =
+            Fleet::connect(targets(&[&a, &late]), config().call_timeout(deadline)).await;
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &late.target());
+        assert_eq!(failure.error().unwrap().code(), Code::DeadlineExceeded);
+        // The rollback has returned; the late Pause closes the gate by now, or later.
+        let closed = late.late_pauses_landed(1).await[0];
+        assert!(
+            !late.gate().is_paused(),
+            "the late Pause was left in place: {err}"
+        );
+        assert!(!a.gate().is_paused());
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.is_complete(), "{err}");
+        assert!(rollback.may_land_late().is_empty(), "{err}");
+        assert!(rollback.unpaused().any(|t| t == &late.target()), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no pod is left paused by this run"),
+            "{err}"
+        );
+        // An Unpause after the gate closed, and a CheckPaused after that Unpause.
+        let calls = late.take_calls_at();
+        let unpaused = calls
+            .iter()
+            .find(|(c, at)| *c == Call::Unpause && *at >= closed)
+            .map(|(_, at)| *at);
+        let unpaused = unpaused.unwrap_or_else(|| panic!("no Unpause after the close: {calls:?}"));
+        assert!(
+            calls
+                .iter()
+                .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
+            "not confirmed after the Unpause: {calls:?}"
+        );
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_black_holed_connection_is_replaced_for_the_rollback() {
     bounded(async {
@@ -180,7 +233,10 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
         // connections work.
         let (proxy, _task) = break_pause(b.addr(), Break::BlackHoleAfterPause, false).await;
         let behind = Target::from_socket_addr(proxy);
-        let config = config().call_timeout(Duration::from_millis(500));
+        // The rollback waits for the Pause's answer until half its budget is left.
+        let config = config()
+            .call_timeout(Duration::from_millis(500))
+            .rollback_budget(Duration::from_secs(3));
         let mut fleet = Fleet::connect(vec![a.target(), behind.clone()], config).await;
         let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
         let failure = err.reports()[0].failures().next().unwrap().clone();
@@ -189,6 +245,16 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
         assert!(rollback.is_complete(), "{err}");
         assert!(rollback.unpaused().any(|t| t == &behind), "{err}");
         assert!(!b.gate().is_paused() && !a.gate().is_paused());
+        // Its answer never came: the line says the Pause may still land.
+        assert_eq!(rollback.may_land_late(), [behind.clone()], "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "may still be paused if a Pause sent to {behind} lands late"
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("no pod is left paused"), "{message}");
     })
     .await
 }

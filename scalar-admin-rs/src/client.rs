@@ -16,6 +16,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_ROLLBACK_BUDGET: Duration = Duration::from_secs(15);
 const DEFAULT_ROLLBACK_WATCH: Duration = Duration::from_secs(1);
+/// Bounds of a pod connection's `TCP_USER_TIMEOUT` ([`ClientConfig::user_timeout`]).
+const MIN_USER_TIMEOUT: Duration = Duration::from_millis(250);
+const MAX_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The instant `after` from now, or a far-future one when that does not fit an
 /// `Instant` (`Duration::MAX` means "no limit", not a panic).
@@ -123,6 +126,15 @@ impl ClientConfig {
         self.rollback_watch
     }
 
+    /// The `TCP_USER_TIMEOUT` of every pod connection: three quarters of the rollback
+    /// watch, between 250 ms and 30 s. Below the watch, so that a request the kernel
+    /// still retransmits when a rollback starts (a partition) is given up before the
+    /// watch ends, not delivered minutes later.
+    pub(crate) fn user_timeout(&self) -> Duration {
+        let watch = self.rollback_watch;
+        (watch - watch / 4).clamp(MIN_USER_TIMEOUT, MAX_USER_TIMEOUT)
+    }
+
     /// The deadline of a Pause call with these options.
     pub fn pause_deadline(&self, pause: &PauseOptions) -> Duration {
         self.call_timeout.unwrap_or_else(|| {
@@ -216,6 +228,20 @@ impl PauseOptions {
 
     fn drain_limit(&self) -> Duration {
         self.max_pause_wait.unwrap_or(DEFAULT_DRAIN_LIMIT)
+    }
+
+    /// How long a rollback waits for the answer of a Pause still in flight when the call
+    /// is given up (its deadline, a cancel): the pods' wait limit (none without
+    /// `wait_outstanding`) plus [`PAUSE_DEADLINE_MARGIN`], so that a handler that
+    /// starts late (queued on a busy executor) still answers within it. The rollback
+    /// keeps this within its own budget.
+    pub(crate) fn answer_wait(&self) -> Duration {
+        let limit = if self.wait_outstanding {
+            self.drain_limit()
+        } else {
+            Duration::ZERO
+        };
+        limit.saturating_add(PAUSE_DEADLINE_MARGIN)
     }
 
     pub(crate) fn request(&self) -> PauseRequest {
