@@ -7,7 +7,10 @@ use std::time::Duration;
 use scalar_admin::gate::Drain;
 use scalar_admin::window::{Group, Window};
 use scalar_admin::{ClientConfig, Code, Error, Fleet, PauseOptions, Target};
-use scalar_admin_rig::{Break, Call, Fault, HostilePod, Pod, break_pause, slow_replies};
+use scalar_admin_rig::{
+    Break, Call, Fault, HostilePod, Partition, Pod, break_pause, kernel_holds, ports_to,
+    slow_replies,
+};
 
 use crate::util::{bounded, scalar_admin, start_scalar_admin};
 
@@ -219,6 +222,55 @@ async fn a_pause_that_closes_the_gate_after_the_watch_is_waited_for_and_undone()
                 .iter()
                 .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
             "not confirmed after the Unpause: {calls:?}"
+        );
+    })
+    .await
+}
+
+/// Issue 20, item 4: one pod's connection is partitioned (nftables drops its packets)
+/// for longer than the Pause deadline and healed after the rollback. The kernel holds
+/// nothing of that connection by then (`TCP_USER_TIMEOUT`, then an abortive close), so
+/// the Pause it carried cannot land after the heal, and the pod stays unpaused. Runs
+/// under `tests/k8s/netns.sh` with `nft`; skips with one line elsewhere.
+#[tokio::test]
+async fn a_pause_behind_a_partition_healed_after_the_rollback_never_lands() {
+    bounded(async {
+        if let Err(why) = Partition::available() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let a = Pod::start().await;
+        let mut b = Pod::start().await;
+        // The Pause decides from the connection probe: it is the first call after it.
+        let config = config()
+            .call_timeout(Duration::from_millis(500))
+            .rollback_budget(Duration::from_secs(3))
+            .fresh_for(Duration::from_secs(60));
+        let mut fleet = Fleet::connect(targets(&[&a, &b]), config).await;
+        // The fleet's one connection to B: the Pause goes on it.
+        let ports = ports_to(b.addr());
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        let port = ports[0];
+        let partition = Partition::between(port, b.addr().port()).unwrap();
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &b.target());
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.is_complete(), "{err}");
+        assert!(rollback.unpaused().any(|t| t == &b.target()), "{err}");
+        // Nothing of the partitioned connection is left to deliver.
+        assert!(
+            !kernel_holds(port, b.addr()),
+            "the kernel still holds the Pause's connection: {err}"
+        );
+        partition.heal();
+        let check = fleet.check_paused().await.unwrap();
+        assert_eq!(check.pods()[1].paused(), Some(false));
+        assert!(!b.gate().is_paused() && !a.gate().is_paused());
+        let calls = b.take_calls();
+        assert!(
+            !calls.iter().any(|c| matches!(c, Call::Pause { .. })),
+            "the Pause reached B: {calls:?}"
         );
     })
     .await
