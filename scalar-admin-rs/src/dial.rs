@@ -154,3 +154,29 @@ impl AsyncWrite for PodSocket {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientConfig;
+
+    #[tokio::test]
+    async fn every_pod_socket_gives_up_unacknowledged_data_before_the_watch_ends() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let config = ClientConfig::default();
+        assert_eq!(config.user_timeout(), Duration::from_millis(750));
+        set_user_timeout(&tcp, config.user_timeout());
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            socket2::SockRef::from(&tcp).tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(750))
+        );
+        let tiny = ClientConfig::default().rollback_watch(Duration::from_millis(10));
+        assert_eq!(tiny.user_timeout(), Duration::from_millis(250), "a floor");
+        let huge = ClientConfig::default().rollback_watch(Duration::MAX);
+        assert_eq!(huge.user_timeout(), Duration::from_secs(30), "a ceiling");
+    }
+}

@@ -826,7 +826,9 @@ impl Fleet {
                             pending.push(i);
                         }
                     }
-                    // Unpause after it at once, when it closed the gate.
+                    // Unpause after it at once, when it closed the gate, and check again
+                    // after the settling delay.
+                    delay = SETTLE;
                     continue;
                 }
             }
