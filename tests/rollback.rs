@@ -298,7 +298,11 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
         assert!(rollback.unpaused().any(|t| t == &behind), "{err}");
         assert!(!b.gate().is_paused() && !a.gate().is_paused());
         // Its answer never came: the line says the Pause may still land.
-        assert_eq!(rollback.may_land_late(), std::slice::from_ref(&behind), "{err}");
+        assert_eq!(
+            rollback.may_land_late(),
+            std::slice::from_ref(&behind),
+            "{err}"
+        );
         let message = err.to_string();
         assert!(
             message.contains(&format!(

@@ -87,7 +87,8 @@ impl ClientConfig {
     /// broke), then CheckPaused after a short settling delay and again, with a doubling
     /// backoff up to 1 second, while a pod still reports paused. 15 seconds by default:
     /// half of Kubernetes' default termination grace period, so that a rollback started
-    /// by SIGTERM ends before the SIGKILL.
+    /// by SIGTERM ends before the SIGKILL. A Pause still unanswered when the rollback
+    /// starts is waited for within it, until 2 s (at most half of it) are left.
     pub fn rollback_budget(mut self, budget: Duration) -> Self {
         self.rollback_budget = budget;
         self
@@ -97,7 +98,8 @@ impl ClientConfig {
     /// time-out, a broken connection) after it was seen unpaused: a server may keep
     /// running a Pause handler after the client gave up and close the gate after the
     /// rollback's Unpause, and a check in this period catches it and unpauses again.
-    /// 1 second by default; within [`rollback_budget`](Self::rollback_budget).
+    /// 1 second by default; within [`rollback_budget`](Self::rollback_budget). Every pod
+    /// connection's `TCP_USER_TIMEOUT` is three quarters of it (250 ms to 30 s).
     pub fn rollback_watch(mut self, watch: Duration) -> Self {
         self.rollback_watch = watch;
         self

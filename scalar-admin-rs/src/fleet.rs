@@ -715,6 +715,13 @@ impl Fleet {
     /// watched for [`ClientConfig::rollback_watch`] after it was seen unpaused, since its
     /// Pause may still land. Pods whose pause is someone else's are left as found.
     ///
+    /// A Pause of this fleet still unanswered (its deadline passed, or a cancel dropped
+    /// it) is waited for: its answer, read on its own stream, is followed by an Unpause
+    /// when it closed the gate. The wait lasts the pods' wait limit plus
+    /// [`PAUSE_DEADLINE_MARGIN`](crate::PAUSE_DEADLINE_MARGIN), within the budget less
+    /// up to 2 s; a Pause not answered by then has its connection closed abortively and
+    /// is named in [`Rollback::may_land_late`].
+    ///
     /// [`Rollback::unpaused`] lists only the pods a CheckPaused confirmed unpaused; any
     /// other is in [`Rollback::stuck`]. Safe to call at any time, and again.
     ///
