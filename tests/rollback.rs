@@ -8,8 +8,8 @@ use scalar_admin::gate::Drain;
 use scalar_admin::window::{Group, Window};
 use scalar_admin::{ClientConfig, Code, Error, Fleet, PauseOptions, Target};
 use scalar_admin_rig::{
-    Break, Call, Fault, HostilePod, Partition, Pod, break_pause, kernel_holds, ports_to,
-    slow_replies,
+    Break, Call, ClientEnd, Fault, HostilePod, Partition, Pod, break_pause_watched, kernel_holds,
+    ports_to, slow_replies,
 };
 
 use crate::util::{bounded, scalar_admin, start_scalar_admin};
@@ -283,7 +283,8 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
         let b = Pod::start().await;
         // The Pause reaches B, then nothing more gets through that connection; new
         // connections work.
-        let (proxy, _task) = break_pause(b.addr(), Break::BlackHoleAfterPause, false).await;
+        let (proxy, _task, mut ended) =
+            break_pause_watched(b.addr(), Break::BlackHoleAfterPause, false).await;
         let behind = Target::from_socket_addr(proxy);
         // The rollback waits for the Pause's answer until half its budget is left.
         let config = config()
@@ -311,6 +312,9 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
             "{message}"
         );
         assert!(!message.contains("no pod is left paused"), "{message}");
+        // Its connection was closed abortively: RST, not FIN.
+        let end = *ended.wait_for(Option::is_some).await.unwrap();
+        assert_eq!(end, Some(ClientEnd::Reset));
     })
     .await
 }
