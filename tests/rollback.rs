@@ -8,8 +8,8 @@ use scalar_admin::gate::Drain;
 use scalar_admin::window::{Group, Window};
 use scalar_admin::{ClientConfig, Code, Error, Fleet, PauseOptions, Target};
 use scalar_admin_rig::{
-    Break, Call, ClientEnd, Fault, HostilePod, Partition, Pod, break_pause_watched, kernel_holds,
-    ports_to, slow_replies,
+    Break, Call, ClientEnd, Fault, HostilePod, Partition, Pod, break_pause, break_pause_watched,
+    kernel_holds, ports_to, slow_replies,
 };
 
 use crate::util::{bounded, scalar_admin, start_scalar_admin};
@@ -272,6 +272,44 @@ async fn a_pause_behind_a_partition_healed_after_the_rollback_never_lands() {
             !calls.iter().any(|c| matches!(c, Call::Pause { .. })),
             "the Pause reached B: {calls:?}"
         );
+    })
+    .await
+}
+
+/// The command's last line names a pod whose Pause was never answered, and never says
+/// "no pod is left paused".
+#[tokio::test]
+async fn the_last_line_says_an_unanswered_pause_may_land_late() {
+    bounded(async {
+        let a = Pod::start().await;
+        let b = Pod::start().await;
+        let (proxy, _task) = break_pause(b.addr(), Break::BlackHoleAfterPause, false).await;
+        let pods = format!("{},{proxy}", a.addr());
+        let run = scalar_admin(&[
+            "-c",
+            "pause",
+            "-a",
+            &pods,
+            "--timeout",
+            "500ms",
+            "--rollback-timeout",
+            "3s",
+        ])
+        .await;
+        run.assert_status(1);
+        let last = run.stderr.trim_end().lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            format!("may still be paused if a Pause sent to {proxy} lands late"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("no pod is left paused"),
+            "{}",
+            run.stderr
+        );
+        assert!(!a.gate().is_paused() && !b.gate().is_paused());
     })
     .await
 }
