@@ -227,6 +227,58 @@ async fn a_pause_that_closes_the_gate_after_the_watch_is_waited_for_and_undone()
     .await
 }
 
+/// Issue 20, item 4: a Pause cut short by a cancel (a signal) right after it reached the
+/// pod is not abandoned either: its handler closes the gate 1.5 s later, past the watch,
+/// and the rollback unpauses after its answer.
+#[tokio::test]
+async fn a_pause_cut_short_by_a_cancel_is_still_waited_for_and_undone() {
+    bounded(async {
+        let a = Pod::start().await;
+        let mut late = Pod::builder()
+            .late_pause(Duration::from_millis(1500))
+            .start()
+            .await;
+        let mut fleet = Fleet::connect(targets(&[&a, &late]), config()).await;
+        let (fire, fired) = tokio::sync::oneshot::channel::<()>();
+        let cancel = async {
+            let _ = fired.await;
+        };
+        let (result, ()) = tokio::join!(
+            fleet.pause_with_cancel(PauseOptions::default(), cancel),
+            async {
+                late.next_pause().await;
+                let _ = fire.send(());
+            }
+        );
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+        let closed = late.late_pauses_landed(1).await[0];
+        assert!(
+            !late.gate().is_paused(),
+            "the late Pause was left in place: {err}"
+        );
+        let rollback = err.rollback().unwrap();
+        assert!(
+            rollback.is_complete() && rollback.may_land_late().is_empty(),
+            "{err}"
+        );
+        assert!(rollback.unpaused().any(|t| t == &late.target()), "{err}");
+        let calls = late.take_calls_at();
+        let unpaused = calls
+            .iter()
+            .find(|(c, at)| *c == Call::Unpause && *at >= closed)
+            .map(|(_, at)| *at);
+        let unpaused = unpaused.unwrap_or_else(|| panic!("no Unpause after the close: {calls:?}"));
+        assert!(
+            calls
+                .iter()
+                .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
+            "not confirmed after the Unpause: {calls:?}"
+        );
+    })
+    .await
+}
+
 /// Issue 20, item 4: one pod's connection is partitioned (nftables drops its packets)
 /// for longer than the Pause deadline and healed after the rollback. The kernel holds
 /// nothing of that connection by then (`TCP_USER_TIMEOUT`, then an abortive close), so
