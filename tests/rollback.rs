@@ -7,7 +7,10 @@ use std::time::Duration;
 use scalar_admin::gate::Drain;
 use scalar_admin::window::{Group, Window};
 use scalar_admin::{ClientConfig, Code, Error, Fleet, PauseOptions, Target};
-use scalar_admin_rig::{Break, Call, Fault, HostilePod, Pod, break_pause, slow_replies};
+use scalar_admin_rig::{
+    Break, Call, ClientEnd, Fault, HostilePod, Partition, Pod, break_pause, break_pause_watched,
+    kernel_holds, ports_to, slow_replies,
+};
 
 use crate::util::{bounded, scalar_admin, start_scalar_admin};
 
@@ -171,6 +174,198 @@ async fn a_pause_that_lands_after_the_rollbacks_unpause_is_caught_and_undone() {
     .await
 }
 
+/// Issue 20, item 4: a Pause handler that starts late (a busy executor runs a call
+/// cancelled while queued) closes the gate 1.5 s after the client's deadline, after the
+/// 1 s watch that follows the rollback's first Unpause. The rollback waits for that
+/// Pause's own answer and unpauses after it.
+#[tokio::test]
+async fn a_pause_that_closes_the_gate_after_the_watch_is_waited_for_and_undone() {
+    bounded(async {
+        let a = Pod::start().await;
+        let deadline = Duration::from_millis(300);
+        let mut late = Pod::builder()
+            .late_pause(deadline + Duration::from_millis(1500))
+            .start()
+            .await;
+        // The default 1 s watch and 15 s rollback budget.
+        let mut fleet =
+            Fleet::connect(targets(&[&a, &late]), config().call_timeout(deadline)).await;
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &late.target());
+        assert_eq!(failure.error().unwrap().code(), Code::DeadlineExceeded);
+        // The rollback has returned; the late Pause closes the gate by now, or later.
+        let closed = late.late_pauses_landed(1).await[0];
+        assert!(
+            !late.gate().is_paused(),
+            "the late Pause was left in place: {err}"
+        );
+        assert!(!a.gate().is_paused());
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.is_complete(), "{err}");
+        assert!(rollback.may_land_late().is_empty(), "{err}");
+        assert!(rollback.unpaused().any(|t| t == &late.target()), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no pod is left paused by this run"),
+            "{err}"
+        );
+        // An Unpause after the gate closed, and a CheckPaused after that Unpause.
+        let calls = late.take_calls_at();
+        let unpaused = calls
+            .iter()
+            .find(|(c, at)| *c == Call::Unpause && *at >= closed)
+            .map(|(_, at)| *at);
+        let unpaused = unpaused.unwrap_or_else(|| panic!("no Unpause after the close: {calls:?}"));
+        assert!(
+            calls
+                .iter()
+                .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
+            "not confirmed after the Unpause: {calls:?}"
+        );
+    })
+    .await
+}
+
+/// Issue 20, item 4: a Pause cut short by a cancel (a signal) right after it reached the
+/// pod is not abandoned either: its handler closes the gate 1.5 s later, past the watch,
+/// and the rollback unpauses after its answer.
+#[tokio::test]
+async fn a_pause_cut_short_by_a_cancel_is_still_waited_for_and_undone() {
+    bounded(async {
+        let a = Pod::start().await;
+        let mut late = Pod::builder()
+            .late_pause(Duration::from_millis(1500))
+            .start()
+            .await;
+        let mut fleet = Fleet::connect(targets(&[&a, &late]), config()).await;
+        let (fire, fired) = tokio::sync::oneshot::channel::<()>();
+        let cancel = async {
+            let _ = fired.await;
+        };
+        let (result, ()) = tokio::join!(
+            fleet.pause_with_cancel(PauseOptions::default(), cancel),
+            async {
+                late.next_pause().await;
+                let _ = fire.send(());
+            }
+        );
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+        let closed = late.late_pauses_landed(1).await[0];
+        assert!(
+            !late.gate().is_paused(),
+            "the late Pause was left in place: {err}"
+        );
+        let rollback = err.rollback().unwrap();
+        assert!(
+            rollback.is_complete() && rollback.may_land_late().is_empty(),
+            "{err}"
+        );
+        assert!(rollback.unpaused().any(|t| t == &late.target()), "{err}");
+        let calls = late.take_calls_at();
+        let unpaused = calls
+            .iter()
+            .find(|(c, at)| *c == Call::Unpause && *at >= closed)
+            .map(|(_, at)| *at);
+        let unpaused = unpaused.unwrap_or_else(|| panic!("no Unpause after the close: {calls:?}"));
+        assert!(
+            calls
+                .iter()
+                .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
+            "not confirmed after the Unpause: {calls:?}"
+        );
+    })
+    .await
+}
+
+/// Issue 20, item 4: one pod's connection is partitioned (nftables drops its packets)
+/// for longer than the Pause deadline and healed after the rollback. The kernel holds
+/// nothing of that connection by then (`TCP_USER_TIMEOUT`, then an abortive close), so
+/// the Pause it carried cannot land after the heal, and the pod stays unpaused. Runs
+/// under `tests/k8s/netns.sh` with `nft`; skips with one line elsewhere.
+#[tokio::test]
+async fn a_pause_behind_a_partition_healed_after_the_rollback_never_lands() {
+    bounded(async {
+        if let Err(why) = Partition::available() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let a = Pod::start().await;
+        let mut b = Pod::start().await;
+        // The Pause decides from the connection probe: it is the first call after it.
+        let config = config()
+            .call_timeout(Duration::from_millis(500))
+            .rollback_budget(Duration::from_secs(3))
+            .fresh_for(Duration::from_secs(60));
+        let mut fleet = Fleet::connect(targets(&[&a, &b]), config).await;
+        // The fleet's one connection to B: the Pause goes on it.
+        let ports = ports_to(b.addr());
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        let port = ports[0];
+        let partition = Partition::between(port, b.addr().port()).unwrap();
+        let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
+        let failure = err.reports()[0].failures().next().unwrap().clone();
+        assert_eq!(failure.target(), &b.target());
+        let rollback = err.rollback().unwrap();
+        assert!(rollback.is_complete(), "{err}");
+        assert!(rollback.unpaused().any(|t| t == &b.target()), "{err}");
+        // Nothing of the partitioned connection is left to deliver.
+        assert!(
+            !kernel_holds(port, b.addr()),
+            "the kernel still holds the Pause's connection: {err}"
+        );
+        partition.heal();
+        let check = fleet.check_paused().await.unwrap();
+        assert_eq!(check.pods()[1].paused(), Some(false));
+        assert!(!b.gate().is_paused() && !a.gate().is_paused());
+        let calls = b.take_calls();
+        assert!(
+            !calls.iter().any(|c| matches!(c, Call::Pause { .. })),
+            "the Pause reached B: {calls:?}"
+        );
+    })
+    .await
+}
+
+/// The command's last line names a pod whose Pause was never answered, and never says
+/// "no pod is left paused".
+#[tokio::test]
+async fn the_last_line_says_an_unanswered_pause_may_land_late() {
+    bounded(async {
+        let a = Pod::start().await;
+        let b = Pod::start().await;
+        let (proxy, _task) = break_pause(b.addr(), Break::BlackHoleAfterPause, false).await;
+        let pods = format!("{},{proxy}", a.addr());
+        let run = scalar_admin(&[
+            "-c",
+            "pause",
+            "-a",
+            &pods,
+            "--timeout",
+            "500ms",
+            "--rollback-timeout",
+            "3s",
+        ])
+        .await;
+        run.assert_status(1);
+        let last = run.stderr.trim_end().lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            format!("may still be paused if a Pause sent to {proxy} lands late"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("no pod is left paused"),
+            "{}",
+            run.stderr
+        );
+        assert!(!a.gate().is_paused() && !b.gate().is_paused());
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_black_holed_connection_is_replaced_for_the_rollback() {
     bounded(async {
@@ -178,9 +373,13 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
         let b = Pod::start().await;
         // The Pause reaches B, then nothing more gets through that connection; new
         // connections work.
-        let (proxy, _task) = break_pause(b.addr(), Break::BlackHoleAfterPause, false).await;
+        let (proxy, _task, mut ended) =
+            break_pause_watched(b.addr(), Break::BlackHoleAfterPause, false).await;
         let behind = Target::from_socket_addr(proxy);
-        let config = config().call_timeout(Duration::from_millis(500));
+        // The rollback waits for the Pause's answer until half its budget is left.
+        let config = config()
+            .call_timeout(Duration::from_millis(500))
+            .rollback_budget(Duration::from_secs(3));
         let mut fleet = Fleet::connect(vec![a.target(), behind.clone()], config).await;
         let err = fleet.pause(PauseOptions::default()).await.unwrap_err();
         let failure = err.reports()[0].failures().next().unwrap().clone();
@@ -189,6 +388,23 @@ async fn a_black_holed_connection_is_replaced_for_the_rollback() {
         assert!(rollback.is_complete(), "{err}");
         assert!(rollback.unpaused().any(|t| t == &behind), "{err}");
         assert!(!b.gate().is_paused() && !a.gate().is_paused());
+        // Its answer never came: the line says the Pause may still land.
+        assert_eq!(
+            rollback.may_land_late(),
+            std::slice::from_ref(&behind),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "may still be paused if a Pause sent to {behind} lands late"
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("no pod is left paused"), "{message}");
+        // Its connection was closed abortively: RST, not FIN.
+        let end = *ended.wait_for(Option::is_some).await.unwrap();
+        assert_eq!(end, Some(ClientEnd::Reset));
     })
     .await
 }

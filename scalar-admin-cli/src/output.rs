@@ -128,6 +128,9 @@ pub(crate) fn failure_text(config: &Config, e: &Error) -> String {
         out.push_str(&rollback_text(rollback));
     }
     out.push_str(&recovery_text(&config.tls_flags, &e.maybe_paused()));
+    if let Some(line) = e.rollback().and_then(Rollback::late_line) {
+        out.push_str(&format!("{line}\n"));
+    }
     if matches!(e, Error::AlreadyPaused { .. }) {
         out.push_str("check who paused them; pass --force to pause over them and take them over\n");
     }
@@ -139,6 +142,9 @@ pub(crate) fn panicked(config: &Config, message: &str, rollback: &Rollback) {
     let mut out = format!("error: internal error: {message}; {rollback}\n");
     out.push_str(&rollback_text(rollback));
     out.push_str(&recovery_text(&config.tls_flags, &rollback.maybe_paused()));
+    if let Some(line) = rollback.late_line() {
+        out.push_str(&format!("{line}\n"));
+    }
     tell!("{}", out.trim_end());
 }
 

@@ -45,6 +45,9 @@ pub(crate) fn rolled_back(tls_flags: &[String], who: &str, rollback: &Rollback) 
     let mut out = format!("{rollback}\n");
     out.push_str(&rollback_text(rollback));
     out.push_str(&recovery_text(tls_flags, &rollback.maybe_paused()));
+    if let Some(line) = rollback.late_line() {
+        out.push_str(&format!("{line}\n"));
+    }
     for line in out.lines() {
         tell!("{who}: {line}");
     }

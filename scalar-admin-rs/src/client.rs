@@ -16,6 +16,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_ROLLBACK_BUDGET: Duration = Duration::from_secs(15);
 const DEFAULT_ROLLBACK_WATCH: Duration = Duration::from_secs(1);
+/// Bounds of a pod connection's `TCP_USER_TIMEOUT` ([`ClientConfig::user_timeout`]).
+const MIN_USER_TIMEOUT: Duration = Duration::from_millis(250);
+const MAX_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The instant `after` from now, or a far-future one when that does not fit an
 /// `Instant` (`Duration::MAX` means "no limit", not a panic).
@@ -84,7 +87,8 @@ impl ClientConfig {
     /// broke), then CheckPaused after a short settling delay and again, with a doubling
     /// backoff up to 1 second, while a pod still reports paused. 15 seconds by default:
     /// half of Kubernetes' default termination grace period, so that a rollback started
-    /// by SIGTERM ends before the SIGKILL.
+    /// by SIGTERM ends before the SIGKILL. A Pause still unanswered when the rollback
+    /// starts is waited for within it, until 2 s (at most half of it) are left.
     pub fn rollback_budget(mut self, budget: Duration) -> Self {
         self.rollback_budget = budget;
         self
@@ -94,7 +98,8 @@ impl ClientConfig {
     /// time-out, a broken connection) after it was seen unpaused: a server may keep
     /// running a Pause handler after the client gave up and close the gate after the
     /// rollback's Unpause, and a check in this period catches it and unpauses again.
-    /// 1 second by default; within [`rollback_budget`](Self::rollback_budget).
+    /// 1 second by default; within [`rollback_budget`](Self::rollback_budget). Every pod
+    /// connection's `TCP_USER_TIMEOUT` is three quarters of it (250 ms to 30 s).
     pub fn rollback_watch(mut self, watch: Duration) -> Self {
         self.rollback_watch = watch;
         self
@@ -121,6 +126,15 @@ impl ClientConfig {
     /// How long a rollback watches a pod in doubt.
     pub(crate) fn rollback_watch_value(&self) -> Duration {
         self.rollback_watch
+    }
+
+    /// The `TCP_USER_TIMEOUT` of every pod connection: three quarters of the rollback
+    /// watch, between 250 ms and 30 s. Below the watch, so that a request the kernel
+    /// still retransmits when a rollback starts (a partition) is given up before the
+    /// watch ends, not delivered minutes later.
+    pub(crate) fn user_timeout(&self) -> Duration {
+        let watch = self.rollback_watch;
+        (watch - watch / 4).clamp(MIN_USER_TIMEOUT, MAX_USER_TIMEOUT)
     }
 
     /// The deadline of a Pause call with these options.
@@ -216,6 +230,20 @@ impl PauseOptions {
 
     fn drain_limit(&self) -> Duration {
         self.max_pause_wait.unwrap_or(DEFAULT_DRAIN_LIMIT)
+    }
+
+    /// How long a rollback waits for the answer of a Pause still in flight when the call
+    /// is given up (its deadline, a cancel): the pods' wait limit (none without
+    /// `wait_outstanding`) plus [`PAUSE_DEADLINE_MARGIN`], so that a handler that
+    /// starts late (queued on a busy executor) still answers within it. The rollback
+    /// keeps this within its own budget.
+    pub(crate) fn answer_wait(&self) -> Duration {
+        let limit = if self.wait_outstanding {
+            self.drain_limit()
+        } else {
+            Duration::ZERO
+        };
+        limit.saturating_add(PAUSE_DEADLINE_MARGIN)
     }
 
     pub(crate) fn request(&self) -> PauseRequest {

@@ -8,7 +8,10 @@
 //! Unpause with CheckPaused.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
@@ -44,6 +47,34 @@ const SETTLE: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The time limit of the one check a rollback still makes once it is interrupted.
 const LAST_CHECK: Duration = Duration::from_secs(1);
+/// What a rollback keeps of its budget, at most (and at most half of it), for the
+/// Unpause and CheckPaused that follow the last answer of a Pause still in flight.
+const AFTER_ANSWERS: Duration = Duration::from_secs(2);
+
+/// A call's end: when its request reached the kernel, and the outcome.
+type Answer = (Option<Instant>, Result<Reply, CallError>);
+
+/// A Pause of this run that was handed to its connection and has not been answered: kept
+/// past the call's deadline (or a cancel), so that a rollback can wait for its answer and
+/// unpause after it. The stream stays open meanwhile, and the pod was told a
+/// `grpc-timeout` that covers the wait, so a handler that starts late still answers on
+/// it. Dropped unanswered, it closes its connection abortively
+/// ([`Connection::abort`]): nothing the kernel still holds of it is delivered later.
+struct InFlight {
+    answer: Pin<Box<dyn Future<Output = Answer> + Send>>,
+    connection: Connection,
+    /// How long a rollback waits for the answer ([`PauseOptions::answer_wait`]).
+    wait: Duration,
+    answered: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.connection.abort();
+        }
+    }
+}
 
 /// A monotonic clock anchored to one wall-clock reading, so that a fleet's timestamps
 /// stay ordered, and its differences true, even if the system clock steps.
@@ -85,11 +116,51 @@ struct Pod {
     /// when the call ends, so that a call that is dropped (a signal, a cancel) or panics
     /// still counts as written.
     written: AtomicBool,
+    /// The last Pause of this run to the pod, while its answer has not been read.
+    in_flight: Mutex<Option<InFlight>>,
+    /// A Pause of this run to the pod was given up unanswered (a rollback's wait for it
+    /// ended, a later Pause replaced it) or answered with nothing about what it did: its
+    /// handler may still close the gate, late.
+    unanswered: bool,
 }
 
 impl Pod {
     fn live(&self) -> Option<&Connection> {
         self.connection.as_ref().ok().filter(|c| !c.is_closed())
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, Option<InFlight>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Polls the Pause in flight; its answer, once in, leaves the pod. `None`: there is
+    /// none.
+    fn poll_answer(&self, cx: &mut Context<'_>) -> Poll<Option<Answer>> {
+        let mut slot = self.in_flight();
+        let Some(in_flight) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let answer = std::task::ready!(in_flight.answer.as_mut().poll(cx));
+        in_flight.answered = true;
+        *slot = None;
+        Poll::Ready(Some(answer))
+    }
+
+    /// Feeds the late answer of a Pause that was in flight.
+    fn answered(&mut self, answer: &Answer) {
+        self.state = self.state.next(Event::Answered(&answer.1));
+        if self.state.in_doubt {
+            self.unanswered = true;
+        }
+    }
+
+    /// Gives up the Pause in flight unanswered, closing its connection abortively.
+    fn give_up(&mut self) {
+        if self.in_flight().take().is_some() {
+            self.unanswered = true;
+        }
     }
 
     /// Feeds a CheckPaused answer given at `at`. A pod in doubt seen open a whole watch
@@ -123,7 +194,8 @@ impl Pod {
 /// One admin call, with its request.
 #[derive(Debug, Clone, Copy)]
 enum Call {
-    Pause(PauseRequest),
+    /// With how long a rollback waits for its answer past the deadline.
+    Pause(PauseRequest, Duration),
     Unpause,
     CheckPaused,
 }
@@ -131,13 +203,14 @@ enum Call {
 impl Call {
     fn operation(self) -> Operation {
         match self {
-            Call::Pause(_) => Operation::Pause,
+            Call::Pause(..) => Operation::Pause,
             Call::Unpause => Operation::Unpause,
             Call::CheckPaused => Operation::CheckPaused,
         }
     }
 
-    /// Sends the call; returns when the request reached the kernel, and the outcome.
+    /// Sends the call; returns when the request reached the kernel, and the outcome. A
+    /// Pause sent this way is not kept in flight past the deadline ([`send_pause`] is).
     async fn send(
         self,
         connection: &Connection,
@@ -146,7 +219,7 @@ impl Call {
     ) -> (Option<Instant>, Result<Reply, CallError>) {
         let op = self.operation();
         match self {
-            Call::Pause(request) => {
+            Call::Pause(request, _) => {
                 let (sent, r) = connection
                     .call::<_, ()>(op, &request, deadline, writing)
                     .await;
@@ -163,6 +236,48 @@ impl Call {
                 (sent, r.map(|r| Reply::Paused(r.paused)))
             }
         }
+    }
+}
+
+/// Sends a Pause and waits for its answer, keeping the exchange in the pod
+/// ([`InFlight`]): when this future is dropped at the deadline or by a cancel, the stream
+/// stays open and a rollback can still read the answer. The pod is told a `grpc-timeout`
+/// of the deadline plus `wait`, so that it does not cancel the call before then.
+async fn send_pause(
+    pod: &Pod,
+    connection: &Connection,
+    request: &PauseRequest,
+    wait: Duration,
+    deadline: Instant,
+    writing: impl FnOnce(),
+) -> Answer {
+    let told = deadline.checked_add(wait).unwrap_or(deadline);
+    let exchange = match connection
+        .start(Operation::Pause, request, told, writing)
+        .await
+    {
+        Ok(exchange) => exchange,
+        Err(e) => return (None, Err(e)),
+    };
+    let answer = exchange
+        .answer::<()>()
+        .map(|(sent, r)| (sent, r.map(|()| Reply::Done)));
+    let in_flight = InFlight {
+        answer: Box::pin(answer),
+        connection: connection.clone(),
+        wait,
+        answered: false,
+    };
+    // An earlier Pause still in flight was retired before this one was sent
+    // (`Fleet::retire_in_flight`); one left here is given up.
+    drop(pod.in_flight().replace(in_flight));
+    match std::future::poll_fn(|cx| pod.poll_answer(cx)).await {
+        Some(answer) => answer,
+        // Taken by nobody else while this call runs; should it happen, the call failed.
+        None => (
+            None,
+            Err(CallError::new(Operation::Pause, CallErrorKind::Transport)),
+        ),
     }
 }
 
@@ -355,6 +470,8 @@ impl Fleet {
                 seen_at: None,
                 doubt_since: initial.in_doubt.then_some(adopted_at),
                 written: AtomicBool::new(false),
+                in_flight: Mutex::new(None),
+                unanswered: false,
             };
             let outcome = match result {
                 Ok(Probed {
@@ -521,9 +638,9 @@ impl Fleet {
         }
         let deadline = self.config.pause_deadline(&options);
         let all: Vec<usize> = (0..self.pods.len()).collect();
-        let report = self
-            .fan_out(Call::Pause(options.request()), deadline, &all)
-            .await;
+        self.retire_in_flight();
+        let call = Call::Pause(options.request(), options.answer_wait());
+        let report = self.fan_out(call, deadline, &all).await;
         if report.is_success() {
             info!(spread = ?report.reply_spread(), "pause completed");
             return Ok(report);
@@ -598,6 +715,13 @@ impl Fleet {
     /// watched for [`ClientConfig::rollback_watch`] after it was seen unpaused, since its
     /// Pause may still land. Pods whose pause is someone else's are left as found.
     ///
+    /// A Pause of this fleet still unanswered (its deadline passed, or a cancel dropped
+    /// it) is waited for: its answer, read on its own stream, is followed by an Unpause
+    /// when it closed the gate. The wait lasts the pods' wait limit plus
+    /// [`PAUSE_DEADLINE_MARGIN`](crate::PAUSE_DEADLINE_MARGIN), within the budget less
+    /// up to 2 s; a Pause not answered by then has its connection closed abortively and
+    /// is named in [`Rollback::may_land_late`].
+    ///
     /// [`Rollback::unpaused`] lists only the pods a CheckPaused confirmed unpaused; any
     /// other is in [`Rollback::stuck`]. Safe to call at any time, and again.
     ///
@@ -616,11 +740,31 @@ impl Fleet {
     pub(crate) async fn release_until(&mut self, cancel: impl Future) -> Rollback {
         self.fold_abandoned();
         let started = Instant::now();
-        let deadline = deadline_in(self.config.rollback_budget_value());
+        let budget = self.config.rollback_budget_value();
+        let deadline = deadline_in(budget);
         let watch = self.config.rollback_watch_value();
         let mut pending: Vec<usize> = (0..self.pods.len())
             .filter(|&i| self.pods[i].state.may_hold())
             .collect();
+        // Pauses of this run still in flight: their answers are waited for, until
+        // `answers_by`, and each pod is unpaused (again) after its own.
+        let mut waiting: Vec<usize> = (0..self.pods.len())
+            .filter(|&i| self.pods[i].in_flight().is_some())
+            .collect();
+        let answers_by = {
+            let wait = waiting
+                .iter()
+                .filter_map(|&i| self.pods[i].in_flight().as_ref().map(|f| f.wait))
+                .max()
+                .unwrap_or_default();
+            let keep = AFTER_ANSWERS.min(budget / 2);
+            deadline_in(wait).min(deadline.checked_sub(keep).unwrap_or(started))
+        };
+        for &i in &waiting {
+            if !pending.contains(&i) {
+                pending.push(i);
+            }
+        }
         let mut rollback = Rollback::default();
         // Since when each pod in doubt has been watched.
         let mut watch_from = vec![started; self.pods.len()];
@@ -655,13 +799,51 @@ impl Fleet {
                     .filter_map(|&i| watch_from[i].checked_add(watch))
                     .filter(|&end| end > Instant::now())
                     .min();
-                let wake = deadline
+                let mut wake = deadline
                     .min(Instant::now() + delay)
                     .min(watch_end.unwrap_or(deadline));
-                tokio::select! {
+                if !waiting.is_empty() {
+                    wake = wake.min(answers_by);
+                }
+                let pods = &self.pods;
+                let next_answer = std::future::poll_fn(|cx| {
+                    for &i in &waiting {
+                        if let Poll::Ready(answer) = pods[i].poll_answer(cx) {
+                            return Poll::Ready((i, answer));
+                        }
+                    }
+                    Poll::Pending
+                });
+                let landed = tokio::select! {
                     biased;
-                    _ = &mut cancel => interrupted = true,
-                    () = tokio::time::sleep_until(wake) => {}
+                    _ = &mut cancel => {
+                        interrupted = true;
+                        None
+                    }
+                    answer = next_answer => Some(answer),
+                    () = tokio::time::sleep_until(wake) => None,
+                };
+                if let Some((i, answer)) = landed {
+                    waiting.retain(|&w| w != i);
+                    if let Some(answer) = answer {
+                        let pod = &mut self.pods[i];
+                        debug!(pod = %pod.target, outcome = ?answer.1, "a Pause in flight answered");
+                        pod.answered(&answer);
+                        if pod.state.may_hold() && !pending.contains(&i) {
+                            pending.push(i);
+                        }
+                    }
+                    // Unpause after it at once, when it closed the gate, and check again
+                    // after the settling delay.
+                    delay = SETTLE;
+                    continue;
+                }
+            }
+            if !waiting.is_empty() && (interrupted || Instant::now() >= answers_by) {
+                for i in waiting.drain(..) {
+                    let pod = &mut self.pods[i];
+                    warn!(pod = %pod.target, "no answer to a Pause in flight; its connection is closed, and it may still land");
+                    pod.give_up();
                 }
             }
             let limit = self.limit(deadline);
@@ -697,6 +879,10 @@ impl Fleet {
                 let Some(at) = answered[i] else {
                     return true;
                 };
+                // Its Pause may still close the gate: not settled before its answer.
+                if waiting.contains(&i) && !last_round {
+                    return true;
+                }
                 let pod = &mut self.pods[i];
                 let watched = at.saturating_duration_since(watch_from[i]) >= watch;
                 match pod.state.settle(watched) {
@@ -716,6 +902,16 @@ impl Fleet {
             }
             delay = delay.saturating_mul(2).min(MAX_BACKOFF);
         }
+        // Out of time or interrupted with answers still out: given up.
+        for i in waiting {
+            self.pods[i].give_up();
+        }
+        rollback.late = self
+            .pods
+            .iter()
+            .filter(|p| p.unanswered)
+            .map(|p| p.target.clone())
+            .collect();
         for &i in &pending {
             let pod = &self.pods[i];
             let why = match last_failure(&rollback, &pod.target) {
@@ -784,6 +980,26 @@ impl Fleet {
         for pod in &mut self.pods {
             if pod.written.load(Ordering::Acquire) {
                 pod.paused(None, take_over, now);
+                // Its stream stays open for the answer; the next call goes on a fresh
+                // connection, which the rollback's waiting cannot hold up.
+                if pod.in_flight().is_some() {
+                    pod.connection =
+                        Err(CallError::new(Operation::Pause, CallErrorKind::Transport));
+                }
+            }
+        }
+    }
+
+    /// Before a new Pause: feeds the answers of earlier Pauses still in flight that are
+    /// in, and gives up the others, which may still land (later rollbacks name them).
+    fn retire_in_flight(&mut self) {
+        for pod in &mut self.pods {
+            let answer = std::future::poll_fn(|cx| pod.poll_answer(cx))
+                .now_or_never()
+                .flatten();
+            match answer {
+                Some(answer) => pod.answered(&answer),
+                None => pod.give_up(),
             }
         }
     }
@@ -1011,7 +1227,7 @@ impl Fleet {
                 pod.connection = Err(e.clone());
             }
             match (call, result) {
-                (Call::Pause(_), _) => pod.paused(Some(result), take_over, outcome.answered),
+                (Call::Pause(..), _) => pod.paused(Some(result), take_over, outcome.answered),
                 (Call::Unpause, _) => pod.state = pod.state.next(Event::Unpaused(result)),
                 (Call::CheckPaused, Ok(Reply::Paused(paused))) => {
                     pod.observe(*paused, outcome.answered, watch);
@@ -1092,7 +1308,7 @@ async fn call_pod(
                 let answer = (probed.paused, probed.answered);
                 // Paused, and not by this run: someone else's (a pod that restarted
                 // comes back open). Pause does not go over it.
-                if matches!(call, Call::Pause(_))
+                if matches!(call, Call::Pause(..))
                     && probed.paused
                     && refuse_others
                     && !pod.state.may_hold()
@@ -1111,19 +1327,19 @@ async fn call_pod(
         },
     };
     let writing = || {
-        if let Call::Pause(_) = call {
+        if let Call::Pause(..) = call {
             pod.written.store(true, Ordering::Release);
         }
     };
     let handed_at = clock.now();
-    let (mut sent, mut outcome) = call.send(&connection, deadline, writing).await;
+    let (mut sent, mut outcome) = send_on(pod, call, &connection, deadline, writing).await;
     if let Err(e) = &outcome
         && *e.kind() == CallErrorKind::NotProcessed
     {
         debug!(error = %e.chain(), "not processed; once more on a fresh connection");
         match Box::pin(dial(config, &pod.target)).await {
             Ok(again) => {
-                (sent, outcome) = call.send(&again, deadline, writing).await;
+                (sent, outcome) = send_on(pod, call, &again, deadline, writing).await;
                 // A probe taken on the way still counts.
                 let probed = fresh.and_then(|(_, probed)| probed);
                 fresh = Some((again, probed));
@@ -1135,6 +1351,22 @@ async fn call_pod(
     // counts from when it was handed to the connection.
     let sent_at = sent.map_or(handed_at, |at| clock.at(at));
     finish(fresh, sent_at, outcome)
+}
+
+/// Sends `call` on `connection`: a Pause kept in flight in the pod ([`send_pause`]).
+async fn send_on(
+    pod: &Pod,
+    call: Call,
+    connection: &Connection,
+    deadline: Instant,
+    writing: impl FnOnce(),
+) -> Answer {
+    match call {
+        Call::Pause(request, wait) => {
+            send_pause(pod, connection, &request, wait, deadline, writing).await
+        }
+        _ => call.send(connection, deadline, writing).await,
+    }
 }
 
 /// Runs every future at once and returns their outputs in order; those still pending

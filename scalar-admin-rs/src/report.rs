@@ -261,6 +261,9 @@ pub struct Rollback {
     pub(crate) unpaused: Vec<Target>,
     pub(crate) kept: Vec<KeptPod>,
     pub(crate) stuck: Vec<StuckPod>,
+    /// Pods a Pause of this run was sent to and never answered, within the rollback's
+    /// wait for it, with what it did.
+    pub(crate) late: Vec<Target>,
     pub(crate) interrupted: bool,
 }
 
@@ -309,7 +312,30 @@ impl Rollback {
         self.stuck.iter().map(|s| &s.target).collect()
     }
 
-    /// Whether every pod this run may have paused is confirmed unpaused.
+    /// The pods a Pause of this run was sent to that never said what it did: no answer
+    /// came within the rollback's wait for it (its connection was then closed
+    /// abortively), or the answer was a broken connection or an unexplained error. A
+    /// handler that starts late (a busy executor) may still close such a pod's gate
+    /// after this rollback, whatever it confirmed.
+    pub fn may_land_late(&self) -> &[Target] {
+        &self.late
+    }
+
+    /// `may still be paused if a Pause sent to <pods> lands late`, when
+    /// [`may_land_late`](Self::may_land_late) names any.
+    pub fn late_line(&self) -> Option<String> {
+        if self.late.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = self.late.iter().map(Target::name).collect();
+        Some(format!(
+            "may still be paused if a Pause sent to {} lands late",
+            names.join(", ")
+        ))
+    }
+
+    /// Whether every pod this run may have paused is confirmed unpaused. A Pause that
+    /// may still land late is not counted here: see [`may_land_late`](Self::may_land_late).
     pub fn is_complete(&self) -> bool {
         self.stuck.is_empty()
     }
@@ -329,6 +355,10 @@ impl fmt::Display for Rollback {
             n => format!("; {n} pod(s) paused by someone else left paused as found"),
         };
         let names: Vec<&str> = self.stuck.iter().map(|s| s.target.name()).collect();
+        let late = match self.late_line() {
+            None => String::new(),
+            Some(line) => format!("; {line}"),
+        };
         let state = if self
             .stuck
             .iter()
@@ -340,12 +370,14 @@ impl fmt::Display for Rollback {
                 "rollback not confirmed: may still be paused: {}",
                 names.join(", ")
             )
+        } else if !self.late.is_empty() {
+            "rolled back".to_owned()
         } else if !self.unpaused.is_empty() {
             "rolled back: no pod is left paused by this run".to_owned()
         } else {
             "no pod is held paused by this run".to_owned()
         };
-        write!(f, "{state}{kept}")
+        write!(f, "{state}{late}{kept}")
     }
 }
 
@@ -443,11 +475,12 @@ mod json {
             let names = |it: &mut dyn Iterator<Item = &crate::Target>| -> Vec<String> {
                 it.map(|t| t.name().to_owned()).collect()
             };
-            let mut st = s.serialize_struct("Rollback", 7)?;
+            let mut st = s.serialize_struct("Rollback", 8)?;
             st.serialize_field("unpaused", &names(&mut self.unpaused()))?;
             st.serialize_field("left_paused", &self.kept)?;
             st.serialize_field("maybe_paused", &names(&mut self.maybe_paused().into_iter()))?;
             st.serialize_field("stuck", &self.stuck)?;
+            st.serialize_field("may_land_late", &names(&mut self.late.iter()))?;
             st.serialize_field("interrupted", &self.interrupted)?;
             st.serialize_field("unpause", &self.report())?;
             st.serialize_field("rounds", &self.reports())?;

@@ -101,6 +101,10 @@ pub(crate) enum Event<'a> {
         outcome: Option<&'a Result<Reply, CallError>>,
         take_over: bool,
     },
+    /// The answer of a Pause of this run that was still in flight when its call was
+    /// given up (its deadline, a cancel), read later by the rollback. Unless it says
+    /// nothing of what the Pause did, nothing more of that Pause can land.
+    Answered(&'a Result<Reply, CallError>),
     /// An Unpause of this run ended.
     Unpaused(&'a Result<Reply, CallError>),
     /// The rollback watched a pod in doubt long enough after it was seen open: a Pause
@@ -217,6 +221,29 @@ impl PodState {
                         in_doubt,
                     },
                     // Whatever the pod said before, this run may hold it now.
+                    Effect::Unknown => Self {
+                        holder: Holder::Us,
+                        in_doubt: true,
+                    },
+                };
+            }
+            Event::Answered(outcome) => {
+                return match effect(Some(outcome)) {
+                    // Never reached the handler: what was seen since stands.
+                    Effect::Nothing => Self {
+                        holder,
+                        in_doubt: false,
+                    },
+                    // The gate closed when the answer was sent: whatever Unpause came
+                    // before may have come first, so another follows.
+                    Effect::Closed | Effect::EarlierPause | Effect::InProgress => Self {
+                        holder: Holder::Us,
+                        in_doubt: false,
+                    },
+                    Effect::Reopened => Self {
+                        holder: Holder::Nobody,
+                        in_doubt: false,
+                    },
                     Effect::Unknown => Self {
                         holder: Holder::Us,
                         in_doubt: true,
@@ -368,6 +395,33 @@ mod tests {
             .next(Event::Observed(false));
         assert_eq!(after.settle(false), Settle::Pending, "watched first");
         assert_eq!(after.settle(true), Settle::Confirmed);
+    }
+
+    #[test]
+    fn a_late_answer_ends_the_doubt_unless_it_says_nothing() {
+        let timeout = Err(CallError::new(
+            Operation::Pause,
+            CallErrorKind::Timeout(Default::default()),
+        ));
+        let ok = Ok(Reply::Done);
+        // Unpaused and seen open while the Pause was in flight; then it answers OK.
+        let waiting = paused(OPEN, Some(&timeout))
+            .next(Event::Unpaused(&ok))
+            .next(Event::Observed(false));
+        let closed = waiting.next(Event::Answered(&ok));
+        assert!(
+            !closed.in_doubt && closed.needs_unpause(),
+            "unpaused after it"
+        );
+        let after = closed
+            .next(Event::Unpaused(&ok))
+            .next(Event::Observed(false));
+        assert_eq!(after.settle(false), Settle::Confirmed, "no watch needed");
+        let reopened = status(Code::FailedPrecondition, reason::TIMED_OUT);
+        assert!(waiting.next(Event::Answered(&reopened)).is_settled_open());
+        // An answer that says nothing of what the Pause did leaves the doubt.
+        let broken = Err(CallError::new(Operation::Pause, CallErrorKind::Transport));
+        assert!(waiting.next(Event::Answered(&broken)).in_doubt);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::dial::PodSocket;
 use crate::error::{CallError, ConnectFailure, InvalidInput};
 use crate::target::{Host, Target};
 
@@ -152,8 +152,8 @@ impl Tls {
     pub(crate) async fn connect(
         &self,
         target: &Target,
-        tcp: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, CallError> {
+        tcp: PodSocket,
+    ) -> Result<TlsStream<PodSocket>, CallError> {
         let name = self.server_name(target)?;
         tokio_rustls::TlsConnector::from(self.config.clone())
             .connect(name, tcp)

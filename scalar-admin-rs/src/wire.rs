@@ -52,12 +52,22 @@ pub(crate) struct Connection {
     origin: Arc<str>,
     /// Set by the connection's task when the connection ends.
     closed: Arc<AtomicBool>,
+    /// Set by [`abort`](Self::abort): the socket is closed with `SO_LINGER` 0.
+    abort: Arc<AtomicBool>,
+    /// Wakes the connection's task to close the socket at once.
+    stop: Arc<tokio::sync::Notify>,
 }
 
 impl Connection {
     /// The HTTP/2 handshake over `io`; the connection is then driven by a task of its
-    /// own, which ends when every handle is dropped or the pod closes the connection.
-    pub(crate) async fn handshake<IO>(io: IO, origin: String) -> Result<Self, CallError>
+    /// own, which ends when every handle is dropped, the pod closes the connection, or
+    /// [`abort`](Self::abort) is called. `abort` is the flag `io`'s socket reads when it
+    /// is dropped, to close abortively (`dial::PodSocket`).
+    pub(crate) async fn handshake<IO>(
+        io: IO,
+        origin: String,
+        abort: Arc<AtomicBool>,
+    ) -> Result<Self, CallError>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -83,9 +93,15 @@ impl Connection {
             .map_err(|e| CallError::connect(ConnectFailure::Http2).with_source(e))?;
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "connection ended");
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    debug!(error = %e, "connection ended");
+                },
+                // The connection, and with it the socket, is dropped here.
+                () = stopped.notified() => debug!("connection closed abortively"),
             }
             flag.store(true, Ordering::Release);
         });
@@ -94,7 +110,17 @@ impl Connection {
             stamp,
             origin: origin.into(),
             closed,
+            abort,
+            stop,
         })
+    }
+
+    /// Closes the connection abortively: the socket is closed with `SO_LINGER` 0, so the
+    /// kernel sends RST and drops what it still holds to send, and a request stuck
+    /// behind a partition is never delivered later. Every stream on it fails.
+    pub(crate) fn abort(&self) {
+        self.abort.store(true, Ordering::Release);
+        self.stop.notify_one();
     }
 
     /// Whether the connection is gone (the pod closed it or restarted), so the next call
@@ -121,23 +147,29 @@ impl Connection {
         M: prost::Message,
         R: prost::Message + Default,
     {
-        self.stamp.arm();
-        let outcome = self.exchange(operation, message, deadline, writing).await;
-        (self.stamp.take(), outcome)
+        match self.start(operation, message, deadline, writing).await {
+            Ok(exchange) => exchange.answer().await,
+            Err(e) => (self.stamp.take(), Err(e)),
+        }
     }
 
-    async fn exchange<M, R>(
+    /// The first half of [`call`](Self::call): hands the request to the connection and
+    /// returns the exchange, whose answer is awaited on its own. Dropping this future
+    /// before it returns sends nothing; the [`Exchange`] it returns owns the stream, so
+    /// that the answer can be awaited after the caller's deadline (a Pause whose handler
+    /// may still close the gate).
+    pub(crate) async fn start<M>(
         &self,
         operation: Operation,
         message: &M,
         deadline: Instant,
         writing: impl FnOnce(),
-    ) -> Result<R, CallError>
+    ) -> Result<Exchange, CallError>
     where
         M: prost::Message,
-        R: prost::Message + Default,
     {
         let fail = |kind| CallError::new(operation, kind);
+        self.stamp.arm();
         let left = deadline.saturating_duration_since(Instant::now());
         let request = http::Request::post(format!("{}{}", self.origin, operation.path()))
             .header(http::header::CONTENT_TYPE, "application/grpc")
@@ -160,16 +192,55 @@ impl Connection {
         // Queued with the HEADERS, so both leave in one write.
         body.send_data(frame(message), true)
             .map_err(|e| fail(stream_error(&e)).with_source(e))?;
-        let response = response
-            .await
-            .map_err(|e| fail(stream_error(&e)).with_source(e))?;
-        read_reply(response).await.map_err(|(kind, source)| {
-            let error = fail(kind);
-            match source {
-                Some(source) => error.with_source(source),
-                None => error,
-            }
+        Ok(Exchange {
+            operation,
+            response,
+            body,
+            stamp: self.stamp.clone(),
         })
+    }
+}
+
+/// A request handed to its connection, and the stream its answer comes on. Dropping it
+/// before the answer resets the stream (RST_STREAM CANCEL).
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    operation: Operation,
+    response: h2::client::ResponseFuture,
+    /// Kept until the answer, with the stream.
+    body: h2::SendStream<Bytes>,
+    stamp: Arc<Stamp>,
+}
+
+impl Exchange {
+    /// Waits for the answer and checks it. Returns, with the outcome, the instant the
+    /// request was handed to the kernel (when it got that far).
+    pub(crate) async fn answer<R>(self) -> (Option<Instant>, Result<R, CallError>)
+    where
+        R: prost::Message + Default,
+    {
+        let Exchange {
+            operation,
+            response,
+            body,
+            stamp,
+        } = self;
+        let fail = |kind| CallError::new(operation, kind);
+        let outcome = async {
+            let response = response
+                .await
+                .map_err(|e| fail(stream_error(&e)).with_source(e))?;
+            read_reply(response).await.map_err(|(kind, source)| {
+                let error = fail(kind);
+                match source {
+                    Some(source) => error.with_source(source),
+                    None => error,
+                }
+            })
+        }
+        .await;
+        drop(body);
+        (stamp.take(), outcome)
     }
 }
 

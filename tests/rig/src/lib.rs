@@ -19,6 +19,7 @@ mod flood;
 mod hostile;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
+mod partition;
 mod pod;
 mod proxy;
 
@@ -29,8 +30,9 @@ pub use delay::{Delay, DelayLine};
 pub use dns::{DnsMode, DnsServer};
 pub use flood::PushFlood;
 pub use hostile::{Fault, HostilePod, Seen};
+pub use partition::{Partition, kernel_holds, ports_to};
 pub use pod::{Call, Pod, PodBuilder, blackhole, refused_addr};
-pub use proxy::{Break, break_pause, slow_replies};
+pub use proxy::{Break, ClientEnd, break_pause, break_pause_watched, slow_replies};
 /// The Kubernetes client and API types the rig is built on, for tests of packages that
 /// do not depend on them themselves.
 #[cfg(feature = "kubernetes")]

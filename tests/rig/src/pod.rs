@@ -42,8 +42,8 @@ struct Recording {
     quirks: Quirks,
     /// Set once the call that stops its checks arrived.
     hanging: Arc<AtomicBool>,
-    /// How many late Pauses closed the gate.
-    landed: Arc<watch::Sender<usize>>,
+    /// When each late Pause closed the gate.
+    landed: Arc<watch::Sender<Vec<Instant>>>,
 }
 
 /// Ways a pod misbehaves, set on its builder.
@@ -90,7 +90,7 @@ impl Admin for Recording {
             let late = tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let _ = gate.pause(scalar_admin::gate::Drain::Skip).await;
-                landed.send_modify(|n| *n += 1);
+                landed.send_modify(|at| at.push(Instant::now()));
             });
             let _ = late.await;
             return Ok(Response::new(()));
@@ -182,7 +182,7 @@ impl PodBuilder {
         let addr = listener.local_addr().unwrap();
         let gate = Gate::new();
         let (tx, calls) = mpsc::unbounded_channel();
-        let landed = Arc::new(watch::Sender::new(0));
+        let landed = Arc::new(watch::Sender::new(Vec::new()));
         let service = AdminServer::new(Recording {
             inner: gate.admin_service(),
             gate: gate.clone(),
@@ -222,7 +222,7 @@ pub struct Pod {
     addr: SocketAddr,
     gate: Gate,
     calls: mpsc::UnboundedReceiver<(Call, Instant)>,
-    landed: Arc<watch::Sender<usize>>,
+    landed: Arc<watch::Sender<Vec<Instant>>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -275,13 +275,18 @@ impl Pod {
         self.gate.enter().expect("gate open")
     }
 
-    /// Waits until `n` late Pauses ([`PodBuilder::late_pause`]) closed the gate.
-    pub async fn late_pauses_landed(&self, n: usize) {
-        let _ = self
+    /// Waits until `n` late Pauses ([`PodBuilder::late_pause`]) closed the gate, and
+    /// returns when each did.
+    pub async fn late_pauses_landed(&self, n: usize) -> Vec<Instant> {
+        match self
             .landed
             .subscribe()
-            .wait_for(|landed| *landed >= n)
-            .await;
+            .wait_for(|landed| landed.len() >= n)
+            .await
+        {
+            Ok(landed) => landed.clone(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Waits for the next admin call.
@@ -292,6 +297,16 @@ impl Pod {
     /// Waits for the next Pause, skipping other calls (the connection probe, checks).
     pub async fn next_pause(&mut self) {
         while !matches!(self.next_call().await.0, Call::Pause { .. }) {}
+    }
+
+    /// Every admin call received so far and not yet taken, with the instant each
+    /// arrived.
+    pub fn take_calls_at(&mut self) -> Vec<(Call, Instant)> {
+        let mut calls = Vec::new();
+        while let Ok(call) = self.calls.try_recv() {
+            calls.push(call);
+        }
+        calls
     }
 
     /// Every admin call received so far and not yet taken.

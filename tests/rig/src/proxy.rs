@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Where the proxy breaks the Pause.
@@ -37,19 +38,50 @@ pub async fn break_pause(
     how: Break,
     every: bool,
 ) -> (SocketAddr, JoinHandle<()>) {
+    let (addr, task, _) = break_pause_watched(upstream, how, every).await;
+    (addr, task)
+}
+
+/// How a client ended a connection the proxy broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEnd {
+    /// A normal close (FIN), or the proxy ended it.
+    Closed,
+    /// An abortive close: the client's socket sent RST.
+    Reset,
+}
+
+/// [`break_pause`], also telling how the client ended the first broken connection.
+pub async fn break_pause_watched(
+    upstream: SocketAddr,
+    how: Break,
+    every: bool,
+) -> (
+    SocketAddr,
+    JoinHandle<()>,
+    watch::Receiver<Option<ClientEnd>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let done = Arc::new(AtomicBool::new(false));
+    let (ended, watched) = watch::channel(None);
+    let ended = Arc::new(ended);
     let task = tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 continue;
             };
             let armed = every || !done.swap(true, Ordering::SeqCst);
-            tokio::spawn(relay(client, server, armed.then_some(how)));
+            let ended = armed.then(|| ended.clone());
+            tokio::spawn(async move {
+                let end = relay(client, server, armed.then_some(how)).await;
+                if let Some(ended) = ended {
+                    ended.send_if_modified(|e| e.is_none() && e.replace(end).is_none());
+                }
+            });
         }
     });
-    (addr, task)
+    (addr, task, watched)
 }
 
 struct Frame {
@@ -77,12 +109,15 @@ const HEADERS: u8 = 1;
 /// Reads whole frames; cancel-safe, so two directions can be relayed in one task.
 struct Frames {
     buf: BytesMut,
+    /// Set when the peer ended the connection with a reset (RST), not a close.
+    reset: bool,
 }
 
 impl Frames {
     fn new() -> Self {
         Self {
             buf: BytesMut::with_capacity(16 * 1024),
+            reset: false,
         }
     }
 
@@ -96,8 +131,13 @@ impl Frames {
                     });
                 }
             }
-            if from.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
+            match from.read_buf(&mut self.buf).await {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    self.reset = e.kind() == std::io::ErrorKind::ConnectionReset;
+                    return None;
+                }
             }
         }
     }
@@ -106,9 +146,15 @@ impl Frames {
 enum End {
     Closed,
     Reset,
+    /// The client reset the connection.
+    ClientReset,
 }
 
-async fn relay(mut client: TcpStream, mut server: TcpStream, mut armed: Option<Break>) {
+async fn relay(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    mut armed: Option<Break>,
+) -> ClientEnd {
     let end = {
         let (mut client_read, mut client_write) = client.split();
         let (mut server_read, mut server_write) = server.split();
@@ -126,6 +172,10 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, mut armed: Option<B
         // with nothing left to send.
         #[allow(deprecated)]
         let _ = client.set_linger(Some(std::time::Duration::ZERO));
+    }
+    match end {
+        End::ClientReset => ClientEnd::Reset,
+        End::Closed | End::Reset => ClientEnd::Closed,
     }
 }
 
@@ -151,7 +201,9 @@ async fn relay_frames(
     loop {
         tokio::select! {
             frame = from_client.next(client_read) => {
-                let Some(frame) = frame else { return End::Closed };
+                let Some(frame) = frame else {
+                    return if from_client.reset { End::ClientReset } else { End::Closed };
+                };
                 if black_hole {
                     continue;
                 }
