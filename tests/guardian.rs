@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use scalar_admin::gate::Drain;
-use scalar_admin_rig::{Call, Pod};
+use scalar_admin_rig::{Ca, Call, Fault, HostilePod, Pod};
 
 use crate::exec::{list, scratch};
 use crate::util::{Child, Run, bounded, scalar_admin, start_program, start_scalar_admin};
@@ -139,7 +139,7 @@ fn assert_guardian_unpaused(run: &Run, pods: &[Pod]) {
     );
     assert!(
         run.stderr.contains(&format!(
-            "guardian: the tool's process ended while its window was open; Unpause sent to the {} pod(s) this run paused",
+            "guardian: the tool's process ended while its window was open; rollback of the {} pod(s) this run may have paused",
             pods.len()
         )),
         "{}",
@@ -621,7 +621,7 @@ async fn pods_a_window_could_not_confirm_are_tried_once_more_by_the_guardian() {
         run.assert_status(1);
         assert!(
             run.stderr.contains(
-                "guardian: the tool ended with pods it could not confirm unpaused; trying once more; Unpause sent to the 1 pod(s)"
+                "guardian: the tool ended with pods it could not confirm unpaused; trying once more; rollback of the 1 pod(s)"
             ),
             "{}",
             run.stderr
@@ -649,7 +649,7 @@ async fn a_lease_that_does_not_let_go_stops_a_pause_before_anything_is_sent() {
         let address = pod.addr().to_string();
         // Something holds the pod's lease name and never answers (a lease ending, a
         // hung guardian).
-        let name = format!("scalar-admin-lease/{address}/1-squatter");
+        let name = format!("scalar-admin-lease/{address}/{}/1-squatter", uid());
         let name = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
         let squatter = std::os::unix::net::UnixListener::bind_addr(&name).unwrap();
         let run = scalar_admin(&["-c", "pause", "-a", &address]).await;
@@ -871,23 +871,18 @@ async fn foreign_listener(
     Some(child)
 }
 
-/// A lease whose name is taken (here by another user) cannot be revoked: the hand-over
-/// fails, and the pause is undone and reported failed.
+/// A lease that cannot listen for revocations (here its socket name is too long, as a
+/// test build can make it) cannot be revoked: the hand-over fails, and the pause is
+/// undone and reported failed.
 #[tokio::test]
-async fn a_lease_name_taken_by_another_user_is_a_failed_hand_over() {
+async fn a_lease_that_cannot_listen_is_a_failed_hand_over() {
     bounded(async {
         let pod = Pod::start().await;
         let x = pod.addr().to_string();
-        let names = [
-            format!("scalar-admin-lease/{x}"),
-            format!("scalar-admin-lease/{x}/taken"),
-        ];
-        let Some(_squatter) = foreign_listener(&x, &names, "").await else {
-            return;
-        };
+        let too_long = "x".repeat(200);
         let run = crate::util::scalar_admin_env(
             &["-c", "pause", "-a", &x, "--max-hold", "1m"],
-            &[("SCALAR_ADMIN_LEASE_SUFFIX", "taken")],
+            &[("SCALAR_ADMIN_LEASE_SUFFIX", &too_long)],
         )
         .await;
         run.assert_status(1);
@@ -907,33 +902,237 @@ async fn a_lease_name_taken_by_another_user_is_a_failed_hand_over() {
     .await
 }
 
-/// Another user's listeners on a pod's lease names neither block this tool's commands
-/// (one never answers) nor fool a revocation (one answers `ok` for a lease it is not):
-/// the real lease is revoked by UNPAUSE and ends, leaving the next pause alone.
+/// This process's uid.
+fn uid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+}
+
+/// Another user's listener on a pod's lease names never passes for a lease (one that
+/// claims this user in its name and answers `ok` is not believed: the real lease is
+/// revoked by UNPAUSE and ends), and a lease of another user, which this user cannot
+/// revoke and whose guardian could end a later pause, makes a PAUSE refuse with nothing
+/// sent, even when its listener's backlog is full (it is never connected to).
 #[tokio::test]
-async fn another_users_listener_neither_blocks_nor_fools_a_revocation() {
+async fn another_users_listener_never_passes_for_a_lease_and_a_pause_refuses_beside_it() {
     bounded(async {
-        let pod = Pod::start().await;
+        let mut pod = Pod::start().await;
         let x = pod.addr().to_string();
-        let liar = [
-            format!("scalar-admin-lease/{x}"),
-            format!("scalar-admin-lease/{x}/liar"),
-        ];
+        let (status, _, lease) = pause_with_lease(&x, "10m", "foreign").await;
+        assert_eq!(status, 0);
+        let liar = [format!("scalar-admin-lease/{x}/{}/liar", uid())];
         let Some(_liar) = foreign_listener(&x, &liar, "ok\n").await else {
+            scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
             return;
         };
-        let mute = [format!("scalar-admin-lease/{x}/mute")];
+        let mute = [format!("scalar-admin-lease/{x}/65534/mute")];
         let Some(_mute) = foreign_listener(&x, &mute, "").await else {
             return;
         };
-        let (status, _, lease) = pause_with_lease(&x, "10m", "foreign").await;
-        assert_eq!(status, 0);
         let run = scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
         assert!(run.stderr.contains("another user"), "{}", run.stderr);
-        scalar_admin(&["-c", "pause", "-a", &x]).await.success();
         until_contains(&lease, "the lease ends").await;
-        assert!(pod.gate().is_paused(), "the last pause is not the lease's");
-        scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
+        assert!(!pod.gate().is_paused());
+        pod.take_calls();
+        let run = scalar_admin(&["-c", "pause", "-a", &x]).await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("a pause lease of another user holds")
+                && run.stderr.contains("no Pause was sent"),
+            "{}",
+            run.stderr
+        );
+        assert!(!pod.gate().is_paused());
+        assert!(
+            !pod.take_calls()
+                .iter()
+                .any(|c| matches!(c, Call::Pause { .. }))
+        );
+    })
+    .await
+}
+
+/// A lease of another user (an operator's `sudo scalar-admin -c pause --max-hold`) is
+/// real: this user's UNPAUSE goes on (and says so), but a PAUSE right after it is
+/// refused, since that lease's end would end it.
+#[tokio::test]
+async fn a_lease_of_another_user_is_never_left_to_end_this_users_pause() {
+    bounded(async {
+        if uid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let pod = Pod::start().await;
+        let x = pod.addr().to_string();
+        let dir = crate::exec::scratch("foreign-lease");
+        let log = dir.join("lease.log");
+        let status = tokio::process::Command::new(crate::exec::BIN)
+            .args(["-c", "pause", "-a", &x, "--max-hold", "3s"])
+            .env_remove("RUST_LOG")
+            .current_dir(&dir)
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
+            .await
+            .unwrap();
+        assert!(
+            status.success(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(pod.gate().is_paused());
+        let run = scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
+        assert!(run.stderr.contains("another user"), "{}", run.stderr);
+        assert!(!pod.gate().is_paused());
+        let run = scalar_admin(&["-c", "pause", "-a", &x]).await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("no Pause was sent"), "{}", run.stderr);
+        assert!(!pod.gate().is_paused());
+        // Its lease ends by itself, with nothing of this user's to end.
+        until_contains(&log, "guardian:").await;
+    })
+    .await
+}
+
+/// A pod that answers the Pause that someone else's pause holds it leaves the guardian's
+/// list before the rollback: a tool SIGKILLed during that rollback leaves the other
+/// pause alone.
+#[tokio::test]
+async fn a_pod_that_reports_someone_elses_pause_leaves_the_guardian_before_the_rollback() {
+    bounded(async {
+        let mut x = Pod::builder().ignore_unpause().start().await;
+        let mut y = HostilePod::start(Fault::ForeignPauseInProgress).await;
+        let list = format!("{},{}", x.addr(), y.addr());
+        let child = start_scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &list,
+            "--duration",
+            "1s",
+            "--attempts",
+            "1",
+            "--rollback-timeout",
+            "20s",
+        ]);
+        // The tool's rollback has begun: X received its Unpause (which it ignores).
+        while x.next_call().await.0 != Call::Unpause {}
+        let before = y.take_calls();
+        assert!(!before.contains(&Call::Unpause), "{before:?}");
+        kill(child.pid(), "KILL");
+        let run = child.wait().await;
+        let after = y.take_calls();
+        assert!(!after.contains(&Call::Unpause), "{after:?}\n{}", run.stderr);
+        assert!(
+            y.is_paused(),
+            "someone else's pause was ended\n{}",
+            run.stderr
+        );
+    })
+    .await
+}
+
+/// The guardian reaches a TLS pod with the CA the tool read once (`<(cat ca.pem)`),
+/// from its link: SIGKILL during the hold, and the pod is unpaused, confirmed.
+#[tokio::test]
+async fn the_guardian_unpauses_a_tls_pod_with_a_ca_read_once() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let cert = ca.server_cert(&["pod.test"]);
+        let mut pod = Pod::start_tls(&cert).await;
+        let dir = crate::exec::scratch("tls-guardian");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        let script = format!(
+            "exec {} -c window -a {} --duration 10m --tls --override-authority pod.test \
+             --ca-root-cert-path <(cat {})",
+            crate::exec::BIN,
+            pod.addr(),
+            ca_path.display()
+        );
+        let child = start_program("bash", &["-c", &script]);
+        pod.next_pause().await;
+        pod.gate().wait_for(true).await;
+        kill(child.pid(), "KILL");
+        let run = child.wait().await;
+        assert!(!pod.gate().is_paused(), "left paused\n{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("guardian: rolled back: no pod is left paused by this run"),
+            "{}",
+            run.stderr
+        );
+    })
+    .await
+}
+
+/// A chatty `--exec` while stderr is stalled never crowds out the tool's own lines: the
+/// relay may fill only half the queue, so the failure and its recovery command are
+/// there when stderr is read again (the control: a quiet command).
+#[tokio::test]
+async fn an_exec_flood_never_crowds_out_the_failure_and_recovery_lines() {
+    flood_then_failure(3_000_000).await;
+    flood_then_failure(3_000).await;
+}
+
+async fn flood_then_failure(bytes: usize) {
+    bounded(async {
+        use tokio::io::AsyncReadExt as _;
+        let stuck = Pod::builder().ignore_unpause().start().await;
+        let list = stuck.addr().to_string();
+        let dir = crate::exec::scratch("flood");
+        let done = dir.join("done");
+        let mut child = tokio::process::Command::new(crate::exec::BIN)
+            .args([
+                "-c",
+                "window",
+                "-a",
+                &list,
+                "--duration",
+                "100ms",
+                "--rollback-timeout",
+                "1s",
+                "--no-guardian",
+                "--exec",
+            ])
+            .arg(format!(
+                "head -c {bytes} /dev/zero | tr '\\0' x | fold -w 100; touch {}",
+                done.display()
+            ))
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text).await;
+            text
+        });
+        // stderr stalls until the command ended and then past the window's rollback
+        // (1 s), then is read to its end, before the exit's 2 s flush gives up.
+        while !done.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let mut err = Vec::new();
+        let _ = stderr.read_to_end(&mut err).await;
+        let _ = child.wait().await.unwrap();
+        let stdout = out.await.unwrap();
+        stuck.gate().unpause();
+        let err = String::from_utf8_lossy(&err);
+        let own: Vec<&str> = err.lines().filter(|l| !l.starts_with("exec: ")).collect();
+        assert!(
+            own.iter().any(|l| l.contains("to unpause them run:")),
+            "{bytes}: the tool's own lines: {own:#?}\nstdout:\n{stdout}"
+        );
     })
     .await
 }

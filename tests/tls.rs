@@ -474,3 +474,50 @@ async fn a_ca_that_can_be_read_once_serves_a_window_and_its_guardian() {
     })
     .await
 }
+
+/// A CA read once (`<(cat ca.pem)`) cannot be named again: the printed recovery command
+/// says so with a placeholder, which the operator fills in, and then it works.
+#[tokio::test]
+async fn the_recovery_command_after_a_ca_read_once_names_a_placeholder_for_it() {
+    bounded(async {
+        let ca = Ca::new("test CA");
+        let cert = ca.server_cert(&["pod.test"]);
+        let good = Pod::start_tls(&cert).await;
+        let failing = Pod::builder()
+            .tls(&cert.cert_pem, &cert.key_pem)
+            .fail_pause(tonic::Code::Internal, "boom")
+            .start()
+            .await;
+        let dir = crate::exec::scratch("tls-recovery-once");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        let script = format!(
+            "exec {} -c pause -a {},{} --tls --override-authority pod.test --no-rollback \
+             --ca-root-cert-path <(cat {})",
+            crate::exec::BIN,
+            good.addr(),
+            failing.addr(),
+            ca_path.display()
+        );
+        let run = crate::util::run_program("bash", &["-c", &script]).await;
+        run.assert_status(1);
+        assert!(good.gate().is_paused(), "--no-rollback leaves it");
+        let mut lines = run.stderr.lines();
+        lines
+            .find(|l| l.contains("to unpause them run:"))
+            .unwrap_or_else(|| panic!("no recovery command\n{}", run.stderr));
+        let printed = lines.next().unwrap().trim();
+        assert!(
+            printed.contains("--ca-root-cert-path '<the CA file>'"),
+            "{printed}"
+        );
+        let runnable = printed
+            .replace("scalar-admin ", &format!("{} ", crate::exec::BIN))
+            .replace("'<the CA file>'", ca_path.to_str().unwrap());
+        crate::util::run_program("sh", &["-c", &runnable])
+            .await
+            .assert_status(0);
+        assert!(!good.gate().is_paused());
+    })
+    .await
+}

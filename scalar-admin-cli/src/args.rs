@@ -11,7 +11,8 @@ use scalar_admin::kubernetes::{KubeConfig, KubeGroup, Selector};
 use scalar_admin::window::{Group, OnActionError, Window};
 
 use crate::exec::{Exec, Program};
-use crate::guardian::{Setup, TlsSetup};
+use crate::guardian::{Setup, TlsSetup, millis};
+use crate::recovery::quote;
 
 /// `--exec-timeout`'s default, as Velero's backup hooks'.
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -320,10 +321,16 @@ impl TlsFlags<'_> {
         }
         let mut flags = vec!["--tls".to_owned()];
         let pem = if let Some(pem) = self.ca_root_cert_pem {
-            flags.push("--ca-root-cert-pem '<same PEM>'".to_owned());
+            flags.push("--ca-root-cert-pem '<the same PEM>'".to_owned());
             Some(pem.replace("\\n", "\n"))
         } else if let Some(path) = self.ca_root_cert_path {
-            flags.push(format!("--ca-root-cert-path {}", path.display()));
+            // A path that is no file (`<(cat ca.pem)`, a pipe) cannot be read again.
+            let again = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+            flags.push(if again {
+                format!("--ca-root-cert-path {}", quote(&path.display().to_string()))
+            } else {
+                "--ca-root-cert-path '<the CA file>'".to_owned()
+            });
             // Read once: a path like `<(cat ca.pem)` cannot be read again.
             let bad = |reason: &dyn std::fmt::Display| {
                 Usage(format!(
@@ -342,7 +349,7 @@ impl TlsFlags<'_> {
             None => Tls::system_roots()?,
         };
         if let Some(authority) = self.override_authority {
-            flags.push(format!("--override-authority {authority}"));
+            flags.push(format!("--override-authority {}", quote(authority)));
             tls = tls.authority(authority)?;
         }
         let setup = TlsSetup {
@@ -670,10 +677,6 @@ fn non_empty(part: &str, bad: &impl Fn(&str) -> Usage) -> Result<String, Usage> 
     } else {
         Ok(part.to_owned())
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

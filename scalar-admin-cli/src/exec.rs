@@ -286,7 +286,9 @@ async fn relay(mut reader: impl AsyncRead + Unpin) {
     let mut buf = vec![0u8; 8192];
     let mut line = Vec::with_capacity(256);
     // Through the queue that never blocks: a chatty command must not stall the hold.
-    let emit = |line: &[u8]| tell!("exec: {}", String::from_utf8_lossy(line));
+    let emit = |line: &[u8]| {
+        crate::stderr::relay(format!("exec: {}", String::from_utf8_lossy(line)));
+    };
     loop {
         let n = match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,

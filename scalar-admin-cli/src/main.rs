@@ -38,7 +38,7 @@ use std::rc::Rc;
 
 use clap::Parser;
 use futures::FutureExt;
-use scalar_admin::{Error, Fleet, Target, panic_message};
+use scalar_admin::{Error, Fleet, PauseGuard as _, Target, panic_message};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -53,9 +53,9 @@ const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> ExitCode {
     stderr::route_panics();
-    let status = run_main();
-    stderr::flush(EXIT_FLUSH);
-    status
+    // On every way out, a panic's unwinding included.
+    let _flush = stderr::FlushOnExit(EXIT_FLUSH);
+    run_main()
 }
 
 fn run_main() -> ExitCode {
@@ -272,16 +272,10 @@ async fn run(
     let command = AssertUnwindSafe(async {
         let result: Result<_, Error> = match config.command {
             Command::Pause => {
-                // Right before the Pause leaves: a lease of an earlier pause on these
-                // pods is this run's now, and the guardian (if any) takes them.
-                let arm = async |pods: &[Target]| {
-                    guardian::revoke_leases(pods).await?;
-                    match guardian.as_mut() {
-                        Some(guardian) => guardian.arm(1, pods).await,
-                        None => Ok(()),
-                    }
-                };
-                fleet.pause_guarded(config.pause, interrupted, arm).await
+                let mut watch = guardian::PauseWatch::new(&mut guardian, 1);
+                fleet
+                    .pause_guarded(config.pause, interrupted, &mut watch)
+                    .await
             }
             Command::Unpause => {
                 // The operator's UNPAUSE ends a lease's pause whatever the lease says.
@@ -357,11 +351,15 @@ struct Watch<'a> {
 impl scalar_admin::window::Guard for Watch<'_> {
     async fn arm(&mut self, attempt: usize, pods: &[Target]) -> Result<(), String> {
         self.released = false;
-        guardian::revoke_leases(pods).await?;
-        match self.guardian.as_mut() {
-            Some(guardian) => guardian.arm(attempt, pods).await,
-            None => Ok(()),
-        }
+        guardian::PauseWatch::new(self.guardian, attempt)
+            .arm(pods)
+            .await
+    }
+
+    async fn narrow(&mut self, attempt: usize, holding: &[Target]) {
+        guardian::PauseWatch::new(self.guardian, attempt)
+            .narrow(holding)
+            .await;
     }
 
     async fn released(&mut self, _: usize, rollback: &scalar_admin::Rollback) {

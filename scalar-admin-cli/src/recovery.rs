@@ -53,6 +53,16 @@ pub(crate) fn rolled_back(tls_flags: &[String], who: &str, rollback: &Rollback) 
     }
 }
 
+/// `word` as one shell word: as is when it is plain, else single-quoted.
+pub(crate) fn quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:@,=+-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// A command line that unpauses `stuck` as printed, with the TLS flags (`tls_flags`) the
 /// run was given. A pod found through SRV is connected to by address but its
 /// certificate carries its name, so with TLS (and no `--override-authority` of the
@@ -65,19 +75,22 @@ pub(crate) fn command(tls_flags: &[String], stuck: &[&Target]) -> String {
     let named = |t: &Target| t.tls_name() != t.host();
     if tls_flags.is_empty() || overridden || !stuck.iter().any(|t| named(t)) {
         let addresses: Vec<String> = stuck.iter().map(|t| t.address()).collect();
-        return format!("scalar-admin -c UNPAUSE -a {}{flags}", addresses.join(","));
+        return format!(
+            "scalar-admin -c UNPAUSE -a {}{flags}",
+            quote(&addresses.join(","))
+        );
     }
     let commands: Vec<String> = stuck
         .iter()
         .map(|t| {
             let authority = if named(t) {
-                format!(" --override-authority {}", t.tls_name())
+                format!(" --override-authority {}", quote(&t.tls_name().to_string()))
             } else {
                 String::new()
             };
             format!(
                 "scalar-admin -c UNPAUSE -a {}{flags}{authority}",
-                t.address()
+                quote(&t.address())
             )
         })
         .collect();
@@ -109,5 +122,12 @@ mod tests {
             command(&[], &[&srv, &plain]),
             "scalar-admin -c UNPAUSE -a 10.0.0.5:60051,10.0.0.6:60051"
         );
+        // IPv6 brackets are a glob to some shells.
+        let v6: Target = "[fd00::5]:60051".parse().unwrap();
+        assert_eq!(
+            command(&[], &[&v6]),
+            "scalar-admin -c UNPAUSE -a '[fd00::5]:60051'"
+        );
+        assert_eq!(quote("a b'c"), r"'a b'\''c'");
     }
 }

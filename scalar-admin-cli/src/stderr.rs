@@ -95,12 +95,24 @@ fn sink() -> Option<&'static Sink> {
 /// Queues `record` (one or more whole lines) for stderr, or drops it when the queue is
 /// full. Never blocks on stderr.
 pub(crate) fn write(record: Vec<u8>) {
+    push(record, MAX_QUEUED);
+}
+
+/// Queues a line of the `--exec` command's output: it may fill only half the queue, so
+/// that a chatty command never crowds out the tool's own lines (an error, the command
+/// that unpauses what is left).
+pub(crate) fn relay(mut text: String) {
+    text.push('\n');
+    push(text.into_bytes(), MAX_QUEUED / 2);
+}
+
+fn push(record: Vec<u8>, limit: usize) {
     let Some(sink) = sink() else {
         // No thread (the process is out of them): drop rather than block.
         return;
     };
     let mut queue = sink.lock();
-    if queue.bytes + record.len() > MAX_QUEUED {
+    if queue.bytes + record.len() > limit {
         queue.dropped += 1;
     } else {
         queue.bytes += record.len();
@@ -132,6 +144,15 @@ pub(crate) fn flush(within: Duration) {
             .wait_timeout(queue, left)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
+    }
+}
+
+/// Flushes the queue, within its bound, when dropped.
+pub(crate) struct FlushOnExit(pub(crate) Duration);
+
+impl Drop for FlushOnExit {
+    fn drop(&mut self) {
+        flush(self.0);
     }
 }
 

@@ -581,16 +581,17 @@ impl Fleet {
     /// have paused paused; the fleet remembers them, and the next [`release`](Self::release)
     /// unpauses them ([`pause_with_cancel`](Self::pause_with_cancel) does that itself).
     pub async fn pause(&mut self, options: PauseOptions) -> Result<Report, Error> {
-        self.pause_armed(options, async |_: &[Target]| Ok(())).await
+        self.pause_armed(options, &mut ()).await
     }
 
-    /// [`pause`](Self::pause), calling `arm` with the pods the Pause goes to once the
-    /// decision is made and right before the first request leaves; an error from it
-    /// stops the pause with nothing sent ([`Error::Guard`]).
+    /// [`pause`](Self::pause), telling `guard` the pods the Pause goes to once the
+    /// decision is made and right before the first request leaves (an error from it
+    /// stops the pause with nothing sent, [`Error::Guard`]), and those that may hold it
+    /// before any rollback.
     pub(crate) async fn pause_armed(
         &mut self,
         options: PauseOptions,
-        arm: impl AsyncFnOnce(&[Target]) -> Result<(), String>,
+        guard: &mut impl PauseGuard,
     ) -> Result<Report, Error> {
         self.fold_abandoned();
         self.reconnect().await;
@@ -632,7 +633,7 @@ impl Fleet {
             }
         }
         let targets: Vec<Target> = self.targets().cloned().collect();
-        if let Err(reason) = arm(&targets).await {
+        if let Err(reason) = guard.arm(&targets).await {
             warn!(%reason, "the guard refused; no Pause sent");
             return Err(Error::Guard { reason });
         }
@@ -645,6 +646,8 @@ impl Fleet {
             info!(spread = ?report.reply_spread(), "pause completed");
             return Ok(report);
         }
+        let holding: Vec<Target> = self.held().cloned().collect();
+        guard.narrow(&holding).await;
         let rollback = if options.rollback_enabled() {
             warn!("pause failed; rolling back");
             self.release().await
@@ -672,16 +675,16 @@ impl Fleet {
         options: PauseOptions,
         cancel: C,
     ) -> Result<Report, Error> {
-        self.pause_guarded(options, cancel, async |_: &[Target]| Ok(()))
-            .await
+        self.pause_guarded(options, cancel, &mut ()).await
     }
 
-    /// [`pause_with_cancel`](Self::pause_with_cancel), telling `arm` the pods the Pause
-    /// goes to once the decision to pause is made (none is paused by someone else,
+    /// [`pause_with_cancel`](Self::pause_with_cancel), telling `guard` the pods the
+    /// Pause goes to once the decision to pause is made (none is paused by someone else,
     /// unless taking over) and right before the first request leaves: the moment a
     /// guard outside this process (a guardian, a lease) must know what it may have to
-    /// unpause. An error from `arm` stops the pause with nothing sent
-    /// ([`Error::Guard`]).
+    /// unpause. An error from [`PauseGuard::arm`] stops the pause with nothing sent
+    /// ([`Error::Guard`]). When the pause fails or is cancelled, `guard` hears which
+    /// pods may hold it ([`PauseGuard::narrow`]) before the rollback starts.
     ///
     /// # Cancel safety
     ///
@@ -690,16 +693,20 @@ impl Fleet {
         &mut self,
         options: PauseOptions,
         cancel: C,
-        arm: impl AsyncFnOnce(&[Target]) -> Result<(), String>,
+        guard: &mut impl PauseGuard,
     ) -> Result<Report, Error> {
         let finished = tokio::select! {
             // A cancel that has already fired wins before anything is sent.
             biased;
             _ = cancel => None,
-            result = self.pause_armed(options, arm) => Some(result),
+            result = self.pause_armed(options, guard) => Some(result),
         };
         if let Some(result) = finished {
             return result;
+        }
+        let holding: Vec<Target> = self.held().cloned().collect();
+        if !holding.is_empty() {
+            guard.narrow(&holding).await;
         }
         warn!("interrupted during pause; undoing what this run paused");
         Err(Error::Interrupted {
@@ -1250,6 +1257,30 @@ impl Fleet {
 }
 
 /// The last failed call to `pod` in a rollback, if its last call failed.
+/// Told of a pause by [`Fleet::pause_guarded`], for a guard outside this process (a
+/// guardian, a lease) that must end this run's pause if the process cannot.
+pub trait PauseGuard {
+    /// The pods the Pause goes to, once the decision to pause is made and right before
+    /// the first request leaves. An error stops the pause with nothing sent.
+    fn arm(&mut self, pods: &[Target]) -> impl Future<Output = Result<(), String>>;
+
+    /// The pause failed or was cancelled, and its rollback is about to start: only
+    /// `holding` may hold this run's pause now. A pod that answered that someone else's
+    /// pause holds it (`PAUSE_IN_PROGRESS`, `TIMED_OUT_STILL_PAUSED`) is not among them,
+    /// and must not be unpaused for this run. Does nothing by default.
+    fn narrow(&mut self, holding: &[Target]) -> impl Future<Output = ()> {
+        let _ = holding;
+        async {}
+    }
+}
+
+/// No guard.
+impl PauseGuard for () {
+    async fn arm(&mut self, _: &[Target]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 fn last_failure<'a>(rollback: &'a Rollback, pod: &Target) -> Option<&'a CallError> {
     let last = |reports: &'a [Report]| {
         reports

@@ -117,7 +117,7 @@ pub use error::{
     InvalidInput, Violation, panic_message,
 };
 pub use failure::Error;
-pub use fleet::{FRESH_FOR, Fleet};
+pub use fleet::{FRESH_FOR, Fleet, PauseGuard};
 pub use report::{KeptPod, PodReport, Report, Rollback, StuckPod, Unconfirmed, unix_micros};
 pub use state::{Kept, Reply};
 pub use target::{Host, Target, parse_addresses};

@@ -24,7 +24,7 @@ use crate::client::{ClientConfig, PauseOptions};
 use crate::discovery::{DnsConfig, dedup_sorted, resolve_srv};
 use crate::error::{CallError, DiscoveryError, DiscoveryErrorKind};
 use crate::failure::Error;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, PauseGuard};
 use crate::report::{Report, Rollback};
 use crate::target::Target;
 
@@ -482,17 +482,18 @@ impl Window {
         E: fmt::Display,
         G: Guard,
     {
-        // Armed from the call on: a guard that fails or is cancelled half-way is still
-        // told to let go.
-        let arm = async |pods: &[Target]| {
-            *armed = true;
-            guard.arm(attempt, pods).await
+        let mut attempt_guard = AttemptGuard {
+            guard: &mut *guard,
+            attempt,
+            armed,
         };
         // `Fleet::pause` decides from the pods' fresh answers, and refuses pods paused
         // by someone else unless forced; the guard hears of the pods after that
         // decision, right before the first Pause leaves.
         let options = self.pause.rollback(true).take_over(self.force);
-        let pause = fleet.pause_guarded(options, cancel.as_mut(), arm).await?;
+        let pause = fleet
+            .pause_guarded(options, cancel.as_mut(), &mut attempt_guard)
+            .await?;
         info!(completed_at = ?pause.completed_at(), "window open");
 
         // The hold, and the action alongside it: the window lasts until both are over.
@@ -520,7 +521,9 @@ impl Window {
         // about when it does; the Unpause waits for both. What happens after them, the
         // snapshot after the Unpause and the confirmation still see.
         let hold_end = tokio::time::Instant::now() + self.hold;
-        let check_at = hold_end.checked_sub(lead.min(self.hold)).unwrap_or(hold_end);
+        let check_at = hold_end
+            .checked_sub(lead.min(self.hold))
+            .unwrap_or(hold_end);
         let held_and_verified = async {
             let (outcome, ()) =
                 futures::future::join(run_action, tokio::time::sleep_until(check_at)).await;
@@ -992,6 +995,15 @@ pub trait Guard {
     /// goes to. An error stops the window with nothing sent ([`Error::Guard`]).
     fn arm(&mut self, attempt: usize, pods: &[Target]) -> impl Future<Output = Result<(), String>>;
 
+    /// Called when an attempt's Pause failed or was interrupted, before its rollback
+    /// starts, with the pods that may hold this run's pause: those that answered that
+    /// someone else's pause holds them are no longer this attempt's. Does nothing by
+    /// default.
+    fn narrow(&mut self, attempt: usize, holding: &[Target]) -> impl Future<Output = ()> {
+        let _ = (attempt, holding);
+        async {}
+    }
+
     /// Called as soon as an attempt's window was released (its Unpause confirmed, or
     /// not: `rollback` says which pods may still be paused), before the comparison
     /// that follows the Unpause; [`disarm`](Self::disarm) comes once the attempt has
@@ -1010,6 +1022,26 @@ pub trait Guard {
         attempt: usize,
         outcome: Result<&WindowReport, &Error>,
     ) -> impl Future<Output = ()>;
+}
+
+/// One attempt's [`Guard`] as the fleet's [`PauseGuard`].
+struct AttemptGuard<'a, G> {
+    guard: &'a mut G,
+    attempt: usize,
+    armed: &'a mut bool,
+}
+
+impl<G: Guard> PauseGuard for AttemptGuard<'_, G> {
+    async fn arm(&mut self, pods: &[Target]) -> Result<(), String> {
+        // Armed from the call on: a guard that fails or is cancelled half-way is still
+        // told to let go.
+        *self.armed = true;
+        self.guard.arm(self.attempt, pods).await
+    }
+
+    async fn narrow(&mut self, holding: &[Target]) {
+        self.guard.narrow(self.attempt, holding).await;
+    }
 }
 
 /// No guard: what [`Window::run`] and [`Window::run_with`] use.

@@ -2,14 +2,16 @@
 //! later commands.
 //!
 //! The guardian holding a lease listens on one abstract Unix socket per pod address,
-//! named `scalar-admin-lease/<address>/<its pid>-<random token>`: unique per guardian,
-//! so that two leases on one pod never share (or steal) a name. A PAUSE, UNPAUSE or
-//! WINDOW of this tool finds every lease on its pods in `/proc/net/unix` and connects
-//! to each before it touches them; the guardian lets go of that pod and answers `ok`,
-//! or `end` once its lease is ending. Both sides check that the other runs as the same
-//! user (`SO_PEERCRED`): another user can neither revoke a lease nor pass for one. A
-//! lease that cannot listen on every pod is no lease: the hand-over fails, and the tool
-//! unpauses.
+//! named `scalar-admin-lease/<address>/<uid>/<its pid>-<random token>`: unique per
+//! guardian, so that two leases on one pod never share (or steal) a name. A PAUSE,
+//! UNPAUSE or WINDOW of this tool finds every lease on its pods in `/proc/net/unix` and
+//! connects to each of its own user's before it touches them; the guardian lets go of
+//! that pod and answers `ok`, or `end` once its lease is ending. Both sides check that
+//! the other runs as the same user (`SO_PEERCRED`), so another user can neither revoke
+//! a lease nor answer for one. Another user's lease (by the uid in its name, or by the
+//! listener's credentials) cannot be revoked, and its guardian could end a later pause:
+//! PAUSE and WINDOW refuse with nothing sent (an UNPAUSE goes on). A lease that cannot
+//! listen on every pod is no lease: the hand-over fails, and the tool unpauses.
 //!
 //! Revocations are answered by the listeners themselves, under one lock shared with
 //! the lease's end, never behind a pod call: a revocation answered `ok` is honoured
@@ -75,8 +77,8 @@ pub(super) async fn listen(pods: &[Target]) -> Result<Shared, String> {
     use std::os::linux::net::SocketAddrExt as _;
     let shared = Shared::default();
     let addresses = futures::future::join_all(pods.iter().map(addresses_of)).await;
-    let suffix = suffix();
     let uid = rustix::process::getuid().as_raw();
+    let suffix = format!("{uid}/{}", suffix());
     for (pod, addresses) in pods.iter().zip(addresses) {
         if addresses.is_empty() {
             return Err(format!("{pod}: its address does not resolve"));
@@ -240,8 +242,10 @@ fn leases_here() -> Option<HashSet<String>> {
     )
 }
 
-/// Revokes each `(pod, lease name)`, each answer awaited until one shared deadline. A
-/// listener of another user is no lease of ours: neither asked nor believed.
+/// Revokes each `(pod, lease name)` of this user, each answer awaited until one shared
+/// deadline. Another user's lease (by the uid its name says, never connected to, or by
+/// the credentials of a listener whose name claims this user) is not revoked, and makes
+/// this fail: its guardian could end a later pause.
 fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
     use std::io::Read as _;
     use std::os::linux::net::SocketAddrExt as _;
@@ -249,18 +253,23 @@ fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
     let deadline = std::time::Instant::now() + REVOKE_WITHIN;
     let uid = rustix::process::getuid();
     let mut unanswered = Vec::new();
+    let mut foreign = Vec::new();
     for (pod, name) in leased {
-        let Ok(name) = SocketAddr::from_abstract_name(name) else {
+        if owner(name) != Some(uid.as_raw()) {
+            foreign.push(format!("{pod} ({name})"));
+            continue;
+        }
+        let Ok(address) = SocketAddr::from_abstract_name(name) else {
             continue;
         };
         // No lease (any more): refused at once.
-        let Ok(mut stream) = UnixStream::connect_addr(&name) else {
+        let Ok(mut stream) = UnixStream::connect_addr(&address) else {
             continue;
         };
         match rustix::net::sockopt::socket_peercred(&stream) {
             Ok(peer) if peer.uid == uid => {}
             _ => {
-                tracing::warn!(pod = %pod, "a lease name on the pod is held by another user; ignored");
+                foreign.push(format!("{pod} ({name}, listened on by another user)"));
                 continue;
             }
         }
@@ -273,14 +282,33 @@ fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
             unanswered.push(pod.clone());
         }
     }
-    if unanswered.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    let mut errors = Vec::new();
+    if !foreign.is_empty() {
+        errors.push(format!(
+            "a pause lease of another user holds {}: this user cannot revoke it, and it could \
+             end a later pause (that user's UNPAUSE revokes it)",
+            foreign.join(", ")
+        ));
+    }
+    if !unanswered.is_empty() {
+        errors.push(format!(
             "a pause lease on {} did not let go (its guardian may be unpausing it)",
             unanswered.join(", ")
-        ))
+        ));
     }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// The uid a lease name says its guardian runs as.
+fn owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let mut parts = rest.rsplitn(3, '/');
+    let _suffix = parts.next()?;
+    parts.next()?.parse().ok()
 }
 
 /// A pod's socket addresses, so that its leases are found however a command named it

@@ -101,7 +101,7 @@ pub(super) fn targets_of(pods: &[Pod]) -> Result<Vec<Target>, String> {
     pods.iter().map(Pod::target).collect()
 }
 
-/// What the tool tells its guardian. Setup, Arm, Keep, Disarm and Detach are answered
+/// What the tool tells its guardian. Setup, Arm, Narrow, Keep, Disarm and Detach are answered
 /// (Ready, or Refused).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -117,6 +117,8 @@ pub(super) enum ToGuardian {
     },
     /// Every pod answered the attempt's Pause: no Pause of it can land later.
     Answered,
+    /// The attempt's Pause failed: only these pods may hold it, before its rollback.
+    Narrow { pods: Vec<Pod> },
     /// The `--exec` command's process group started (`Some`), or ended (`None`).
     Exec { pgid: Option<i32> },
     /// The attempt's release could not confirm these pods: keep them, and try once

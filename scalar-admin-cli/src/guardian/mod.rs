@@ -209,6 +209,18 @@ impl Guardian {
             .map_err(|e| format!("the guardian did not take the pods: {e}"))
     }
 
+    /// The attempt's Pause failed: only `holding` may hold it now (a pod that answered
+    /// that someone else's pause holds it is not this run's to unpause, even if this
+    /// process dies during its rollback).
+    async fn narrow(&mut self, holding: &[Target]) {
+        let message = ToGuardian::Narrow {
+            pods: pods_of(holding),
+        };
+        if let Err(e) = self.ask(message).await {
+            tracing::warn!(error = %e, "the guardian did not answer");
+        }
+    }
+
     /// The attempt's release is over: let go, except of the pods `rollback` could not
     /// confirm unpaused (and that may be this run's), which the guardian tries once more
     /// when this process exits.
@@ -253,7 +265,37 @@ impl Guardian {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+/// This run's guard of one pause attempt: a lease of an earlier pause on the pods is
+/// revoked (the pods are this run's now), and the guardian, if any, takes them right
+/// before the Pause leaves and is narrowed before a rollback.
+pub(crate) struct PauseWatch<'a> {
+    guardian: &'a mut Option<Guardian>,
+    attempt: usize,
+}
+
+impl<'a> PauseWatch<'a> {
+    pub(crate) fn new(guardian: &'a mut Option<Guardian>, attempt: usize) -> Self {
+        Self { guardian, attempt }
+    }
+}
+
+impl scalar_admin::PauseGuard for PauseWatch<'_> {
+    async fn arm(&mut self, pods: &[Target]) -> Result<(), String> {
+        revoke_leases(pods).await?;
+        match self.guardian.as_mut() {
+            Some(guardian) => guardian.arm(self.attempt, pods).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn narrow(&mut self, holding: &[Target]) {
+        if let Some(guardian) = self.guardian.as_mut() {
+            guardian.narrow(holding).await;
+        }
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -330,7 +372,7 @@ impl Unpause {
         let rollback = fleet.release().await;
         let _ = fleet.keep_paused();
         tell!(
-            "guardian: {why}; Unpause sent to the {} pod(s) this run paused, then CheckPaused: {}",
+            "guardian: {why}; rollback of the {} pod(s) this run may have paused: {}",
             names.len(),
             names.join(", ")
         );
@@ -410,6 +452,14 @@ async fn serve(
                     }
                 }
                 Some(Ok(Some(ToGuardian::Exec { pgid }))) => exec = pgid.and_then(Pid::from_raw),
+                Some(Ok(Some(ToGuardian::Narrow { pods }))) => {
+                    // The Pause failed: the pods that reported someone else's pause are
+                    // not this run's, whatever happens next.
+                    if let (Some(a), Ok(holding)) = (&mut armed, targets_of(&pods)) {
+                        a.pods.retain(|p| holding.iter().any(|h| h.address() == p.address()));
+                    }
+                    answer = Some(ToTool::Ready);
+                }
                 Some(Ok(Some(ToGuardian::Keep { pods }))) => {
                     if let (Some(a), Ok(pods)) = (&mut armed, targets_of(&pods)) {
                         a.pods = pods;

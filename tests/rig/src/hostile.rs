@@ -62,6 +62,10 @@ pub enum Fault {
     /// client; later Pauses answer `ABORTED` with `PAUSE_IN_PROGRESS`, as ScalarDL does
     /// while that first Pause still drains.
     DrainsForever,
+    /// Someone else's pause takes the gate as this Pause arrives: the gate closes (and
+    /// CheckPaused says so from then on) and the Pause answers `ABORTED` with
+    /// `PAUSE_IN_PROGRESS`, as ScalarDL does while another pause drains.
+    ForeignPauseInProgress,
     /// No fault: answers Pause as an admin server does.
     None,
 }
@@ -416,6 +420,14 @@ where
         Fault::DrainsForever if nth == 0 => {
             pauses(true);
             std::future::pending::<()>().await;
+        }
+        Fault::ForeignPauseInProgress => {
+            pauses(true);
+            let in_progress = Fault::Status {
+                code: 10,
+                reason: "PAUSE_IN_PROGRESS",
+            };
+            return Box::pin(pause(connection, respond, state, &in_progress, nth)).await;
         }
         Fault::DrainsForever => {
             let in_progress = Fault::Status {
