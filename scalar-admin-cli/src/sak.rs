@@ -57,8 +57,13 @@ pub(crate) struct SakArgs {
     namespace: String,
 
     /// How long the pods stay paused, in milliseconds (at least 1).
-    #[arg(short = 'd', long, value_name = "MS", default_value_t = 5000,
-          allow_negative_numbers = true)]
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "MS",
+        default_value_t = 5000,
+        allow_negative_numbers = true
+    )]
     pause_duration: i32,
 
     /// How long each pod waits for in-flight requests, in milliseconds (default: the
@@ -179,8 +184,7 @@ impl SakArgs {
                 }
                 if self.release_name.is_some() {
                     return Err(
-                        "helmReleaseName cannot be used when podDiscoveryMode is DEPLOYMENT"
-                            .into(),
+                        "helmReleaseName cannot be used when podDiscoveryMode is DEPLOYMENT".into(),
                     );
                 }
                 deployment
@@ -324,7 +328,9 @@ fn window(args: &SakArgs, request: &Request) -> Result<Window, String> {
     Ok(Window::new([Group::Kubernetes(group)])
         .client(client)
         .pause_options(pause)
-        .hold(Duration::from_millis(u64::from(args.pause_duration.unsigned_abs()))))
+        .hold(Duration::from_millis(u64::from(
+            args.pause_duration.unsigned_abs(),
+        ))))
 }
 
 /// Prints the result line on success; on failure one line on stderr, in the other
@@ -412,17 +418,20 @@ fn epoch_ms(t: SystemTime) -> i64 {
     scalar_admin::unix_micros(t).div_euclid(1000)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<SakArgs, clap::Error> {
-        SakArgs::try_parse_from(std::iter::once("scalar-admin-for-kubernetes").chain(args.iter().copied()))
+        SakArgs::try_parse_from(
+            std::iter::once("scalar-admin-for-kubernetes").chain(args.iter().copied()),
+        )
     }
 
     fn request(args: &[&str]) -> Result<Request, String> {
-        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).request()
+        parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .request()
     }
 
     #[test]
@@ -454,7 +463,9 @@ mod tests {
             &["--no-such-flag"],
         ];
         for args in cases {
-            let e = parse(args).err().unwrap_or_else(|| panic!("{args:?} parsed"));
+            let e = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"));
             assert!(e.use_stderr(), "{args:?}: {e}");
         }
         assert!(!parse(&["--help"]).unwrap_err().use_stderr());
@@ -479,15 +490,22 @@ mod tests {
             let parsed = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert_eq!(parsed.time_zone.id(), zone, "{args:?}");
         }
-        assert_eq!(parse(&["-r", "db", "-d", "+300"]).unwrap().pause_duration, 300);
+        assert_eq!(
+            parse(&["-r", "db", "-d", "+300"]).unwrap().pause_duration,
+            300
+        );
         assert_eq!(parse(&["-r", "db", "-d", "-1"]).unwrap().pause_duration, -1);
         assert_eq!(parse(&["-r", "db", "-d0"]).unwrap().pause_duration, 0);
         assert_eq!(
-            parse(&["-r", "db", "-w", "-5"]).unwrap().max_pause_wait_time,
+            parse(&["-r", "db", "-w", "-5"])
+                .unwrap()
+                .max_pause_wait_time,
             Some(-5)
         );
         assert_eq!(
-            parse(&["--admin-port", "-1", "-r", "db"]).unwrap().admin_port,
+            parse(&["--admin-port", "-1", "-r", "db"])
+                .unwrap()
+                .admin_port,
             Some(-1)
         );
     }
@@ -510,12 +528,52 @@ mod tests {
             &["-r", "db", "--deployment-name", "d"],
             &["-r", "db", "--deployment-name", ""],
             &["-r", "db", "--admin-port", "60053"],
-            &["--pod-discovery-mode", "deployment", "--admin-port", "60053"],
-            &["--pod-discovery-mode", "deployment", "--deployment-name", " ", "--admin-port", "1"],
-            &["--pod-discovery-mode", "deployment", "--deployment-name", "d"],
-            &["--pod-discovery-mode", "deployment", "--deployment-name", "d", "--admin-port", "1", "-r", "db"],
-            &["--pod-discovery-mode", "deployment", "--deployment-name", "d", "--admin-port", "0"],
-            &["--pod-discovery-mode", "deployment", "--deployment-name", "d", "--admin-port", "65536"],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--admin-port",
+                "60053",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                " ",
+                "--admin-port",
+                "1",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+                "--admin-port",
+                "1",
+                "-r",
+                "db",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+                "--admin-port",
+                "0",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+                "--admin-port",
+                "65536",
+            ],
             // Not the tool's: it sends a negative wait on; this one refuses it.
             &["-r", "db", "-w", "-1"],
         ];
@@ -582,8 +640,13 @@ mod tests {
             "+00:00",
         ])
         .unwrap();
-        let line = result_line(&args, &args.request().unwrap(), 1_716_257_880_000, 1_716_257_891_548)
-            .unwrap();
+        let line = result_line(
+            &args,
+            &args.request().unwrap(),
+            1_716_257_880_000,
+            1_716_257_891_548,
+        )
+        .unwrap();
         assert_eq!(
             line,
             r#"{"namespace":"test-ns","timezone":"Z","deployment_name":"test-deployment","pause_start_timestamp_ms":1716257880000,"pause_end_timestamp_ms":1716257891548,"pause_start_date_time":"2024-05-21T02:18","pause_end_date_time":"2024-05-21T02:18:11.548"}"#
