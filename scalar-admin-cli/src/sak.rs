@@ -36,16 +36,17 @@ use crate::output::ExitStatus;
 pub(crate) struct SakArgs {
     /// The Helm release of ScalarDB Cluster, ScalarDL Ledger or Auditor (with
     /// --pod-discovery-mode helm-release).
-    #[arg(short = 'r', long)]
+    #[arg(short = 'r', long, allow_hyphen_values = true, value_parser = value)]
     release_name: Option<String>,
 
     /// How the pods are found: helm-release (by -r) or deployment (by --deployment-name
     /// and --admin-port); case-insensitive.
-    #[arg(long, value_name = "MODE", default_value = "helm-release")]
+    #[arg(long, value_name = "MODE", default_value = "helm-release",
+          allow_hyphen_values = true, value_parser = value)]
     pod_discovery_mode: String,
 
     /// The Deployment, with --pod-discovery-mode deployment.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = value)]
     deployment_name: Option<String>,
 
     /// The pods' admin port, with --pod-discovery-mode deployment.
@@ -53,7 +54,8 @@ pub(crate) struct SakArgs {
     admin_port: Option<i32>,
 
     /// The release's namespace.
-    #[arg(short = 'n', long, default_value = "default")]
+    #[arg(short = 'n', long, default_value = "default", allow_hyphen_values = true,
+          value_parser = value)]
     namespace: String,
 
     /// How long the pods stay paused, in milliseconds (at least 1).
@@ -83,15 +85,15 @@ pub(crate) struct SakArgs {
     tls: bool,
 
     /// A PEM file of CA certificates (used with --tls).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true, value_parser = path)]
     ca_root_cert_path: Option<PathBuf>,
 
     /// CA certificates as PEM text; wins over --ca-root-cert-path (used with --tls).
-    #[arg(long, value_name = "PEM", allow_hyphen_values = true)]
+    #[arg(long, value_name = "PEM", allow_hyphen_values = true, value_parser = value)]
     ca_root_cert_pem: Option<String>,
 
     /// The name expected in the pods' certificates (used with --tls).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true, value_parser = value)]
     override_authority: Option<String>,
 }
 
@@ -119,6 +121,59 @@ impl DiscoveryMode {
     }
 }
 
+/// The other tool's option names.
+const OPTIONS: [&str; 19] = [
+    "-r",
+    "--release-name",
+    "--pod-discovery-mode",
+    "--deployment-name",
+    "--admin-port",
+    "-n",
+    "--namespace",
+    "-d",
+    "--pause-duration",
+    "-w",
+    "--max-pause-wait-time",
+    "-z",
+    "--time-zone",
+    "--tls",
+    "--ca-root-cert-path",
+    "--ca-root-cert-pem",
+    "--override-authority",
+    "-h",
+    "--help",
+];
+
+/// Its one-letter options, which picocli also finds at the start of a clustered
+/// argument such as `-dfoo`.
+const SHORT_OPTIONS: &[u8] = b"rndwzh";
+
+/// picocli's `isOption`: `--`, an option's name, an option's name and `=value`, or a
+/// `-` and one of the one-letter options followed by more. picocli refuses such an
+/// argument as an option's value (a usage error); any other, `-x` or `-1` included, it
+/// takes.
+fn looks_like_option(arg: &str) -> bool {
+    let b = arg.as_bytes();
+    arg == "--"
+        || OPTIONS.contains(&arg)
+        || arg
+            .find('=')
+            .is_some_and(|i| i > 0 && OPTIONS.contains(&&arg[..i]))
+        || (b.len() > 2 && b[0] == b'-' && SHORT_OPTIONS.contains(&b[1]))
+}
+
+/// A text option's value, as picocli takes it: any text but an option.
+fn value(text: &str) -> Result<String, String> {
+    if looks_like_option(text) {
+        return Err(format!("expected a parameter but found option '{text}'"));
+    }
+    Ok(text.to_owned())
+}
+
+fn path(text: &str) -> Result<PathBuf, String> {
+    value(text).map(PathBuf::from)
+}
+
 fn parse_zone(text: &str) -> Result<ZoneId, String> {
     // picocli's message for a converter that throws, and its exit status 2.
     ZoneId::of(text).map_err(|e| format!("cannot convert '{text}' to ZoneId ({e})"))
@@ -144,6 +199,15 @@ impl SakArgs {
     /// `PodDiscoveryMode.fromValue` and `validate`, then the pause command's): each
     /// failure is its exit 1, before the cluster is asked anything.
     fn request(&self) -> Result<Request, String> {
+        // It reads the CA file (unless PEM text is given) before any check, with TLS or
+        // without. With TLS the file is read once, later, where it is used: a path like
+        // `<(cat ca.pem)` cannot be read twice.
+        if let (None, Some(path), false) =
+            (&self.ca_root_cert_pem, &self.ca_root_cert_path, self.tls)
+        {
+            std::fs::read(path)
+                .map_err(|e| format!("Couldn't read the file: {} ({e})", path.display()))?;
+        }
         if blank(&self.namespace) {
             return Err("namespace is required".into());
         }
@@ -155,6 +219,18 @@ impl SakArgs {
                 "pauseDuration must be greater than 0, but was: {}",
                 self.pause_duration
             ));
+        }
+        if self.tls {
+            let no_ca = match &self.ca_root_cert_pem {
+                Some(pem) => blank(pem),
+                None => self.ca_root_cert_path.is_none(),
+            };
+            if no_ca {
+                return Err("caRootCert is required when tlsEnabled is true".into());
+            }
+            if self.override_authority.as_deref().is_none_or(blank) {
+                return Err("overrideAuthority is required when tlsEnabled is true".into());
+            }
         }
         let mode = DiscoveryMode::from_value(&self.pod_discovery_mode)?;
         let name = match mode {
@@ -459,6 +535,13 @@ mod tests {
             &["-r", "db", "extra"],
             &["-r", "db", "-r", "db2"],
             &["-r", "db", "--tls", "true"],
+            // A value that picocli's isOption takes for an option.
+            &["-r", "-n", "ns"],
+            &["-r", "--namespace=ns"],
+            &["-r", "-dfoo"],
+            &["-r", "--"],
+            &["-r", "db", "-n", "--help"],
+            &["-r", "db", "--override-authority", "-z"],
             &["-r"],
             &["--no-such-flag"],
         ];
@@ -490,6 +573,14 @@ mod tests {
             let parsed = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert_eq!(parsed.time_zone.id(), zone, "{args:?}");
         }
+        // Values that begin with '-' but are no option of its.
+        let parsed = parse(&["-r", "-x", "-n", "-a", "--deployment-name", "--x=1"]).unwrap();
+        assert_eq!(parsed.release_name.as_deref(), Some("-x"));
+        assert_eq!(parsed.namespace, "-a");
+        assert_eq!(parsed.deployment_name.as_deref(), Some("--x=1"));
+        let pem = r"-----BEGIN CERTIFICATE-----\nMIIB==\n-----END CERTIFICATE-----";
+        let parsed = parse(&["-r", "db", "--ca-root-cert-pem", pem]).unwrap();
+        assert_eq!(parsed.ca_root_cert_pem.as_deref(), Some(pem));
         assert_eq!(
             parse(&["-r", "db", "-d", "+300"]).unwrap().pause_duration,
             300
@@ -574,6 +665,27 @@ mod tests {
                 "--admin-port",
                 "65536",
             ],
+            &["-r", "db", "--ca-root-cert-path", "/nonexistent/ca.pem"],
+            &["-r", "db", "--tls", "--override-authority", "db.example"],
+            &[
+                "-r",
+                "db",
+                "--tls",
+                "--ca-root-cert-pem",
+                " ",
+                "--override-authority",
+                "a",
+            ],
+            &["-r", "db", "--tls", "--ca-root-cert-pem", "PEM"],
+            &[
+                "-r",
+                "db",
+                "--tls",
+                "--ca-root-cert-pem",
+                "PEM",
+                "--override-authority",
+                "",
+            ],
             // Not the tool's: it sends a negative wait on; this one refuses it.
             &["-r", "db", "-w", "-1"],
         ];
@@ -589,6 +701,27 @@ mod tests {
                 max_pause_wait: Some(Duration::ZERO),
             }
         );
+        // PEM text wins over the path, which is then not read; with TLS the file is
+        // read where it is used.
+        let pem_wins = [
+            "-r",
+            "db",
+            "--ca-root-cert-pem",
+            "PEM",
+            "--ca-root-cert-path",
+            "/nonexistent",
+        ];
+        assert!(request(&pem_wins).is_ok());
+        let tls = [
+            "-r",
+            "db",
+            "--tls",
+            "--ca-root-cert-path",
+            "/nonexistent",
+            "--override-authority",
+            "a",
+        ];
+        assert!(request(&tls).is_ok());
         assert_eq!(
             request(&["--pod-discovery-mode", "HELM-Release", "-r", "db"])
                 .unwrap()
