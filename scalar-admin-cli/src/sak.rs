@@ -1,5 +1,5 @@
 //! The command line of Scalar Admin for Kubernetes, for Jobs and CronJobs built for that
-//! tool: the same flags, one line of JSON on success, exit 0 or 1.
+//! tool: the same flags, one line of JSON on success, its exit statuses (0, 1, 2).
 //!
 //! Chosen by the program name (`scalar-admin-for-kubernetes`, a link to this binary),
 //! busybox-style, rather than a second binary: one build, one file in the image, and a
@@ -186,6 +186,7 @@ struct Request {
     /// The release or the Deployment.
     name: String,
     admin_port: Option<u16>,
+    hold: Duration,
     max_pause_wait: Option<Duration>,
 }
 
@@ -293,6 +294,7 @@ impl SakArgs {
             mode,
             name: name.to_owned(),
             admin_port,
+            hold: Duration::from_millis(u64::from(self.pause_duration.unsigned_abs())),
             max_pause_wait,
         })
     }
@@ -334,11 +336,11 @@ pub(crate) fn main() -> ExitCode {
         Ok(args) => args,
         Err(status) => return status,
     };
-    let window = match args.request().and_then(|request| {
-        let window = window(&args, &request)?;
-        Ok((request, window))
-    }) {
-        Ok(window) => window,
+    let checked = args
+        .request()
+        .and_then(|request| Ok((window(&args, &request)?, request)));
+    let (window, request) = match checked {
+        Ok(checked) => checked,
         // As the other tool: anything past its flag parser (a missing release, an
         // unreadable CA file...) fails with 1.
         Err(message) => {
@@ -346,7 +348,6 @@ pub(crate) fn main() -> ExitCode {
             return ExitStatus::Failure.into();
         }
     };
-    let (request, window) = window;
     crate::init_logging(false, 0, false);
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -404,9 +405,7 @@ fn window(args: &SakArgs, request: &Request) -> Result<Window, String> {
     Ok(Window::new([Group::Kubernetes(group)])
         .client(client)
         .pause_options(pause)
-        .hold(Duration::from_millis(u64::from(
-            args.pause_duration.unsigned_abs(),
-        ))))
+        .hold(request.hold))
 }
 
 /// Prints the result line on success; on failure one line on stderr, in the other
@@ -698,6 +697,7 @@ mod tests {
                 mode: DiscoveryMode::HelmRelease,
                 name: "db".into(),
                 admin_port: None,
+                hold: Duration::from_secs(5),
                 max_pause_wait: Some(Duration::ZERO),
             }
         );
@@ -744,6 +744,7 @@ mod tests {
                 mode: DiscoveryMode::Deployment,
                 name: "scalardb-cluster-node".into(),
                 admin_port: Some(60053),
+                hold: Duration::from_millis(2_147_483_647),
                 max_pause_wait: None,
             }
         );
