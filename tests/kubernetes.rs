@@ -412,7 +412,8 @@ async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
         };
         let pods = cluster.admin_pods(2).await;
         // Its chart's ScalarDB Cluster: a Deployment, the Service's targetPort named.
-        ns.release("db", "scalardb-cluster")
+        let release = ns
+            .release("db", "scalardb-cluster")
             .named_target_port("admin")
             .create(&pods)
             .await;
@@ -439,6 +440,12 @@ async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
         run.assert_status(0);
         assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
         let line: Value = serde_json::from_str(&run.stdout).unwrap();
+        // The keys in its Jackson's order: `timezone` second.
+        let head = format!(
+            r#"{{"namespace":"{}","timezone":"Asia/Tokyo","helm_release_name":"db","pause_start_timestamp_ms":"#,
+            ns.name()
+        );
+        assert!(run.stdout.starts_with(&head), "{}", run.stdout);
         assert_eq!(line["namespace"], ns.name());
         assert_eq!(line["helm_release_name"], "db");
         assert_eq!(line["timezone"], "Asia/Tokyo");
@@ -453,6 +460,46 @@ async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
             );
         }
         assert_eq!(paused(&pods), 0);
+
+        // Its deployment mode: the Deployment and the admin port given, a zone as
+        // `ZoneId.of` takes it, printed normalised.
+        let port = release.admin_port().to_string();
+        let args = [
+            "--pod-discovery-mode",
+            "deployment",
+            "--deployment-name",
+            release.workload_name(),
+            "--admin-port",
+            &port,
+            "-n",
+            ns.name(),
+            "-d",
+            "300",
+            "-z",
+            "GMT+9",
+        ];
+        let run = run_program_env(link.to_str().unwrap(), &args, &env).await;
+        run.assert_status(0);
+        let line: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(line["timezone"], "GMT+09:00", "{line}");
+        assert_eq!(line["deployment_name"], release.workload_name(), "{line}");
+        assert!(line.get("helm_release_name").is_none(), "{line}");
+        assert_eq!(paused(&pods), 0);
+
+        // Its usage error (a zone `ZoneId.of` refuses: exit 2), and its checks after
+        // parsing (deployment mode without --admin-port: exit 1), before any request.
+        for (args, status) in [
+            (&["-r", "db", "-n", ns.name(), "-z", "+09:3"][..], 2),
+            (&["-r", "db", "-n", ns.name(), "-z", "asia/tokyo"], 2),
+            (
+                &["--pod-discovery-mode", "deployment", "--deployment-name", "x", "-n", ns.name()],
+                1,
+            ),
+        ] {
+            let run = run_program_env(link.to_str().unwrap(), args, &env).await;
+            run.assert_status(status);
+            assert!(run.stdout.is_empty(), "{}", run.stdout);
+        }
 
         // Its failure: a release that does not exist, exit 1.
         let run = run_program_env(

@@ -302,6 +302,10 @@ impl std::fmt::Display for Usage {
     }
 }
 
+/// What [`TlsFlags::build`] gives: the TLS settings, the recovery command's flags, and
+/// TLS as the guardian rebuilds it.
+pub(crate) type BuiltTls = (Option<Tls>, Vec<String>, Option<TlsSetup>);
+
 /// The TLS flags both command lines share, as typed.
 pub(crate) struct TlsFlags<'a> {
     pub(crate) tls: bool,
@@ -315,7 +319,7 @@ impl TlsFlags<'_> {
     /// them, and TLS as the guardian rebuilds it (the certificates read once, here). The
     /// PEM text may carry literal `\n` for newlines, and wins over the path, as in the
     /// Java tools.
-    pub(crate) fn build(&self) -> Result<(Option<Tls>, Vec<String>, Option<TlsSetup>), Usage> {
+    pub(crate) fn build(&self) -> Result<BuiltTls, Usage> {
         if !self.tls {
             return Ok((None, Vec::new(), None));
         }

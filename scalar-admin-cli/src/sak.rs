@@ -1,5 +1,5 @@
 //! The command line of Scalar Admin for Kubernetes, for Jobs and CronJobs built for that
-//! tool: the same flags, one line of JSON on success, exit 0 or 1.
+//! tool: the same flags, one line of JSON on success, its exit statuses (0, 1, 2).
 //!
 //! Chosen by the program name (`scalar-admin-for-kubernetes`, a link to this binary),
 //! busybox-style, rather than a second binary: one build, one file in the image, and a
@@ -18,115 +18,297 @@ use scalar_admin::kubernetes::{KubeConfig, KubeGroup, Selector};
 use scalar_admin::window::{Finding, Group, Window, WindowReport};
 use scalar_admin::{ClientConfig, Error, PauseOptions};
 
-use crate::args::{TlsFlags, parse_time_zone};
+use crate::args::TlsFlags;
+use crate::java::ZoneId;
 use crate::output::ExitStatus;
 
 /// Pause every pod of a Scalar product's Helm release for a while, for a backup, as
 /// Scalar Admin for Kubernetes does; prints the paused period as one line of JSON.
+///
+/// The flags are parsed as that tool's picocli parser parses them: a value it cannot
+/// convert (a number that is not one, a zone `ZoneId.of` refuses), an unknown flag or a
+/// flag given twice is a usage error (exit 2); what its code checks after parsing (the
+/// discovery mode and the flags each mode needs, a pause duration below 1, an admin port
+/// outside 1-65535, blank names) fails with 1, before the cluster is asked anything.
+/// No `--version`: that tool has none.
 #[derive(Debug, Parser)]
-#[command(name = "scalar-admin-for-kubernetes", version, max_term_width = 100)]
+#[command(name = "scalar-admin-for-kubernetes", max_term_width = 100)]
 pub(crate) struct SakArgs {
-    /// The Helm release of ScalarDB Cluster, ScalarDL Ledger or Auditor.
-    #[arg(short = 'r', long, required_unless_present = "deployment_name")]
+    /// The Helm release of ScalarDB Cluster, ScalarDL Ledger or Auditor (with
+    /// --pod-discovery-mode helm-release).
+    #[arg(short = 'r', long, allow_hyphen_values = true, value_parser = value)]
     release_name: Option<String>,
 
-    /// How the pods are found: by Helm release, or by Deployment.
-    #[arg(long, value_enum, default_value_t = DiscoveryMode::HelmRelease)]
-    pod_discovery_mode: DiscoveryMode,
+    /// How the pods are found: helm-release (by -r) or deployment (by --deployment-name
+    /// and --admin-port); case-insensitive.
+    #[arg(long, value_name = "MODE", default_value = "helm-release",
+          allow_hyphen_values = true, value_parser = value)]
+    pod_discovery_mode: String,
 
     /// The Deployment, with --pod-discovery-mode deployment.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = value)]
     deployment_name: Option<String>,
 
+    /// The pods' admin port, with --pod-discovery-mode deployment.
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
+    admin_port: Option<i32>,
+
     /// The release's namespace.
-    #[arg(short = 'n', long, default_value = "default")]
+    #[arg(short = 'n', long, default_value = "default", allow_hyphen_values = true,
+          value_parser = value)]
     namespace: String,
 
-    /// How long the pods stay paused, in milliseconds.
-    #[arg(short = 'd', long, value_name = "MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
-    pause_duration: u64,
+    /// How long the pods stay paused, in milliseconds (at least 1).
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "MS",
+        default_value_t = 5000,
+        allow_negative_numbers = true
+    )]
+    pause_duration: i32,
 
     /// How long each pod waits for in-flight requests, in milliseconds (default: the
     /// product's own).
-    #[arg(short = 'w', long, value_name = "MS")]
-    max_pause_wait_time: Option<u64>,
+    #[arg(short = 'w', long, value_name = "MS", allow_negative_numbers = true)]
+    max_pause_wait_time: Option<i64>,
 
-    /// The time zone of the printed date times: an IANA name, `Z`, or an offset such as
-    /// `+09:00` (as Java's `ZoneId.of` takes them).
-    #[arg(short = 'z', long, default_value = "Etc/UTC", value_parser = parse_zone)]
-    time_zone: Zone,
+    /// The time zone of the printed date times, as Java's `ZoneId.of` takes it: a region
+    /// id such as `Asia/Tokyo` (case-sensitive), `Z`, an offset such as `+09:00` or `+9`,
+    /// or `UTC`, `GMT`, `UT` with or without an offset (`UTC+09:00`).
+    #[arg(short = 'z', long, value_name = "ZONE", default_value = "Etc/UTC",
+          allow_hyphen_values = true, value_parser = parse_zone)]
+    time_zone: ZoneId,
 
     /// Connect with TLS.
     #[arg(long)]
     tls: bool,
 
     /// A PEM file of CA certificates (used with --tls).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", allow_hyphen_values = true, value_parser = path)]
     ca_root_cert_path: Option<PathBuf>,
 
     /// CA certificates as PEM text; wins over --ca-root-cert-path (used with --tls).
-    #[arg(long, value_name = "PEM", allow_hyphen_values = true)]
+    #[arg(long, value_name = "PEM", allow_hyphen_values = true, value_parser = value)]
     ca_root_cert_pem: Option<String>,
 
     /// The name expected in the pods' certificates (used with --tls).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true, value_parser = value)]
     override_authority: Option<String>,
 }
 
 /// The other tool's discovery modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DiscoveryMode {
     /// By Helm release (`-r`).
     HelmRelease,
-    /// By Deployment (`--deployment-name`).
+    /// By Deployment (`--deployment-name`, `--admin-port`).
     Deployment,
 }
 
-/// A time zone as given, and its rules.
-#[derive(Debug, Clone)]
-struct Zone {
-    name: String,
-    tz: jiff::tz::TimeZone,
-}
-
-fn parse_zone(name: &str) -> Result<Zone, String> {
-    let tz = if name == "Z" {
-        jiff::tz::TimeZone::UTC
-    } else if let Some(rest) = name.strip_prefix(['+', '-']) {
-        // `+H`, `+HH`, `+HH:MM`, `+HHMM`, as Java's ZoneOffset.of.
-        let bad = || format!("invalid offset {name:?}: use +HH:MM");
-        let digits: String = rest.chars().filter(|c| *c != ':').collect();
-        if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let (h, m) = digits.split_at(digits.len().min(2));
-        let hours: i32 = h.parse().map_err(|_| bad())?;
-        let minutes: i32 = if m.is_empty() {
-            0
+impl DiscoveryMode {
+    /// `PodDiscoveryMode.fromValue`: `helm-release` or `deployment`, ignoring case.
+    fn from_value(value: &str) -> Result<Self, String> {
+        if value.eq_ignore_ascii_case("helm-release") {
+            Ok(Self::HelmRelease)
+        } else if value.eq_ignore_ascii_case("deployment") {
+            Ok(Self::Deployment)
         } else {
-            m.parse().map_err(|_| bad())?
-        };
-        if hours > 18 || minutes > 59 {
-            return Err(bad());
+            Err(format!(
+                "Invalid podDiscoveryMode: {value}. Valid values are: helm-release, deployment"
+            ))
         }
-        let sign = if name.starts_with('-') { -1 } else { 1 };
-        let offset = jiff::tz::Offset::from_seconds(sign * (hours * 3600 + minutes * 60))
-            .map_err(|_| bad())?;
-        jiff::tz::TimeZone::fixed(offset)
-    } else {
-        parse_time_zone(name)?
-    };
-    Ok(Zone {
-        name: name.to_owned(),
-        tz,
-    })
+    }
 }
 
-/// The one line Scalar Admin for Kubernetes prints.
+/// The other tool's option names.
+const OPTIONS: [&str; 19] = [
+    "-r",
+    "--release-name",
+    "--pod-discovery-mode",
+    "--deployment-name",
+    "--admin-port",
+    "-n",
+    "--namespace",
+    "-d",
+    "--pause-duration",
+    "-w",
+    "--max-pause-wait-time",
+    "-z",
+    "--time-zone",
+    "--tls",
+    "--ca-root-cert-path",
+    "--ca-root-cert-pem",
+    "--override-authority",
+    "-h",
+    "--help",
+];
+
+/// Its one-letter options, which picocli also finds at the start of a clustered
+/// argument such as `-dfoo`.
+const SHORT_OPTIONS: &[u8] = b"rndwzh";
+
+/// picocli's `isOption`: `--`, an option's name, an option's name and `=value`, or a
+/// `-` and one of the one-letter options followed by more. picocli refuses such an
+/// argument as an option's value (a usage error); any other, `-x` or `-1` included, it
+/// takes.
+fn looks_like_option(arg: &str) -> bool {
+    let b = arg.as_bytes();
+    arg == "--"
+        || OPTIONS.contains(&arg)
+        || arg
+            .find('=')
+            .is_some_and(|i| i > 0 && OPTIONS.contains(&&arg[..i]))
+        || (b.len() > 2 && b[0] == b'-' && SHORT_OPTIONS.contains(&b[1]))
+}
+
+/// A text option's value, as picocli takes it: any text but an option.
+fn value(text: &str) -> Result<String, String> {
+    if looks_like_option(text) {
+        return Err(format!("expected a parameter but found option '{text}'"));
+    }
+    Ok(text.to_owned())
+}
+
+fn path(text: &str) -> Result<PathBuf, String> {
+    value(text).map(PathBuf::from)
+}
+
+fn parse_zone(text: &str) -> Result<ZoneId, String> {
+    // picocli's message for a converter that throws, and its exit status 2.
+    ZoneId::of(text).map_err(|e| format!("cannot convert '{text}' to ZoneId ({e})"))
+}
+
+/// What the flags ask for, once checked as the other tool checks them.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    mode: DiscoveryMode,
+    /// The release or the Deployment.
+    name: String,
+    admin_port: Option<u16>,
+    hold: Duration,
+    max_pause_wait: Option<Duration>,
+}
+
+/// `isBlank()`: empty or only white space.
+fn blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
+
+impl SakArgs {
+    /// The checks the other tool makes after parsing, in its order (`PauseRequest`, then
+    /// `PodDiscoveryMode.fromValue` and `validate`, then the pause command's): each
+    /// failure is its exit 1, before the cluster is asked anything.
+    fn request(&self) -> Result<Request, String> {
+        // It reads the CA file (unless PEM text is given) before any check, with TLS or
+        // without. With TLS the file is read once, later, where it is used: a path like
+        // `<(cat ca.pem)` cannot be read twice.
+        if let (None, Some(path), false) =
+            (&self.ca_root_cert_pem, &self.ca_root_cert_path, self.tls)
+        {
+            std::fs::read(path)
+                .map_err(|e| format!("Couldn't read the file: {} ({e})", path.display()))?;
+        }
+        if blank(&self.namespace) {
+            return Err("namespace is required".into());
+        }
+        if blank(&self.pod_discovery_mode) {
+            return Err("podDiscoveryMode is required".into());
+        }
+        if self.pause_duration < 1 {
+            return Err(format!(
+                "pauseDuration must be greater than 0, but was: {}",
+                self.pause_duration
+            ));
+        }
+        if self.tls {
+            let no_ca = match &self.ca_root_cert_pem {
+                Some(pem) => blank(pem),
+                None => self.ca_root_cert_path.is_none(),
+            };
+            if no_ca {
+                return Err("caRootCert is required when tlsEnabled is true".into());
+            }
+            if self.override_authority.as_deref().is_none_or(blank) {
+                return Err("overrideAuthority is required when tlsEnabled is true".into());
+            }
+        }
+        let mode = DiscoveryMode::from_value(&self.pod_discovery_mode)?;
+        let name = match mode {
+            DiscoveryMode::HelmRelease => {
+                let release = self.release_name.as_deref().filter(|r| !blank(r));
+                let Some(release) = release else {
+                    return Err(
+                        "helmReleaseName is required when podDiscoveryMode is HELM_RELEASE".into(),
+                    );
+                };
+                if self.deployment_name.is_some() || self.admin_port.is_some() {
+                    return Err("deploymentName and adminPort cannot be used when \
+                                podDiscoveryMode is HELM_RELEASE"
+                        .into());
+                }
+                release
+            }
+            DiscoveryMode::Deployment => {
+                let deployment = self.deployment_name.as_deref().filter(|d| !blank(d));
+                let Some(deployment) = deployment else {
+                    return Err(
+                        "deploymentName is required when podDiscoveryMode is DEPLOYMENT".into(),
+                    );
+                };
+                if self.admin_port.is_none() {
+                    return Err("adminPort is required when podDiscoveryMode is DEPLOYMENT".into());
+                }
+                if self.release_name.is_some() {
+                    return Err(
+                        "helmReleaseName cannot be used when podDiscoveryMode is DEPLOYMENT".into(),
+                    );
+                }
+                deployment
+            }
+        };
+        let admin_port = match self.admin_port {
+            None => None,
+            Some(port) => match u16::try_from(port) {
+                Ok(port) if port >= 1 => Some(port),
+                _ => {
+                    return Err(format!(
+                        "adminPort must be between 1 and 65535, but was: {port}"
+                    ));
+                }
+            },
+        };
+        // The other tool passes a negative wait on to the pods; this one refuses it.
+        let max_pause_wait = match self.max_pause_wait_time {
+            None => None,
+            Some(ms) => match u64::try_from(ms) {
+                Ok(ms) => Some(Duration::from_millis(ms)),
+                Err(_) => {
+                    return Err(format!(
+                        "maxPauseWaitTime must not be negative, but was: {ms}"
+                    ));
+                }
+            },
+        };
+        Ok(Request {
+            mode,
+            name: name.to_owned(),
+            admin_port,
+            hold: Duration::from_millis(u64::from(self.pause_duration.unsigned_abs())),
+            max_pause_wait,
+        })
+    }
+}
+
+/// The one line Scalar Admin for Kubernetes prints, its keys in the order its Jackson
+/// `ObjectMapper` writes them: the fields named as they are (`namespace`, `timezone`)
+/// first, then the ones renamed by `@JsonProperty`, each group in declaration order
+/// (Jackson re-adds renamed properties after the others). `helm_release_name` and
+/// `deployment_name` only when set (`@JsonInclude(NON_NULL)`).
 #[derive(serde::Serialize)]
 struct SakResult<'a> {
     namespace: &'a str,
+    timezone: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     helm_release_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,7 +317,6 @@ struct SakResult<'a> {
     pause_end_timestamp_ms: i64,
     pause_start_date_time: String,
     pause_end_date_time: String,
-    timezone: &'a str,
 }
 
 /// Whether this process was started under the other tool's name.
@@ -155,10 +336,13 @@ pub(crate) fn main() -> ExitCode {
         Ok(args) => args,
         Err(status) => return status,
     };
-    let window = match window(&args) {
-        Ok(window) => window,
-        // As the other tool: anything past its flag parser (an unreadable CA file...)
-        // fails with 1.
+    let checked = args
+        .request()
+        .and_then(|request| Ok((window(&args, &request)?, request)));
+    let (window, request) = match checked {
+        Ok(checked) => checked,
+        // As the other tool: anything past its flag parser (a missing release, an
+        // unreadable CA file...) fails with 1.
         Err(message) => {
             tell!("error: {message}");
             return ExitStatus::Failure.into();
@@ -185,10 +369,10 @@ pub(crate) fn main() -> ExitCode {
             return ExitStatus::Failure.into();
         }
     };
-    print(&args, &result).into()
+    print(&args, &request, &result).into()
 }
 
-fn window(args: &SakArgs) -> Result<Window, String> {
+fn window(args: &SakArgs, request: &Request) -> Result<Window, String> {
     let (tls, _, _) = TlsFlags {
         tls: args.tls,
         ca_root_cert_pem: args.ca_root_cert_pem.as_deref(),
@@ -202,38 +386,36 @@ fn window(args: &SakArgs) -> Result<Window, String> {
         client = client.tls(tls);
     }
     let mut pause = PauseOptions::default();
-    if let Some(ms) = args.max_pause_wait_time {
-        pause = pause.max_pause_wait(Duration::from_millis(ms));
+    if let Some(wait) = request.max_pause_wait {
+        pause = pause.max_pause_wait(wait);
     }
-    let selector = match (
-        args.pod_discovery_mode,
-        &args.deployment_name,
-        &args.release_name,
-    ) {
-        (DiscoveryMode::Deployment, Some(name), _) => Selector::Deployment(name.clone()),
-        (DiscoveryMode::Deployment, None, _) => {
-            return Err("--pod-discovery-mode deployment needs --deployment-name".into());
-        }
-        (DiscoveryMode::HelmRelease, _, Some(release)) => Selector::Release(release.clone()),
-        (DiscoveryMode::HelmRelease, _, None) => {
-            return Err("--pod-discovery-mode helm-release needs -r/--release-name".into());
-        }
+    let selector = match request.mode {
+        DiscoveryMode::Deployment => Selector::Deployment(request.name.clone()),
+        DiscoveryMode::HelmRelease => Selector::Release(request.name.clone()),
     };
     // The other tool's chart grants get/list on pods, services and deployments only:
-    // pod IPs and the Service's targetPort, as it does.
-    let group = KubeGroup::new(KubeConfig::default(), selector)
+    // pod IPs and the Service's targetPort, as it does; in deployment mode the port it
+    // is given, on each pod's IP, and no Service.
+    let mut group = KubeGroup::new(KubeConfig::default(), selector)
         .namespace(&args.namespace)
         .pod_ips(true);
+    if let Some(port) = request.admin_port {
+        group = group.admin_port(port);
+    }
     Ok(Window::new([Group::Kubernetes(group)])
         .client(client)
         .pause_options(pause)
-        .hold(Duration::from_millis(args.pause_duration)))
+        .hold(request.hold))
 }
 
 /// Prints the result line on success; on failure one line on stderr, in the other
 /// tool's order: unpause failure first (the cluster may be left paused), then pause
 /// failure, then a target that could not be read again, then pods that changed.
-fn print(args: &SakArgs, result: &Result<Vec<WindowReport>, Error>) -> ExitStatus {
+fn print(
+    args: &SakArgs,
+    request: &Request,
+    result: &Result<Vec<WindowReport>, Error>,
+) -> ExitStatus {
     let window = match result {
         Ok(windows) => windows.last(),
         Err(e) => {
@@ -271,21 +453,10 @@ fn print(args: &SakArgs, result: &Result<Vec<WindowReport>, Error>) -> ExitStatu
         return ExitStatus::Failure;
     }
     let (start, end) = (window.pause_completed_at(), window.unpause_started_at());
-    let tz = &args.time_zone.tz;
-    let by_deployment = args.pod_discovery_mode == DiscoveryMode::Deployment;
-    let line = SakResult {
-        namespace: &args.namespace,
-        helm_release_name: args.release_name.as_deref().filter(|_| !by_deployment),
-        deployment_name: args.deployment_name.as_deref().filter(|_| by_deployment),
-        pause_start_timestamp_ms: epoch_ms(start),
-        pause_end_timestamp_ms: epoch_ms(end),
-        pause_start_date_time: local_date_time(start, tz),
-        pause_end_date_time: local_date_time(end, tz),
-        timezone: &args.time_zone.name,
-    };
-    match serde_json::to_string(&line) {
-        Ok(json) => {
-            say!("{json}");
+    let line = result_line(args, request, epoch_ms(start), epoch_ms(end));
+    match line {
+        Ok(line) => {
+            say!("{line}");
             ExitStatus::Success
         }
         Err(e) => {
@@ -295,69 +466,324 @@ fn print(args: &SakArgs, result: &Result<Vec<WindowReport>, Error>) -> ExitStatu
     }
 }
 
-fn epoch_ms(t: SystemTime) -> i64 {
-    scalar_admin::unix_micros(t).div_euclid(1000)
+/// The JSON line for a period from `start` to `end` (epoch milliseconds).
+fn result_line(
+    args: &SakArgs,
+    request: &Request,
+    start: i64,
+    end: i64,
+) -> Result<String, serde_json::Error> {
+    let zone = &args.time_zone;
+    let name = Some(request.name.as_str());
+    let by_deployment = request.mode == DiscoveryMode::Deployment;
+    let line = SakResult {
+        namespace: &args.namespace,
+        timezone: zone.id(),
+        helm_release_name: name.filter(|_| !by_deployment),
+        deployment_name: name.filter(|_| by_deployment),
+        pause_start_timestamp_ms: start,
+        pause_end_timestamp_ms: end,
+        pause_start_date_time: zone.local_date_time(start),
+        pause_end_date_time: zone.local_date_time(end),
+    };
+    serde_json::to_string(&line)
 }
 
-/// The instant in `tz`, to the millisecond, as Java's `LocalDateTime.toString()` writes
-/// it: seconds and the fraction only when not zero (`2024-05-21T11:18:11.548`,
-/// `2024-05-21T11:18`).
-fn local_date_time(t: SystemTime, tz: &jiff::tz::TimeZone) -> String {
-    let Ok(ts) = jiff::Timestamp::from_millisecond(epoch_ms(t)) else {
-        return format!("{t:?}");
-    };
-    let dt = ts.to_zoned(tz.clone()).datetime();
-    let mut out = dt.strftime("%Y-%m-%dT%H:%M").to_string();
-    let millis = dt.subsec_nanosecond() / 1_000_000;
-    if dt.second() != 0 || millis != 0 {
-        out.push_str(&format!(":{:02}", dt.second()));
-    }
-    if millis != 0 {
-        out.push_str(&format!(".{millis:03}"));
-    }
-    out
+fn epoch_ms(t: SystemTime) -> i64 {
+    scalar_admin::unix_micros(t).div_euclid(1000)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn date_times_as_java_writes_them() {
-        let utc = jiff::tz::TimeZone::UTC;
-        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
-        assert_eq!(
-            local_date_time(at(1_716_257_891_548), &utc),
-            "2024-05-21T02:18:11.548"
-        );
-        assert_eq!(
-            local_date_time(at(1_716_257_891_000), &utc),
-            "2024-05-21T02:18:11"
-        );
-        assert_eq!(
-            local_date_time(at(1_716_257_880_000), &utc),
-            "2024-05-21T02:18"
-        );
-        let tokyo = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
-        assert_eq!(
-            local_date_time(at(1_716_257_891_548), &tokyo),
-            "2024-05-21T11:18:11.548"
-        );
+    fn parse(args: &[&str]) -> Result<SakArgs, clap::Error> {
+        SakArgs::try_parse_from(
+            std::iter::once("scalar-admin-for-kubernetes").chain(args.iter().copied()),
+        )
     }
 
-    #[test]
-    fn zones_as_java_takes_them() {
-        assert_eq!(parse_zone("Z").unwrap().tz, jiff::tz::TimeZone::UTC);
-        let plus9 = parse_zone("+09:00").unwrap();
-        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_716_257_891_548);
-        assert_eq!(local_date_time(at, &plus9.tz), "2024-05-21T11:18:11.548");
-        assert!(parse_zone("Mars/Olympus").is_err());
-        assert!(parse_zone("+99:00").is_err());
+    fn request(args: &[&str]) -> Result<Request, String> {
+        parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .request()
     }
 
     #[test]
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         SakArgs::command().debug_assert();
+    }
+
+    /// What picocli refuses while parsing (a usage error: exit 2): values its converters
+    /// cannot convert (Integer.valueOf, Long.valueOf, ZoneId.of), unknown flags (there is
+    /// no --version), a flag without its value, positional arguments, a flag twice.
+    #[test]
+    fn usage_errors_as_picocli_has_them() {
+        let cases: &[&[&str]] = &[
+            &["-r", "db", "-z", "+09:3"],
+            &["-r", "db", "-z", "+18:30"],
+            &["-r", "db", "-z", "asia/tokyo"],
+            &["-r", "db", "-z", ""],
+            &["-r", "db", "-d", "5s"],
+            &["-r", "db", "-d", "2147483648"],
+            &["-r", "db", "-w", "9223372036854775808"],
+            &["-r", "db", "--admin-port", "x"],
+            &["-r", "db", "--version"],
+            &["-r", "db", "-V"],
+            &["-r", "db", "extra"],
+            &["-r", "db", "-r", "db2"],
+            &["-r", "db", "--tls", "true"],
+            // A value that picocli's isOption takes for an option.
+            &["-r", "-n", "ns"],
+            &["-r", "--namespace=ns"],
+            &["-r", "-dfoo"],
+            &["-r", "--"],
+            &["-r", "db", "-n", "--help"],
+            &["-r", "db", "--override-authority", "-z"],
+            &["-r"],
+            &["--no-such-flag"],
+        ];
+        for args in cases {
+            let e = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert!(e.use_stderr(), "{args:?}: {e}");
+        }
+        assert!(!parse(&["--help"]).unwrap_err().use_stderr());
+        assert!(!parse(&["-h"]).unwrap_err().use_stderr());
+    }
+
+    /// What the tool accepts while parsing: zones ZoneId.of takes (the value may begin
+    /// with '-'), numbers Integer.valueOf takes (a sign, negative ones: those its code
+    /// refuses later, with 1), `=`-joined and attached values.
+    #[test]
+    fn what_its_parser_accepts() {
+        for (args, zone) in [
+            (&["-r", "db"][..], "Etc/UTC"),
+            (&["-r", "db", "-z", "GMT+9"], "GMT+09:00"),
+            (&["-r", "db", "-z", "UTC+09:00"], "UTC+09:00"),
+            (&["-r", "db", "-z", "+9"], "+09:00"),
+            (&["-r", "db", "-z", "+00:00"], "Z"),
+            (&["-r", "db", "-z", "-05:00"], "-05:00"),
+            (&["-r", "db", "--time-zone=-5"], "-05:00"),
+            (&["-r", "db", "-zAsia/Tokyo"], "Asia/Tokyo"),
+        ] {
+            let parsed = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(parsed.time_zone.id(), zone, "{args:?}");
+        }
+        // Values that begin with '-' but are no option of its.
+        let parsed = parse(&["-r", "-x", "-n", "-a", "--deployment-name", "--x=1"]).unwrap();
+        assert_eq!(parsed.release_name.as_deref(), Some("-x"));
+        assert_eq!(parsed.namespace, "-a");
+        assert_eq!(parsed.deployment_name.as_deref(), Some("--x=1"));
+        let pem = r"-----BEGIN CERTIFICATE-----\nMIIB==\n-----END CERTIFICATE-----";
+        let parsed = parse(&["-r", "db", "--ca-root-cert-pem", pem]).unwrap();
+        assert_eq!(parsed.ca_root_cert_pem.as_deref(), Some(pem));
+        assert_eq!(
+            parse(&["-r", "db", "-d", "+300"]).unwrap().pause_duration,
+            300
+        );
+        assert_eq!(parse(&["-r", "db", "-d", "-1"]).unwrap().pause_duration, -1);
+        assert_eq!(parse(&["-r", "db", "-d0"]).unwrap().pause_duration, 0);
+        assert_eq!(
+            parse(&["-r", "db", "-w", "-5"])
+                .unwrap()
+                .max_pause_wait_time,
+            Some(-5)
+        );
+        assert_eq!(
+            parse(&["--admin-port", "-1", "-r", "db"])
+                .unwrap()
+                .admin_port,
+            Some(-1)
+        );
+    }
+
+    /// The checks after parsing (PauseRequest, PodDiscoveryMode.fromValue and validate,
+    /// the pause commands' constructors), each the tool's exit 1.
+    #[test]
+    fn checks_after_parsing_as_the_tool_makes_them() {
+        let refused: &[&[&str]] = &[
+            &[],
+            &["-r", ""],
+            &["-r", "  "],
+            &["-r", "db", "-n", ""],
+            &["-r", "db", "-n", " "],
+            &["-r", "db", "-d", "0"],
+            &["-r", "db", "-d", "-1"],
+            &["-r", "db", "--pod-discovery-mode", ""],
+            &["-r", "db", "--pod-discovery-mode", "helm_release"],
+            &["-r", "db", "--pod-discovery-mode", "labels"],
+            &["-r", "db", "--deployment-name", "d"],
+            &["-r", "db", "--deployment-name", ""],
+            &["-r", "db", "--admin-port", "60053"],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--admin-port",
+                "60053",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                " ",
+                "--admin-port",
+                "1",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+                "--admin-port",
+                "1",
+                "-r",
+                "db",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+                "--admin-port",
+                "0",
+            ],
+            &[
+                "--pod-discovery-mode",
+                "deployment",
+                "--deployment-name",
+                "d",
+                "--admin-port",
+                "65536",
+            ],
+            &["-r", "db", "--ca-root-cert-path", "/nonexistent/ca.pem"],
+            &["-r", "db", "--tls", "--override-authority", "db.example"],
+            &[
+                "-r",
+                "db",
+                "--tls",
+                "--ca-root-cert-pem",
+                " ",
+                "--override-authority",
+                "a",
+            ],
+            &["-r", "db", "--tls", "--ca-root-cert-pem", "PEM"],
+            &[
+                "-r",
+                "db",
+                "--tls",
+                "--ca-root-cert-pem",
+                "PEM",
+                "--override-authority",
+                "",
+            ],
+            // Not the tool's: it sends a negative wait on; this one refuses it.
+            &["-r", "db", "-w", "-1"],
+        ];
+        for args in refused {
+            assert!(request(args).is_err(), "{args:?} was accepted");
+        }
+        assert_eq!(
+            request(&["-r", "db", "-w", "0"]).unwrap(),
+            Request {
+                mode: DiscoveryMode::HelmRelease,
+                name: "db".into(),
+                admin_port: None,
+                hold: Duration::from_secs(5),
+                max_pause_wait: Some(Duration::ZERO),
+            }
+        );
+        // PEM text wins over the path, which is then not read; with TLS the file is
+        // read where it is used.
+        let pem_wins = [
+            "-r",
+            "db",
+            "--ca-root-cert-pem",
+            "PEM",
+            "--ca-root-cert-path",
+            "/nonexistent",
+        ];
+        assert!(request(&pem_wins).is_ok());
+        let tls = [
+            "-r",
+            "db",
+            "--tls",
+            "--ca-root-cert-path",
+            "/nonexistent",
+            "--override-authority",
+            "a",
+        ];
+        assert!(request(&tls).is_ok());
+        assert_eq!(
+            request(&["--pod-discovery-mode", "HELM-Release", "-r", "db"])
+                .unwrap()
+                .mode,
+            DiscoveryMode::HelmRelease
+        );
+        assert_eq!(
+            request(&[
+                "--pod-discovery-mode",
+                "Deployment",
+                "--deployment-name",
+                "scalardb-cluster-node",
+                "--admin-port",
+                "60053",
+                "-d",
+                "2147483647",
+            ])
+            .unwrap(),
+            Request {
+                mode: DiscoveryMode::Deployment,
+                name: "scalardb-cluster-node".into(),
+                admin_port: Some(60053),
+                hold: Duration::from_millis(2_147_483_647),
+                max_pause_wait: None,
+            }
+        );
+    }
+
+    /// The line, key for key and byte for byte, as the tool's Jackson writes its
+    /// `Result`: `namespace`, `timezone`, then the renamed fields in declaration order.
+    /// The values are ResultTest's (1000 to 6000 ms in Asia/Tokyo).
+    #[test]
+    fn the_line_in_the_tools_key_order() {
+        let args = parse(&["-r", "test-release", "-n", "test-ns", "-z", "Asia/Tokyo"]).unwrap();
+        let line = result_line(&args, &args.request().unwrap(), 1000, 6000).unwrap();
+        assert_eq!(
+            line,
+            r#"{"namespace":"test-ns","timezone":"Asia/Tokyo","helm_release_name":"test-release","pause_start_timestamp_ms":1000,"pause_end_timestamp_ms":6000,"pause_start_date_time":"1970-01-01T09:00:01","pause_end_date_time":"1970-01-01T09:00:06"}"#
+        );
+        let args = parse(&[
+            "-n",
+            "test-ns",
+            "--pod-discovery-mode",
+            "deployment",
+            "--deployment-name",
+            "test-deployment",
+            "--admin-port",
+            "60053",
+            "-z",
+            "+00:00",
+        ])
+        .unwrap();
+        let line = result_line(
+            &args,
+            &args.request().unwrap(),
+            1_716_257_880_000,
+            1_716_257_891_548,
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"namespace":"test-ns","timezone":"Z","deployment_name":"test-deployment","pause_start_timestamp_ms":1716257880000,"pause_end_timestamp_ms":1716257891548,"pause_start_date_time":"2024-05-21T02:18","pause_end_date_time":"2024-05-21T02:18:11.548"}"#
+        );
     }
 }

@@ -165,6 +165,8 @@ pub struct KubeGroup {
     selector: Selector,
     #[cfg_attr(feature = "serde", serde(skip))]
     pod_ips: bool,
+    #[cfg_attr(feature = "serde", serde(skip))]
+    admin_port: Option<u16>,
 }
 
 impl fmt::Display for KubeGroup {
@@ -185,7 +187,16 @@ impl KubeGroup {
             namespace: None,
             selector,
             pod_ips: false,
+            admin_port: None,
         }
+    }
+
+    /// Calls every pod at this port on its address from its status (`podIP`), and looks
+    /// up no Service or EndpointSlice: Scalar Admin for Kubernetes' `--admin-port`, for
+    /// pods that no Service with a named admin port selects. Unset by default.
+    pub fn admin_port(mut self, port: u16) -> Self {
+        self.admin_port = Some(port);
+        self
     }
 
     /// Takes each pod's address from its status (`podIP`) and the port from the
@@ -711,6 +722,9 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
         ))));
     }
     pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    if let Some(port) = group.admin_port {
+        return at_port(group, &client, &ns, &pods, port).await;
+    }
 
     let (service, port_name) = admin_service(group, &client, &ns, &pods).await?;
     let service_name = service.metadata.name.clone().unwrap_or_default();
@@ -767,6 +781,34 @@ async fn discover(group: &KubeGroup) -> Result<Found, DiscoveryError> {
         states.push(state);
     }
     let owners = owners(group, &client, &ns, &pods).await?;
+    Ok(Found {
+        targets,
+        snapshot: Snapshot {
+            pods: states,
+            owners,
+        },
+    })
+}
+
+/// The pods, each at `port` on its first address: [`KubeGroup::admin_port`].
+async fn at_port(
+    group: &KubeGroup,
+    client: &kube::Client,
+    ns: &str,
+    pods: &[Pod],
+    port: u16,
+) -> Result<Found, DiscoveryError> {
+    let mut targets = Vec::with_capacity(pods.len());
+    let mut states = Vec::with_capacity(pods.len());
+    for pod in pods {
+        let state = pod_state(pod);
+        // Unpause and CheckPaused reach every pod that has an address, ready or not.
+        if let Some(&ip) = pod_ips(pod).first() {
+            targets.push(Target::from_kubernetes(&state.name, ip, port));
+        }
+        states.push(state);
+    }
+    let owners = owners(group, client, ns, pods).await?;
     Ok(Found {
         targets,
         snapshot: Snapshot {
