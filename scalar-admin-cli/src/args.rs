@@ -666,7 +666,7 @@ fn qualified(value: &str) -> Result<(Option<String>, Option<String>, String), Us
         return Ok((None, None, name));
     };
     let (context, ns) = match prefix.rsplit_once(':') {
-        Some((context, _)) if context.is_empty() => {
+        Some(("", _)) => {
             return Err(bad("the context before ':' is empty"));
         }
         Some((context, ns)) => (Some(context.to_owned()), ns),
