@@ -662,6 +662,10 @@ fn qualified(value: &str) -> Result<(Option<String>, Option<String>, String), Us
         },
     };
     let name = non_empty(name, &bad)?;
+    if name.contains(':') {
+        // `arn:...:cluster/prod:db`: a context with a `/` needs the namespace given.
+        return Err(bad("a name has no ':'; give CONTEXT:NS/NAME"));
+    }
     let Some(prefix) = prefix else {
         return Ok((None, None, name));
     };
@@ -717,7 +721,16 @@ mod tests {
             let got = qualified(value).unwrap();
             assert_eq!(got, (context, ns, name.to_owned()), "{value}");
         }
-        for bad in ["", "ns/", "/db", ":db", "prod:", "prod:/db", ":ns/db"] {
+        for bad in [
+            "",
+            "ns/",
+            "/db",
+            ":db",
+            "prod:",
+            "prod:/db",
+            ":ns/db",
+            "arn:aws:eks:r:1:cluster/prod:db",
+        ] {
             assert!(qualified(bad).is_err(), "{bad:?}");
         }
     }

@@ -314,7 +314,7 @@ async fn run(
                     }
                     _ => {
                         guardian
-                            .release(result.as_ref().err().and_then(Error::rollback))
+                            .let_go(result.as_ref().err().and_then(Error::rollback))
                             .await;
                         guardian.finish().await;
                     }
@@ -325,7 +325,7 @@ async fn run(
         Err(panic) => {
             let rollback = fleet.release().await;
             if let Some(mut guardian) = guardian {
-                guardian.release(Some(&rollback)).await;
+                guardian.let_go(Some(&rollback)).await;
                 guardian.finish().await;
             }
             output::panicked(&config, &panic_message(&*panic), &rollback);
@@ -365,7 +365,7 @@ impl scalar_admin::window::Guard for Watch<'_> {
     async fn released(&mut self, _: usize, rollback: &scalar_admin::Rollback) {
         self.released = true;
         if let Some(guardian) = self.guardian.as_mut() {
-            guardian.release(Some(rollback)).await;
+            guardian.let_go(Some(rollback)).await;
         }
     }
 
@@ -378,7 +378,7 @@ impl scalar_admin::window::Guard for Watch<'_> {
             && let Some(guardian) = self.guardian.as_mut()
         {
             guardian
-                .release(outcome.err().and_then(Error::rollback))
+                .let_go(outcome.err().and_then(Error::rollback))
                 .await;
         }
         let written = self.journal.borrow_mut().as_mut().map(|journal| {

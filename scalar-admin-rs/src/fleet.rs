@@ -704,10 +704,9 @@ impl Fleet {
         if let Some(result) = finished {
             return result;
         }
+        // Told even when nothing left: the guard then holds nothing.
         let holding: Vec<Target> = self.held().cloned().collect();
-        if !holding.is_empty() {
-            guard.narrow(&holding).await;
-        }
+        guard.narrow(&holding).await;
         warn!("interrupted during pause; undoing what this run paused");
         Err(Error::Interrupted {
             rollback: Box::new(self.release().await),
@@ -1265,9 +1264,11 @@ pub trait PauseGuard {
     fn arm(&mut self, pods: &[Target]) -> impl Future<Output = Result<(), String>>;
 
     /// The pause failed or was cancelled, and its rollback is about to start: only
-    /// `holding` may hold this run's pause now. A pod that answered that someone else's
-    /// pause holds it (`PAUSE_IN_PROGRESS`, `TIMED_OUT_STILL_PAUSED`) is not among them,
-    /// and must not be unpaused for this run. Does nothing by default.
+    /// `holding` may hold this run's pause now. After a failed pause, a pod that answered
+    /// that someone else's pause holds it (`PAUSE_IN_PROGRESS`, `TIMED_OUT_STILL_PAUSED`)
+    /// is not among them, and must not be unpaused for this run. (After a cancel, every
+    /// pod a Pause was sent to is among them: an answer that came before the cancel is
+    /// not kept yet.) Does nothing by default.
     fn narrow(&mut self, holding: &[Target]) -> impl Future<Output = ()> {
         let _ = holding;
         async {}

@@ -179,6 +179,11 @@ impl fmt::Display for KubeGroup {
 }
 
 impl KubeGroup {
+    /// How the API is reached.
+    pub(crate) fn config(&self) -> &KubeConfig {
+        &self.config
+    }
+
     /// The pods `selector` picks, in the namespace of the kubeconfig's context (or the
     /// service account's), asked through `config`.
     pub fn new(config: KubeConfig, selector: Selector) -> Self {
@@ -1023,11 +1028,31 @@ async fn owners(
             })
         })
     };
+    // Only the kinds that own these pods are asked for (a Deployment's pods belong to its
+    // ReplicaSets): a Role that grants only what its mode needs (Scalar's own chart
+    // grants no StatefulSets) is never refused a request it did not need.
+    let owned_by = |kind: &str| {
+        pods.iter().any(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.kind == kind)
+        })
+    };
     let mut owners = Vec::new();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    match deployments.list(&ListParams::default()).await {
+    let listed = if owned_by("ReplicaSet") {
+        deployments
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+    } else {
+        Ok(Vec::new())
+    };
+    match listed {
         Ok(list) => {
-            for d in list.items {
+            for d in list {
                 if selects_a_pod(d.spec.as_ref().map(|s| &s.selector)) {
                     owners.push(OwnerRecord {
                         kind: "Deployment",
@@ -1041,9 +1066,14 @@ async fn owners(
         Err(e) => return Err(api_error(group, "list", "deployments.apps", ns, e)),
     }
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    match sets.list(&ListParams::default()).await {
+    let listed = if owned_by("StatefulSet") {
+        sets.list(&ListParams::default()).await.map(|l| l.items)
+    } else {
+        Ok(Vec::new())
+    };
+    match listed {
         Ok(list) => {
-            for s in list.items {
+            for s in list {
                 if selects_a_pod(s.spec.as_ref().map(|s| &s.selector)) {
                     owners.push(OwnerRecord {
                         kind: "StatefulSet",

@@ -373,7 +373,14 @@ impl Window {
                 .await?;
             let valid = window.verdict.is_valid();
             if !valid {
-                warn!(attempt, verdict = ?window.verdict, "window INVALID");
+                // The findings in words: a log line, not the groups' inner structures.
+                let reasons: Vec<String> = match &window.verdict {
+                    Verdict::Invalid(findings) => {
+                        findings.iter().map(ToString::to_string).collect()
+                    }
+                    Verdict::Valid => Vec::new(),
+                };
+                warn!(attempt, reasons = %reasons.join("; "), "window INVALID");
             }
             windows.push(window);
             if valid {
@@ -426,6 +433,8 @@ impl Window {
                 snapshot,
             });
         }
+        #[cfg(feature = "kubernetes")]
+        refuse_addresses_shared_across_clusters(&groups)?;
         let all = dedup_sorted(groups.iter().flat_map(|g| g.pods.iter().cloned()).collect());
         let connect = Fleet::connect(all, self.client.clone());
         let mut fleet = tokio::select! {
@@ -516,19 +525,20 @@ impl Window {
             }
             Some(outcome)
         };
-        // The pods stay paused for the hold asked, not the hold plus the checks: the checks
-        // start `lead` before the hold ends (once the action is over), so that they end
-        // about when it does; the Unpause waits for both. What happens after them, the
-        // snapshot after the Unpause and the confirmation still see.
+        // The pods stay paused for the hold asked, not the hold plus the checks: the
+        // comparison with the groups (the API asked again) starts `lead` before the hold
+        // ends, once the action is over, so that it ends about when the hold does; the
+        // CheckPaused sweep, one round trip on open connections, goes at the hold's end,
+        // so that it covers the whole hold. The Unpause waits for both. What changes in
+        // the groups after the comparison, the snapshot after the Unpause still sees.
         let hold_end = tokio::time::Instant::now() + self.hold;
-        let check_at = hold_end
+        let compare_at = hold_end
             .checked_sub(lead.min(self.hold))
             .unwrap_or(hold_end);
         let held_and_verified = async {
             let (outcome, ()) =
-                futures::future::join(run_action, tokio::time::sleep_until(check_at)).await;
-            let verified = self.verify(fleet, &groups).await;
-            tokio::time::sleep_until(hold_end).await;
+                futures::future::join(run_action, tokio::time::sleep_until(compare_at)).await;
+            let verified = self.verify(fleet, &groups, hold_end).await;
             (outcome, verified)
         };
         let held = tokio::select! {
@@ -601,15 +611,20 @@ impl Window {
         })
     }
 
-    /// Re-resolves every SRV group, asks the Kubernetes API again, and asks every pod
-    /// whether it is still paused.
+    /// Re-resolves every SRV group and asks the Kubernetes API again, and asks every pod
+    /// whether it is still paused, no earlier than `check_at` (and after the comparison
+    /// if that takes longer).
     async fn verify(
         &self,
         fleet: &mut Fleet,
         groups: &[GroupPods],
+        check_at: tokio::time::Instant,
     ) -> (Report, Vec<Finding>, Vec<Snapshot>) {
-        let ((mut findings, snapshots), verify) =
-            futures::join!(self.compare(groups), fleet.check_report());
+        let check = async {
+            tokio::time::sleep_until(check_at).await;
+            fleet.check_report().await
+        };
+        let ((mut findings, snapshots), verify) = futures::join!(self.compare(groups), check);
         for pod in verify.pods() {
             match pod.outcome() {
                 Ok(_) if pod.paused() == Some(true) => {}
@@ -1024,6 +1039,52 @@ pub trait Guard {
     ) -> impl Future<Output = ()>;
 }
 
+/// Refuses, before anything is sent, an address that groups of two different Kubernetes
+/// configurations (two clusters) both give: clusters often share a pod network range, and
+/// the one pod this host reaches at that address would be paused and checked for both,
+/// while the other cluster's pod is never paused.
+#[cfg(feature = "kubernetes")]
+fn refuse_addresses_shared_across_clusters(groups: &[GroupPods]) -> Result<(), Error> {
+    let mut seen: std::collections::HashMap<(crate::target::Host, u16), (&GroupPods, &Target)> =
+        std::collections::HashMap::new();
+    for group in groups {
+        let Group::Kubernetes(kube) = &group.group else {
+            continue;
+        };
+        for pod in &group.pods {
+            let key = (pod.host().clone(), pod.port());
+            match seen.get(&key) {
+                Some((other, first)) => {
+                    let Group::Kubernetes(other_kube) = &other.group else {
+                        continue;
+                    };
+                    if other_kube.config() != kube.config() {
+                        let why = format!(
+                            "{} ({}) and {} ({}) are both at {}: the clusters' pod networks \
+                             overlap, and this host reaches one pod there; pause them \
+                             from a host in each cluster",
+                            first.name(),
+                            other.group,
+                            pod.name(),
+                            group.group,
+                            pod.address()
+                        );
+                        return Err(DiscoveryError::new(
+                            &group.group.to_string(),
+                            DiscoveryErrorKind::Inconsistent(why),
+                        )
+                        .into());
+                    }
+                }
+                None => {
+                    seen.insert(key, (group, pod));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One attempt's [`Guard`] as the fleet's [`PauseGuard`].
 struct AttemptGuard<'a, G> {
     guard: &'a mut G,
@@ -1072,4 +1133,47 @@ fn set_change(before: &[Target], after: &[Target]) -> Option<(Vec<Target>, Vec<T
         .cloned()
         .collect();
     (!added.is_empty() || !removed.is_empty()).then_some((added, removed))
+}
+
+#[cfg(all(test, feature = "kubernetes"))]
+mod tests {
+    use super::*;
+    use crate::kubernetes::{KubeConfig, KubeGroup, Selector};
+
+    fn group(context: &str, release: &str, pods: Vec<Target>) -> GroupPods {
+        GroupPods {
+            group: Group::Kubernetes(KubeGroup::new(
+                KubeConfig::default().context(context),
+                Selector::Release(release.to_owned()),
+            )),
+            pods,
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn an_address_two_clusters_both_give_is_refused_before_anything_is_sent() {
+        let pod: Target = "10.244.0.5:60051".parse().unwrap();
+        let other: Target = "10.244.0.6:60051".parse().unwrap();
+        let error = refuse_addresses_shared_across_clusters(&[
+            group("tokyo", "ledger", vec![pod.clone()]),
+            group("osaka", "auditor", vec![other.clone(), pod.clone()]),
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("pod networks overlap"),
+            "{error}"
+        );
+        // One cluster's groups, or two clusters without a shared address, go on.
+        let one_cluster = [
+            group("tokyo", "ledger", vec![pod.clone()]),
+            group("tokyo", "auditor", vec![pod.clone()]),
+        ];
+        assert!(refuse_addresses_shared_across_clusters(&one_cluster).is_ok());
+        let apart = [
+            group("tokyo", "ledger", vec![pod]),
+            group("osaka", "auditor", vec![other]),
+        ];
+        assert!(refuse_addresses_shared_across_clusters(&apart).is_ok());
+    }
 }

@@ -94,7 +94,13 @@ pub(super) async fn listen(pods: &[Target]) -> Result<Shared, String> {
                 .map_err(|e| format!("{pod}: cannot listen for revocations: {e}"))?;
             let (pod, shared) = (pod.address(), shared.clone());
             tokio::spawn(async move {
-                while let Ok((mut stream, _)) = listener.accept().await {
+                loop {
+                    // An error (out of files for a moment) must not drop the listener:
+                    // its name is what makes the lease revocable.
+                    let Ok((mut stream, _)) = listener.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
                     let same_user = stream.peer_cred().is_ok_and(|c| c.uid() == uid);
                     if !same_user {
                         continue;
@@ -187,7 +193,7 @@ pub(super) async fn hold(held: Armed, revoked: Shared, unpause: &Unpause, signal
 pub(crate) async fn revoke(pods: &[Target]) -> Result<(), String> {
     // The usual case, no lease in this network namespace, costs one read of a file.
     let Some(here) = leases_here() else {
-        tracing::debug!("cannot read /proc/net/unix: no lease can be found");
+        tracing::warn!("cannot read /proc/net/unix: a pause lease on these pods cannot be found");
         return Ok(());
     };
     if here.is_empty() {
@@ -253,12 +259,17 @@ fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
     let deadline = std::time::Instant::now() + REVOKE_WITHIN;
     let uid = rustix::process::getuid();
     let mut unanswered = Vec::new();
-    let mut foreign = Vec::new();
+    // Another user's leases first, before anything is revoked: a command that is refused
+    // for them leaves this user's leases as they were.
+    let mut foreign: Vec<String> = leased
+        .iter()
+        .filter(|(_, name)| owner(name) != Some(uid.as_raw()))
+        .map(|(pod, name)| format!("{pod} ({name})"))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(foreign_error(&foreign));
+    }
     for (pod, name) in leased {
-        if owner(name) != Some(uid.as_raw()) {
-            foreign.push(format!("{pod} ({name})"));
-            continue;
-        }
         let Ok(address) = SocketAddr::from_abstract_name(name) else {
             continue;
         };
@@ -284,11 +295,7 @@ fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
     }
     let mut errors = Vec::new();
     if !foreign.is_empty() {
-        errors.push(format!(
-            "a pause lease of another user holds {}: this user cannot revoke it, and it could \
-             end a later pause (that user's UNPAUSE revokes it)",
-            foreign.join(", ")
-        ));
+        errors.push(foreign_error(&foreign));
     }
     if !unanswered.is_empty() {
         errors.push(format!(
@@ -301,6 +308,14 @@ fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
     } else {
         Err(errors.join("; "))
     }
+}
+
+fn foreign_error(foreign: &[String]) -> String {
+    format!(
+        "a pause lease of another user holds {}: this user cannot revoke it, and it could \
+         end a later pause (that user's UNPAUSE revokes it)",
+        foreign.join(", ")
+    )
 }
 
 /// The uid a lease name says its guardian runs as.

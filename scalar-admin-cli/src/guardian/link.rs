@@ -101,7 +101,7 @@ pub(super) fn targets_of(pods: &[Pod]) -> Result<Vec<Target>, String> {
     pods.iter().map(Pod::target).collect()
 }
 
-/// What the tool tells its guardian. Setup, Arm, Narrow, Keep, Disarm and Detach are answered
+/// What the tool tells its guardian. Setup, Arm, Narrow, Retry, Disarm and Detach are answered
 /// (Ready, or Refused).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -121,9 +121,9 @@ pub(super) enum ToGuardian {
     Narrow { pods: Vec<Pod> },
     /// The `--exec` command's process group started (`Some`), or ended (`None`).
     Exec { pgid: Option<i32> },
-    /// The attempt's release could not confirm these pods: keep them, and try once
-    /// more when the tool exits.
-    Keep { pods: Vec<Pod> },
+    /// The attempt's rollback (`Fleet::release`) could not confirm these pods: try
+    /// them once more when the tool exits.
+    Retry { pods: Vec<Pod> },
     /// The attempt holds nothing any more.
     Disarm,
     /// A plain pause that outlives the tool: hold these pods until the lease passes.

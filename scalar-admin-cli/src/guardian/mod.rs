@@ -221,10 +221,10 @@ impl Guardian {
         }
     }
 
-    /// The attempt's release is over: let go, except of the pods `rollback` could not
-    /// confirm unpaused (and that may be this run's), which the guardian tries once more
-    /// when this process exits.
-    pub(crate) async fn release(&mut self, rollback: Option<&Rollback>) {
+    /// The attempt's rollback (`Fleet::release`) is over: the guardian lets go, except of
+    /// the pods `rollback` could not confirm unpaused (and that may be this run's), which
+    /// it tries once more when this process exits.
+    pub(crate) async fn let_go(&mut self, rollback: Option<&Rollback>) {
         let stuck: Vec<Target> = rollback
             .map(|r| r.stuck())
             .unwrap_or_default()
@@ -235,7 +235,7 @@ impl Guardian {
         let message = if stuck.is_empty() {
             ToGuardian::Disarm
         } else {
-            ToGuardian::Keep {
+            ToGuardian::Retry {
                 pods: pods_of(&stuck),
             }
         };
@@ -426,8 +426,8 @@ async fn serve(
         return ExitCode::FAILURE;
     }
     let mut armed: Option<Armed> = None;
-    // Whether the tool handed over pods it could not confirm unpaused (`Keep`).
-    let mut kept = false;
+    // Whether the tool handed over pods it could not confirm unpaused (`Retry`).
+    let mut retry = false;
     let mut exec: Option<Pid> = None;
     let ended = loop {
         let until = armed.as_ref().map_or_else(far_future, |a| a.until);
@@ -460,11 +460,11 @@ async fn serve(
                     }
                     answer = Some(ToTool::Ready);
                 }
-                Some(Ok(Some(ToGuardian::Keep { pods }))) => {
+                Some(Ok(Some(ToGuardian::Retry { pods }))) => {
                     if let (Some(a), Ok(pods)) = (&mut armed, targets_of(&pods)) {
                         a.pods = pods;
                         a.answered = false;
-                        kept = true;
+                        retry = true;
                     }
                     exec = None;
                     answer = Some(ToTool::Ready);
@@ -505,9 +505,14 @@ async fn serve(
         }
     };
     if let Ended::Detached(held) = ended {
-        // The lease is taken once it can be revoked: then the tool reports its pause.
-        // One that cannot be is refused, and the tool unpauses.
-        enough_open_files(held.pods.len());
+        // The lease is taken once it can be revoked, and once it can reach every pod:
+        // then the tool reports its pause. One that cannot be is refused, and the tool
+        // unpauses. A lease holds a listener per pod address and a connection per pod.
+        if let Err(e) = crate::limits::open_files_for(held.pods.len().saturating_mul(3)) {
+            let why = format!("the lease cannot reach every pod: {e}");
+            let _ = send(&mut write, &ToTool::Refused { why }).await;
+            return ExitCode::FAILURE;
+        }
         let revoked = match lease::listen(&held.pods).await {
             Ok(revoked) => revoked,
             Err(why) => {
@@ -527,7 +532,7 @@ async fn serve(
         return ExitCode::from(status);
     }
     let why = match &ended {
-        Ended::ToolGone if kept => {
+        Ended::ToolGone if retry => {
             "the tool ended with pods it could not confirm unpaused; trying once more".to_owned()
         }
         Ended::ToolGone => "the tool's process ended while its window was open".to_owned(),
