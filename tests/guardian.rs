@@ -684,28 +684,26 @@ async fn a_chatty_exec_with_stderr_never_read_ends_by_itself_with_every_pod_unpa
         use tokio::io::AsyncReadExt as _;
         let pods = Pod::start_many(2).await;
         let list = list(&pods);
-        let mut child = tokio::process::Command::new(crate::exec::BIN)
-            .args(["-c", "window", "-a", &list, "--duration", "100ms", "--exec"])
-            .arg("head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100")
-            .env_remove("RUST_LOG")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let flood = "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100";
+        let mut child = start_scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &list,
+            "--duration",
+            "100ms",
+            "--exec",
+            flood,
+        ]);
         // Held open, and not read until the tool has exited.
-        let mut stderr = child.stderr.take().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let out = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text).await;
-            text
-        });
-        let status = child.wait().await.unwrap();
-        let stdout = out.await.unwrap();
-        assert_eq!(status.code(), Some(0), "{stdout}");
-        assert!(stdout.lines().any(|l| l == "Verdict: VALID"), "{stdout}");
+        let mut stderr = child.take_stderr();
+        let run = child.wait().await;
+        run.assert_status(0);
+        assert!(
+            run.stdout.lines().any(|l| l == "Verdict: VALID"),
+            "{}",
+            run.stdout
+        );
         assert!(pods.iter().all(|p| !p.gate().is_paused()));
         let mut some = vec![0u8; 4096];
         let n = stderr.read(&mut some).await.unwrap();
@@ -1080,58 +1078,46 @@ async fn an_exec_flood_never_crowds_out_the_failure_and_recovery_lines() {
 
 async fn flood_then_failure(bytes: usize) {
     bounded(async {
-        use tokio::io::AsyncReadExt as _;
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
         let stuck = Pod::builder().ignore_unpause().start().await;
         let list = stuck.addr().to_string();
-        let dir = crate::exec::scratch("flood");
-        let done = dir.join("done");
-        let mut child = tokio::process::Command::new(crate::exec::BIN)
-            .args([
-                "-c",
-                "window",
-                "-a",
-                &list,
-                "--duration",
-                "100ms",
-                "--rollback-timeout",
-                "1s",
-                "--no-guardian",
-                "--exec",
-            ])
-            .arg(format!(
-                "head -c {bytes} /dev/zero | tr '\\0' x | fold -w 100; touch {}",
-                done.display()
-            ))
-            .env_remove("RUST_LOG")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let out = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text).await;
-            text
-        });
-        // stderr stalls until the command ended and then past the window's rollback
-        // (1 s), then is read to its end, before the exit's 2 s flush gives up.
-        while !done.exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let flood = format!("head -c {bytes} /dev/zero | tr '\\0' x | fold -w 100");
+        let mut child = start_scalar_admin(&[
+            "-c",
+            "window",
+            "-a",
+            &list,
+            "--duration",
+            "100ms",
+            "--rollback-timeout",
+            "1s",
+            "--no-guardian",
+            "--output",
+            "json",
+            "--exec",
+            &flood,
+        ]);
+        // stderr stalls until the window's result is on stdout (its last line closes the
+        // JSON document; the failure text is queued right after), then is read to its
+        // end, while the exit's flush still waits for it.
+        let mut stderr = child.take_stderr();
+        let mut stdout = tokio::io::BufReader::new(child.take_stdout()).lines();
+        let mut document = String::new();
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            document.push_str(&line);
+            if line == "}" {
+                break;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(1600)).await;
         let mut err = Vec::new();
         let _ = stderr.read_to_end(&mut err).await;
-        let _ = child.wait().await.unwrap();
-        let stdout = out.await.unwrap();
+        child.wait().await.assert_status(1);
         stuck.gate().unpause();
         let err = String::from_utf8_lossy(&err);
         let own: Vec<&str> = err.lines().filter(|l| !l.starts_with("exec: ")).collect();
         assert!(
             own.iter().any(|l| l.contains("to unpause them run:")),
-            "{bytes}: the tool's own lines: {own:#?}\nstdout:\n{stdout}"
+            "{bytes}: the tool's own lines: {own:#?}\nstdout:\n{document}"
         );
     })
     .await

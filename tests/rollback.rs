@@ -210,21 +210,26 @@ async fn a_pause_that_closes_the_gate_after_the_watch_is_waited_for_and_undone()
                 .contains("no pod is left paused by this run"),
             "{err}"
         );
-        // An Unpause after the gate closed, and a CheckPaused after that Unpause.
-        let calls = late.take_calls_at();
-        let unpaused = calls
-            .iter()
-            .find(|(c, at)| *c == Call::Unpause && *at >= closed)
-            .map(|(_, at)| *at);
-        let unpaused = unpaused.unwrap_or_else(|| panic!("no Unpause after the close: {calls:?}"));
-        assert!(
-            calls
-                .iter()
-                .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
-            "not confirmed after the Unpause: {calls:?}"
-        );
+        unpaused_after_the_late_close(&mut late, closed);
     })
     .await
+}
+
+/// The late pod got an Unpause after its gate closed, and a CheckPaused after that
+/// Unpause: the rollback undid the late Pause and confirmed it.
+fn unpaused_after_the_late_close(late: &mut Pod, closed: std::time::Instant) {
+    let calls = late.take_calls_at();
+    let unpaused = calls
+        .iter()
+        .find(|(c, at)| *c == Call::Unpause && *at >= closed)
+        .map(|(_, at)| *at);
+    let unpaused = unpaused.unwrap_or_else(|| panic!("no Unpause after the close: {calls:?}"));
+    assert!(
+        calls
+            .iter()
+            .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
+        "not confirmed after the Unpause: {calls:?}"
+    );
 }
 
 /// Issue 20, item 4: a Pause cut short by a cancel (a signal) right after it reached the
@@ -263,18 +268,7 @@ async fn a_pause_cut_short_by_a_cancel_is_still_waited_for_and_undone() {
             "{err}"
         );
         assert!(rollback.unpaused().any(|t| t == &late.target()), "{err}");
-        let calls = late.take_calls_at();
-        let unpaused = calls
-            .iter()
-            .find(|(c, at)| *c == Call::Unpause && *at >= closed)
-            .map(|(_, at)| *at);
-        let unpaused = unpaused.unwrap_or_else(|| panic!("no Unpause after the close: {calls:?}"));
-        assert!(
-            calls
-                .iter()
-                .any(|(c, at)| *c == Call::CheckPaused && *at > unpaused),
-            "not confirmed after the Unpause: {calls:?}"
-        );
+        unpaused_after_the_late_close(&mut late, closed);
     })
     .await
 }

@@ -82,6 +82,18 @@ impl Child {
         assert!(status.success());
     }
 
+    /// Takes its stderr, for a test that holds it unread: `wait` then collects stdout
+    /// only.
+    pub(crate) fn take_stderr(&mut self) -> tokio::process::ChildStderr {
+        self.child.stderr.take().expect("stderr piped")
+    }
+
+    /// Takes its stdout, for a test that reads it as it comes: `wait` then collects
+    /// stderr only.
+    pub(crate) fn take_stdout(&mut self) -> tokio::process::ChildStdout {
+        self.child.stdout.take().expect("stdout piped")
+    }
+
     /// Waits for the process to exit and collects its output.
     pub(crate) async fn wait(self) -> Run {
         let out = self

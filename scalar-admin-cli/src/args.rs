@@ -520,13 +520,6 @@ impl Config {
             }
         }
 
-        let mut client = ClientConfig::default().connect_timeout(low.connect_timeout);
-        if let Some(timeout) = low.timeout {
-            client = client.call_timeout(timeout);
-        }
-        if let Some(budget) = low.rollback_timeout {
-            client = client.rollback_budget(budget);
-        }
         let (tls, tls_flags, tls_setup) = TlsFlags {
             tls: low.tls,
             ca_root_cert_pem: low.ca_root_cert_pem.as_deref(),
@@ -534,9 +527,15 @@ impl Config {
             override_authority: low.override_authority.as_deref(),
         }
         .build()?;
-        if let Some(tls) = tls {
-            client = client.tls(tls);
-        }
+        // What the guardian gets over its link; the tool's own client is built from it.
+        let guardian = Setup {
+            connect_timeout_ms: millis(low.connect_timeout),
+            call_timeout_ms: low.timeout.map(millis),
+            rollback_budget_ms: low.rollback_timeout.map(millis),
+            tls: tls_setup,
+            recovery_flags: tls_flags.clone(),
+        };
+        let client = guardian.client_with(tls);
 
         let mut dns = DnsConfig::default();
         if let Some(server) = low.dns_server {
@@ -627,13 +626,7 @@ impl Config {
             journal: low.journal.clone(),
             journal_keep: low.journal_keep.map_or(100, |n| n as usize),
             lease,
-            guardian: Setup {
-                connect_timeout_ms: millis(low.connect_timeout),
-                call_timeout_ms: low.timeout.map(millis),
-                rollback_budget_ms: low.rollback_timeout.map(millis),
-                tls: tls_setup,
-                recovery_flags: tls_flags.clone(),
-            },
+            guardian,
             tls_flags,
             inject_panic: if cfg!(feature = "fault-injection") {
                 std::env::var("SCALAR_ADMIN_INJECT_PANIC").ok()

@@ -28,6 +28,7 @@ mod journal;
 mod limits;
 mod output;
 mod recovery;
+mod runtime;
 mod sak;
 mod stderr;
 
@@ -121,7 +122,7 @@ fn run_main() -> ExitCode {
         },
         _ => None,
     };
-    let Some(current_thread) = Background::start() else {
+    let Some(current_thread) = runtime::Background::start() else {
         tell!("error: cannot start the runtime");
         return ExitStatus::Failure.into();
     };
@@ -156,37 +157,6 @@ fn run_main() -> ExitCode {
     runtime
         .block_on(run(config, targets, journal, role == Role::Worker))
         .into()
-}
-
-/// The runtime, shut down without waiting when dropped, on every way out: connection
-/// tasks may linger after the last reply, and a credential plugin that hangs is left
-/// behind in its blocking thread; neither may delay the exit.
-struct Background(Option<tokio::runtime::Runtime>);
-
-impl Background {
-    fn start() -> Option<Background> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()
-            .map(|runtime| Background(Some(runtime)))
-    }
-}
-
-impl std::ops::Deref for Background {
-    type Target = tokio::runtime::Runtime;
-
-    fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("taken only on drop")
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 /// Parses the command line `args`, or prints clap's message and says how to exit: --help

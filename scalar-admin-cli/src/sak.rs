@@ -349,10 +349,7 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     crate::init_logging(false, 0, false);
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let Some(runtime) = crate::runtime::Background::start() else {
         tell!("error: cannot start the runtime");
         return ExitStatus::Failure.into();
     };
@@ -361,7 +358,6 @@ pub(crate) fn main() -> ExitCode {
         let interrupted = crate::interrupted()?;
         Ok::<_, String>(window.run(interrupted).await)
     });
-    runtime.shutdown_background();
     let result = match result {
         Ok(result) => result,
         Err(message) => {

@@ -38,8 +38,28 @@ pub(crate) struct TlsSetup {
 }
 
 impl Setup {
-    /// The client configuration the tool uses.
+    /// The client configuration the tool uses, its TLS rebuilt from what the tool read.
     pub(crate) fn client(&self) -> Result<ClientConfig, String> {
+        let tls = match &self.tls {
+            Some(tls) => {
+                let mut config = match &tls.ca_pem {
+                    Some(pem) => Tls::with_ca_pem(pem),
+                    None => Tls::system_roots(),
+                }
+                .map_err(|e| e.to_string())?;
+                if let Some(authority) = &tls.authority {
+                    config = config.authority(authority).map_err(|e| e.to_string())?;
+                }
+                Some(config)
+            }
+            None => None,
+        };
+        Ok(self.client_with(tls))
+    }
+
+    /// The client configuration of these limits with `tls`: the tool's, built once from
+    /// its flags, and the guardian's, from the link, are the same by construction.
+    pub(crate) fn client_with(&self, tls: Option<Tls>) -> ClientConfig {
         let mut client =
             ClientConfig::default().connect_timeout(Duration::from_millis(self.connect_timeout_ms));
         if let Some(ms) = self.call_timeout_ms {
@@ -48,18 +68,10 @@ impl Setup {
         if let Some(ms) = self.rollback_budget_ms {
             client = client.rollback_budget(Duration::from_millis(ms));
         }
-        if let Some(tls) = &self.tls {
-            let mut config = match &tls.ca_pem {
-                Some(pem) => Tls::with_ca_pem(pem),
-                None => Tls::system_roots(),
-            }
-            .map_err(|e| e.to_string())?;
-            if let Some(authority) = &tls.authority {
-                config = config.authority(authority).map_err(|e| e.to_string())?;
-            }
-            client = client.tls(config);
+        if let Some(tls) = tls {
+            client = client.tls(tls);
         }
-        Ok(client)
+        client
     }
 }
 

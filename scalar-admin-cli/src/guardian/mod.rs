@@ -594,12 +594,10 @@ pub(crate) fn main() -> ExitCode {
     })
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    if runtime.is_err() {
+fn runtime() -> Option<crate::runtime::Background> {
+    let runtime = crate::runtime::Background::start();
+    if runtime.is_none() {
         tell!("guardian: error: cannot start the runtime");
     }
-    runtime.ok()
+    runtime
 }
