@@ -540,7 +540,7 @@ async fn a_pod_paused_by_someone_else_is_refused_and_taken_over_only_when_asked(
         assert!(earlier.gate().is_paused());
         assert!(!earlier.take_calls().contains(&Call::Unpause));
         assert!(healthy.iter().all(|p| !p.gate().is_paused()));
-        let _ = fleet.keep_paused();
+        let _ = fleet.into_paused();
     })
     .await
 }

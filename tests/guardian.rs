@@ -900,6 +900,38 @@ async fn a_lease_that_cannot_listen_is_a_failed_hand_over() {
     .await
 }
 
+/// A lease holds a listener and a connection per pod, and needs room to answer
+/// revocations: a guardian whose open-files limit cannot hold them refuses the hand-over
+/// before it listens, and the pause is unpaused and reported failed.
+#[tokio::test]
+async fn a_lease_without_the_open_files_for_its_pods_is_a_failed_hand_over() {
+    bounded(async {
+        // 30 pods fit the tool under 100 open files (30 + 64), not the lease (90 + 64).
+        let pods = Pod::start_many(30).await;
+        let script = format!(
+            "ulimit -n 100 && exec {} -c pause -a {} --max-hold 1m",
+            crate::exec::BIN,
+            list(&pods)
+        );
+        let run = start_program("bash", &["-c", &script]).wait().await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("the lease cannot reach every pod")
+                && run.stderr.contains("`ulimit -n 154`"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("rolled back: no pod is left paused by this run"),
+            "{}",
+            run.stderr
+        );
+        assert!(pods.iter().all(|p| !p.gate().is_paused()));
+    })
+    .await
+}
+
 /// This process's uid.
 fn uid() -> u32 {
     use std::os::unix::fs::MetadataExt as _;

@@ -147,11 +147,11 @@ async fn an_unwritable_journal_fails_the_window_before_any_pause() {
 }
 
 #[tokio::test]
-async fn the_journal_keeps_the_last_n_windows() {
+async fn the_journal_retains_the_last_n_windows() {
     bounded(async {
         let pods = Pod::start_many(1).await;
         let list = list(&pods);
-        let dir = scratch("journal-keep");
+        let dir = scratch("journal-retain");
         let journal = dir.join("j.jsonl");
         let j = journal.to_str().unwrap();
         let mut firsts = Vec::new();
@@ -165,7 +165,7 @@ async fn the_journal_keeps_the_last_n_windows() {
                 "10ms",
                 "--journal",
                 j,
-                "--journal-keep",
+                "--journal-retain",
                 "2",
             ])
             .await
@@ -219,7 +219,7 @@ fn mkfifo(path: &std::path::Path) {
     assert!(status.success());
 }
 
-/// A journal already at its bound (100 windows, the default `--journal-keep`); a first
+/// A journal already at its bound (100 windows, the default `--journal-retain`); a first
 /// run holds its window (its `--exec` waits on a FIFO) while a second run opens, closes
 /// and trims, and HISTORY reads: both windows end with their close lines, and neither the
 /// second run nor HISTORY calls the first one's window "never closed" while it is held.
@@ -316,7 +316,7 @@ async fn two_overlapping_windows_on_a_full_journal_both_close_and_the_held_one_i
         );
         let runs: std::collections::HashSet<&str> =
             entries.iter().map(|e| e["run"].as_str().unwrap()).collect();
-        assert_eq!(runs.len(), 100, "--journal-keep 100");
+        assert_eq!(runs.len(), 100, "--journal-retain 100");
         assert!(!runs.contains("prefilled-0") && !runs.contains("prefilled-1"));
         assert!(runs.contains("prefilled-2"));
 

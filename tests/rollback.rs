@@ -686,7 +686,7 @@ async fn a_fleet_dropped_while_it_holds_pods_says_so_at_error_level() {
         // Kept on purpose: nothing to say.
         let mut fleet = Fleet::connect(targets(&[&pods[1]]), config()).await;
         fleet.pause(PauseOptions::default()).await.unwrap();
-        assert_eq!(fleet.keep_paused(), [pods[1].target()]);
+        assert_eq!(fleet.into_paused(), [pods[1].target()]);
         let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         assert_eq!(logged.matches("dropped while it may hold").count(), 1);
     })
@@ -733,4 +733,89 @@ async fn an_adopted_pod_seen_unpaused_after_answered_pauses_is_let_go_and_a_late
         assert!(!paused.gate().is_paused());
     })
     .await
+}
+
+/// Tells a waiting test the moment a log line holding `needle` is written.
+#[derive(Clone)]
+struct Watch {
+    needle: String,
+    seen: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl std::io::Write for Watch {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if String::from_utf8_lossy(buf).contains(&self.needle) {
+            self.seen.notify_one();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A cancel during the Pause fan-out keeps the answers already read: the pod that said
+/// someone else's pause holds it (`PAUSE_IN_PROGRESS`) is neither told to the guard nor
+/// unpaused, while the pod whose Pause was still draining is waited for and undone.
+#[tokio::test]
+async fn a_cancel_keeps_the_answers_already_in_and_ends_no_one_elses_pause() {
+    let seen = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut foreign = HostilePod::start(Fault::ForeignPauseInProgress).await;
+    let watch = Watch {
+        needle: "PAUSE_IN_PROGRESS".into(),
+        seen: seen.clone(),
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || watch.clone())
+        .with_ansi(false)
+        .finish();
+    // This test's thread only: the runtime is current-thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    bounded(async {
+        let draining = Pod::start().await;
+        let work = draining.begin_work();
+        let mut fleet = Fleet::connect(vec![draining.target(), foreign.target()], config()).await;
+        foreign.take_calls();
+        // The foreign pod's answer is read (its call logs it as failed) while the other
+        // pod's Pause still drains; the cancel then lets that drain end.
+        let cancel = async {
+            seen.notified().await;
+            work
+        };
+        let mut holding = Holding::default();
+        let err = fleet
+            .pause_guarded(PauseOptions::default(), cancel, &mut holding)
+            .await
+            .unwrap_err();
+        let Error::Interrupted { rollback } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(holding.0, [draining.target()], "{err}");
+        assert!(rollback.is_complete(), "{rollback}");
+        assert_eq!(
+            rollback.unpaused().collect::<Vec<_>>(),
+            [&draining.target()]
+        );
+        assert!(!draining.gate().is_paused());
+        assert!(foreign.is_paused(), "someone else's pause was ended");
+        assert_eq!(unpauses(&foreign.take_calls()), 0, "{rollback}");
+    })
+    .await
+}
+
+/// What a guard was last told may hold the pause.
+#[derive(Default)]
+struct Holding(Vec<Target>);
+
+impl scalar_admin::PauseGuard for Holding {
+    async fn arm(&mut self, pods: &[Target]) -> Result<(), String> {
+        self.0 = pods.to_vec();
+        Ok(())
+    }
+
+    async fn narrow(&mut self, holding: &[Target]) {
+        self.0 = holding.to_vec();
+    }
 }

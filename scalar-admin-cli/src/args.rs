@@ -212,9 +212,9 @@ pub(crate) struct LowArgs {
     #[arg(long, conflicts_with = "max_hold")]
     pub(crate) no_guardian: bool,
 
-    /// WINDOW: how many windows the journal keeps; older ones are dropped.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) journal_keep: Option<u32>,
+    /// WINDOW: how many windows the journal retains; older ones are dropped.
+    #[arg(long, alias = "journal-keep", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) journal_retain: Option<u32>,
 
     /// Log more to stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -381,7 +381,7 @@ pub(crate) struct Config {
     pub(crate) exec: Option<Exec>,
     /// WINDOW's and HISTORY's journal.
     pub(crate) journal: Option<PathBuf>,
-    pub(crate) journal_keep: usize,
+    pub(crate) journal_retain: usize,
     /// The guardian's lease, when this command has a guardian: every WINDOW unless
     /// --no-guardian, and PAUSE with --max-hold.
     pub(crate) lease: Option<Duration>,
@@ -488,8 +488,8 @@ impl Config {
         if low.no_guardian && low.command != Command::Window {
             return Err(usage("--no-guardian", "only applies to -c WINDOW"));
         }
-        if low.journal_keep.is_some() && low.journal.is_none() {
-            return Err(usage("--journal-keep", "only applies with --journal"));
+        if low.journal_retain.is_some() && low.journal.is_none() {
+            return Err(usage("--journal-retain", "only applies with --journal"));
         }
         if low.command == Command::History {
             // Reads the journal only: the pod flags, if any, are not used.
@@ -624,7 +624,7 @@ impl Config {
             output: low.output,
             exec,
             journal: low.journal.clone(),
-            journal_keep: low.journal_keep.map_or(100, |n| n as usize),
+            journal_retain: low.journal_retain.map_or(100, |n| n as usize),
             lease,
             guardian,
             tls_flags,

@@ -113,7 +113,7 @@ fn run_main() -> ExitCode {
     }
     // The journal must take the window's record before anything is paused.
     let journal = match (&config.journal, config.command) {
-        (Some(path), Command::Window) => match Journal::open(path, config.journal_keep) {
+        (Some(path), Command::Window) => match Journal::open(path, config.journal_retain) {
             Ok(journal) => Some(journal),
             Err(e) => {
                 tell!("error: {e}; nothing was paused");
@@ -290,7 +290,7 @@ async fn run(
                     }
                 }
             }
-            (output::report(&config, &result), fleet.keep_paused())
+            (output::report(&config, &result), fleet.into_paused())
         }
         Err(panic) => {
             let rollback = fleet.release().await;
@@ -299,7 +299,7 @@ async fn run(
                 guardian.finish().await;
             }
             output::panicked(&config, &panic_message(&*panic), &rollback);
-            (ExitStatus::Failure, fleet.keep_paused())
+            (ExitStatus::Failure, fleet.into_paused())
         }
     };
     // A plain pause is meant to outlive the command, and whatever else is still held has

@@ -116,6 +116,10 @@ struct Pod {
     /// when the call ends, so that a call that is dropped (a signal, a cancel) or panics
     /// still counts as written.
     written: AtomicBool,
+    /// A Pause call's outcome and when it came, set as the call ends and folded with
+    /// `written`, so that an answer read before a cancel dropped the fan-out still
+    /// counts (a pod that reported someone else's pause is not taken as this run's).
+    pause_outcome: Mutex<Option<(Result<Reply, CallError>, Instant)>>,
     /// The last Pause of this run to the pod, while its answer has not been read.
     in_flight: Mutex<Option<InFlight>>,
     /// A Pause of this run to the pod was given up unanswered (a rollback's wait for it
@@ -177,8 +181,17 @@ impl Pod {
         }
     }
 
+    fn pause_outcome(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(Result<Reply, CallError>, Instant)>> {
+        self.pause_outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Feeds one Pause of this run's outcome (`None`: abandoned), ended at `at`.
     fn paused(&mut self, outcome: Option<&Result<Reply, CallError>>, take_over: bool, at: Instant) {
+        self.pause_outcome().take();
         let written = self.written.swap(false, Ordering::AcqRel);
         self.state = self.state.next(Event::Paused {
             written,
@@ -333,7 +346,7 @@ struct Outcome {
 /// A fleet remembers, per pod, what the pod last said and what this fleet did to it, and
 /// a rollback acts on that alone: it unpauses only the pods this fleet may have paused.
 /// Dropping a fleet that may still hold pods paused logs them at error level; a plain
-/// pause that is meant to outlive the fleet ends with [`keep_paused`](Self::keep_paused).
+/// pause that is meant to outlive the fleet ends with [`into_paused`](Self::into_paused).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), scalar_admin::Error> {
@@ -361,8 +374,8 @@ pub struct Fleet {
     clock: Clock,
     /// The last Pause's take-over setting, which the state needs.
     take_over: bool,
-    /// Set by [`keep_paused`](Self::keep_paused): the pods held are meant to stay paused.
-    kept_on_purpose: bool,
+    /// Set by [`into_paused`](Self::into_paused): the pods held are meant to stay paused.
+    paused_on_purpose: bool,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -378,7 +391,7 @@ impl std::fmt::Debug for Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if self.kept_on_purpose {
+        if self.paused_on_purpose {
             return;
         }
         self.fold_abandoned();
@@ -470,6 +483,7 @@ impl Fleet {
                 seen_at: None,
                 doubt_since: initial.in_doubt.then_some(adopted_at),
                 written: AtomicBool::new(false),
+                pause_outcome: Mutex::new(None),
                 in_flight: Mutex::new(None),
                 unanswered: false,
             };
@@ -511,7 +525,7 @@ impl Fleet {
             connect,
             clock,
             take_over: false,
-            kept_on_purpose: false,
+            paused_on_purpose: false,
         }
     }
 
@@ -559,8 +573,8 @@ impl Fleet {
     /// Consumes the fleet, leaving the pods it paused paused on purpose (the plain PAUSE
     /// command, whose pause outlives the process), and returns them.
     #[must_use = "the pods returned stay paused"]
-    pub fn keep_paused(mut self) -> Vec<Target> {
-        self.kept_on_purpose = true;
+    pub fn into_paused(mut self) -> Vec<Target> {
+        self.paused_on_purpose = true;
         self.held().cloned().collect()
     }
 
@@ -704,7 +718,9 @@ impl Fleet {
         if let Some(result) = finished {
             return result;
         }
-        // Told even when nothing left: the guard then holds nothing.
+        // The answers read before the cancel count: a pod that reported someone else's
+        // pause leaves the guard. Told even when nothing left: it then holds nothing.
+        self.fold_abandoned();
         let holding: Vec<Target> = self.held().cloned().collect();
         guard.narrow(&holding).await;
         warn!("interrupted during pause; undoing what this run paused");
@@ -978,13 +994,17 @@ impl Fleet {
             .collect()
     }
 
-    /// Folds Pause calls that were dropped or panicked mid-call into the pods' states:
-    /// their requests may have left, and nothing answered.
+    /// Folds Pause calls whose fan-out was dropped (a cancel) or that panicked mid-call
+    /// into the pods' states: with the answer a call read before that, or else as
+    /// requests that may have left with nothing answered.
     fn fold_abandoned(&mut self) {
         let take_over = self.take_over;
         let now = Instant::now();
         for pod in &mut self.pods {
-            if pod.written.load(Ordering::Acquire) {
+            let outcome = pod.pause_outcome().take();
+            if let Some((outcome, at)) = outcome {
+                pod.paused(Some(&outcome), take_over, at);
+            } else if pod.written.load(Ordering::Acquire) {
                 pod.paused(None, take_over, now);
                 // Its stream stays open for the answer; the next call goes on a fresh
                 // connection, which the rollback's waiting cannot hold up.
@@ -1266,9 +1286,8 @@ pub trait PauseGuard {
     /// The pause failed or was cancelled, and its rollback is about to start: only
     /// `holding` may hold this run's pause now. After a failed pause, a pod that answered
     /// that someone else's pause holds it (`PAUSE_IN_PROGRESS`, `TIMED_OUT_STILL_PAUSED`)
-    /// is not among them, and must not be unpaused for this run. (After a cancel, every
-    /// pod a Pause was sent to is among them: an answer that came before the cancel is
-    /// not kept yet.) Does nothing by default.
+    /// is not among them, and must not be unpaused for this run; after a cancel, neither
+    /// is one whose answer was read before it. Does nothing by default.
     fn narrow(&mut self, holding: &[Target]) -> impl Future<Output = ()> {
         let _ = holding;
         async {}
@@ -1319,6 +1338,9 @@ async fn call_pod(
                 debug!(?reply, latency = ?received_at.duration_since(sent_at).unwrap_or_default(), "ok")
             }
             Err(e) => debug!(error = %e.chain(), "failed"),
+        }
+        if let Call::Pause(..) = call {
+            *pod.pause_outcome() = Some((outcome.clone(), Instant::now()));
         }
         Outcome {
             report: PodReport {

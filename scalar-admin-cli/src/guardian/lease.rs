@@ -160,7 +160,7 @@ pub(super) async fn hold(held: Armed, revoked: Shared, unpause: &Unpause, signal
             tell!(
                 "guardian: every pod of the pause was unpaused, or its lease revoked; the lease ends"
             );
-            let _ = fleet.keep_paused();
+            let _ = fleet.into_paused();
             return;
         }
         // The check may wait on a slow pod; the lease's end and signals do not.
@@ -179,7 +179,7 @@ pub(super) async fn hold(held: Armed, revoked: Shared, unpause: &Unpause, signal
         revoked.ending = true;
         holding(&fleet, &revoked)
     };
-    let _ = fleet.keep_paused();
+    let _ = fleet.into_paused();
     // What is left was last seen paused by this run, every Pause answered.
     unpause.run(&why, left, true, Instant::now()).await;
 }

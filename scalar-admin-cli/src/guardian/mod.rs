@@ -370,7 +370,7 @@ impl Unpause {
         let names: Vec<String> = pods.iter().map(|t| t.name().to_owned()).collect();
         let mut fleet = Fleet::adopt(pods, self.client.clone(), answered).await;
         let rollback = fleet.release().await;
-        let _ = fleet.keep_paused();
+        let _ = fleet.into_paused();
         tell!(
             "guardian: {why}; rollback of the {} pod(s) this run may have paused: {}",
             names.len(),
