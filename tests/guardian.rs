@@ -15,7 +15,7 @@ use crate::exec::{list, scratch};
 use crate::util::{Child, Run, bounded, scalar_admin, start_program, start_scalar_admin};
 
 /// The children of a process, from `/proc`.
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
@@ -23,7 +23,7 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn kill(pid: u32, signal: &str) {
+pub(crate) fn kill(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()

@@ -15,7 +15,9 @@ use scalar_admin_rig::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, State
 use scalar_admin_rig::k8s_openapi::api::core::v1::{Pod as PodObject, Service};
 use scalar_admin_rig::k8s_openapi::api::discovery::v1::EndpointSlice;
 use scalar_admin_rig::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use scalar_admin_rig::kube::{MAX_ENDPOINTS_PER_SLICE, Release, SCALAR_ADMIN_RULES, User};
+use scalar_admin_rig::kube::{
+    JOURNAL_RULES, MAX_ENDPOINTS_PER_SLICE, Release, SCALAR_ADMIN_RULES, User,
+};
 use scalar_admin_rig::kube_rs::Api;
 use scalar_admin_rig::kube_rs::api::ListParams;
 use scalar_admin_rig::{KubeCluster, TestNamespace};
@@ -409,8 +411,9 @@ async fn many_pods_in_several_slices_with_a_named_target_port() {
 
 /// `scalar-admin-cli/deploy/rbac.yaml`, created by the real API server from the YAML,
 /// gives its ServiceAccount exactly [`SCALAR_ADMIN_RULES`] (the rules the tests grant
-/// the `tester`) and nothing that writes, watches or reads Secrets; the Job and CronJob
-/// are accepted as they are and run as that account.
+/// the `tester`) and the journal's [`JOURNAL_RULES`], and nothing else that writes,
+/// watches or reads Secrets; the Job and CronJob are accepted as they are and run as
+/// that account.
 #[tokio::test]
 async fn deploy_rbac_is_least_privilege() {
     bounded(async {
@@ -431,7 +434,11 @@ async fn deploy_rbac_is_least_privilege() {
         );
         ns.wait_service_account_allowed("scalar-admin", SCALAR_ADMIN_RULES)
             .await;
+        ns.wait_service_account_allowed("scalar-admin", JOURNAL_RULES)
+            .await;
         for (verb, resource) in [
+            ("watch", "configmaps"),
+            ("patch", "configmaps"),
             ("watch", "pods"),
             ("delete", "pods"),
             ("create", "pods/exec"),

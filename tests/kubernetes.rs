@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use scalar_admin::kubernetes::{KubeConfig, KubeGroup, Selector};
 use scalar_admin::window::{Group, Window, WindowReport};
-use scalar_admin_rig::kube::{Release, SCALAR_ADMIN_RULES, User};
+use scalar_admin_rig::k8s_openapi::api::core::v1::ConfigMap;
+use scalar_admin_rig::kube::{JOURNAL_RULES, Release, SCALAR_ADMIN_RULES, User};
+use scalar_admin_rig::kube_rs::api::ListParams;
 use scalar_admin_rig::{Call, KubeCluster, Pod, TestNamespace};
 use serde_json::Value;
 
@@ -708,6 +710,338 @@ async fn a_window_over_two_clusters_shares_one_period_with_each_snapshot_from_it
                 .count();
             assert_eq!(pauses, 1);
         }
+    })
+    .await
+}
+
+/// The labels of the journal's window objects.
+const WINDOWS: &str =
+    "app.kubernetes.io/managed-by=scalar-admin,app.kubernetes.io/component=backup-window";
+
+/// The journal's window objects in `ns`, oldest window first.
+async fn window_objects(ns: &TestNamespace) -> Vec<ConfigMap> {
+    let mut objects = ns
+        .api::<ConfigMap>()
+        .list(&ListParams::default().labels(WINDOWS))
+        .await
+        .expect("list configmaps")
+        .items;
+    objects.sort_by_key(|o| label(o, "scalar-admin/window-start"));
+    objects
+}
+
+fn label(object: &ConfigMap, key: &str) -> String {
+    object
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key).cloned())
+        .unwrap_or_default()
+}
+
+fn entry(object: &ConfigMap, name: &str) -> Value {
+    object
+        .data
+        .as_ref()
+        .and_then(|d| d.get(name))
+        .map_or(Value::Null, |text| serde_json::from_str(text).unwrap())
+}
+
+/// `--journal k8s:NS`: each window is one ConfigMap, created as it opens and closed with
+/// its verdict and restore point as labels, small (a count and a digest, not the pods);
+/// the retention deletes the oldest; HISTORY reads the VALID ones from the cluster.
+#[tokio::test]
+async fn windows_are_kept_as_configmaps_retained_and_read_back_by_history() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-journal").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(2).await;
+        let list = crate::exec::list(&pods);
+        let journal = format!("k8s:{}", ns.name());
+        let window = |exec: &'static str| {
+            let (list, journal) = (list.clone(), journal.clone());
+            let ns = &ns;
+            async move {
+                cli(
+                    ns,
+                    User::Admin,
+                    &[
+                        "-c",
+                        "window",
+                        "-a",
+                        &list,
+                        "--duration",
+                        "100ms",
+                        "--exec",
+                        exec,
+                        "--journal",
+                        &journal,
+                        "--journal-retain",
+                        "2",
+                    ],
+                )
+                .await
+            }
+        };
+        window("true").await.success();
+        let first = window_objects(&ns).await;
+        assert_eq!(first.len(), 1);
+        window("exit 1").await.assert_status(1);
+        window("true").await.success();
+
+        // Three windows, two retained: the first is gone.
+        let objects = window_objects(&ns).await;
+        let names: Vec<_> = objects.iter().map(|o| o.metadata.name.clone()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(!names.contains(&first[0].metadata.name), "{names:?}");
+        let verdicts: Vec<String> = objects
+            .iter()
+            .map(|o| label(o, "scalar-admin/verdict"))
+            .collect();
+        assert_eq!(verdicts, ["INVALID", "VALID"]);
+        let valid = &objects[1];
+        let (open, close) = (entry(valid, "open"), entry(valid, "close"));
+        assert_eq!(open["pod_count"], 2, "{open}");
+        assert!(
+            open.get("pods").is_none(),
+            "no pod list in the cluster: {open}"
+        );
+        assert_eq!(
+            open["snapshot_digest"].as_str().unwrap().len(),
+            64,
+            "{open}"
+        );
+        assert_eq!(close["verdict"], "VALID");
+        // What it holds does not grow with the pods: a count and a digest.
+        let size = serde_json::to_vec(valid).unwrap().len();
+        eprintln!("a VALID window's object: {size} bytes as JSON");
+        assert!(size < 2048, "{size} bytes");
+        assert_eq!(
+            open["pause_completed_at_us"],
+            close["pause_completed_at_us"]
+        );
+        assert!(
+            entry(&objects[0], "close")["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("--exec exit 1")
+        );
+        // The restore point, as a label value: 20261204T030005.123456Z.
+        let point = label(valid, "scalar-admin/restore-point");
+        let micros = close["midpoint_us"].as_i64().unwrap();
+        assert_eq!(
+            point,
+            format!(
+                "{}.{:06}Z",
+                jiff::Timestamp::from_microsecond(micros)
+                    .unwrap()
+                    .strftime("%Y%m%dT%H%M%S"),
+                micros % 1_000_000
+            )
+        );
+
+        let run = cli(
+            &ns,
+            User::Admin,
+            &["-c", "history", "--journal", &journal, "--output", "json"],
+        )
+        .await
+        .success();
+        let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        let windows = doc["windows"].as_array().unwrap();
+        assert_eq!(windows.len(), 1, "only the VALID one: {doc}");
+        assert_eq!(windows[0]["midpoint_us"], close["midpoint_us"]);
+        assert_eq!(windows[0]["pod_count"], 2);
+        assert_eq!(doc["journal"], journal);
+        assert!(run.stderr.is_empty(), "{}", run.stderr);
+    })
+    .await
+}
+
+/// Two windows at once on one namespace's journal: each writes only its own object, and
+/// both are recorded VALID.
+#[tokio::test]
+async fn two_concurrent_windows_are_both_recorded() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-journal-two").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(4).await;
+        let (a, b) = (crate::exec::list(&pods[..2]), crate::exec::list(&pods[2..]));
+        let journal = format!("k8s:{}", ns.name());
+        let window = |list: &str| {
+            let args = [
+                "-c",
+                "window",
+                "-a",
+                list,
+                "--duration",
+                "300ms",
+                "--journal",
+                &journal,
+            ]
+            .map(str::to_owned);
+            let ns = &ns;
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                cli(ns, User::Admin, &args).await
+            }
+        };
+        let (one, two) = tokio::join!(window(&a), window(&b));
+        one.success();
+        two.success();
+        let objects = window_objects(&ns).await;
+        let verdicts: Vec<String> = objects
+            .iter()
+            .map(|o| label(o, "scalar-admin/verdict"))
+            .collect();
+        assert_eq!(verdicts, ["VALID", "VALID"], "{objects:?}");
+        let counts: Vec<Value> = objects
+            .iter()
+            .map(|o| entry(o, "open")["pod_count"].clone())
+            .collect();
+        assert_eq!(counts, [2, 2]);
+    })
+    .await
+}
+
+/// A window whose whole process group (the tool and its guardian) is SIGKILLed stays
+/// open in the cluster: reported as still held until its bound (the lease) passes, then
+/// as never closed.
+#[tokio::test]
+async fn a_window_left_open_by_a_killed_tool_and_guardian_is_reported_once_its_bound_passes() {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use scalar_admin_rig::kube_rs::api::{WatchEvent, WatchParams};
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-journal-open").await else {
+            return;
+        };
+        let pods = cluster.admin_pods(1).await;
+        let list = crate::exec::list(&pods);
+        let journal = format!("k8s:{}", ns.name());
+        let kubeconfig = ns.kubeconfig(User::Admin);
+        let mut events = ns
+            .api::<ConfigMap>()
+            .watch(&WatchParams::default().labels(WINDOWS), "0")
+            .await
+            .unwrap()
+            .boxed();
+        let child = crate::util::start_scalar_admin(&[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-c",
+            "window",
+            "-a",
+            &list,
+            "--duration",
+            "4s",
+            "--max-hold",
+            "5s",
+            "--journal",
+            &journal,
+        ]);
+        let opened = loop {
+            if let Some(WatchEvent::Added(object)) = events.try_next().await.unwrap() {
+                break object;
+            }
+        };
+        assert_eq!(label(&opened, "scalar-admin/verdict"), "OPEN");
+        // Neither may act: the tool stopped first, then the guardian and the tool killed.
+        let tool = child.pid();
+        let guardians = crate::guardian::children(tool);
+        crate::guardian::kill(tool, "STOP");
+        for pid in guardians {
+            crate::guardian::kill(pid, "KILL");
+        }
+        crate::guardian::kill(tool, "KILL");
+        child.wait().await;
+
+        let args = ["-c", "history", "--journal", &journal];
+        let history = || cli(&ns, User::Admin, &args);
+        let run = history().await.success();
+        assert!(run.stderr.contains("is still open"), "{}", run.stderr);
+        assert!(!run.stderr.contains("never closed"), "{}", run.stderr);
+
+        let held_until: jiff::Timestamp =
+            opened.metadata.annotations.as_ref().unwrap()["scalar-admin/held-until"]
+                .parse()
+                .unwrap();
+        // The bound is a time, not an event: wait for it to pass.
+        let left = held_until.duration_since(jiff::Timestamp::now());
+        if let Ok(left) = Duration::try_from(left) {
+            tokio::time::sleep(left + Duration::from_millis(10)).await;
+        }
+        let run = history().await.success();
+        let name = opened.metadata.name.as_deref().unwrap();
+        assert!(
+            run.stderr.contains("was never closed") && run.stderr.contains(name),
+            "{}",
+            run.stderr
+        );
+        // The operator's way out.
+        scalar_admin(&["-c", "unpause", "-a", &list])
+            .await
+            .success();
+    })
+    .await
+}
+
+/// A Role without the journal's verbs on ConfigMaps stops a WINDOW with one line naming
+/// the verb and the namespace, before any pod is contacted.
+#[tokio::test]
+async fn a_role_without_the_journal_verbs_is_refused_before_any_pause() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-journal-rbac").await else {
+            return;
+        };
+        let mut pods = cluster.admin_pods(1).await;
+        let list = crate::exec::list(&pods);
+        ns.grant_tester("no-journal", SCALAR_ADMIN_RULES).await;
+        let journal = format!("k8s:{}", ns.name());
+        let run = cli(
+            &ns,
+            User::Tester,
+            &[
+                "-c",
+                "window",
+                "-a",
+                &list,
+                "--duration",
+                "100ms",
+                "--journal",
+                &journal,
+            ],
+        )
+        .await;
+        run.assert_status(1);
+        let line = format!("forbidden to create configmaps in namespace {}", ns.name());
+        assert!(run.stderr.contains(&line), "{}", run.stderr);
+        assert!(run.stderr.contains("nothing was paused"), "{}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(pods[0].take_calls().is_empty(), "a pod was contacted");
+
+        // With them, the same window is recorded.
+        let mut rules = SCALAR_ADMIN_RULES.to_vec();
+        rules.extend_from_slice(JOURNAL_RULES);
+        ns.grant_tester("no-journal", &rules).await;
+        cli(
+            &ns,
+            User::Tester,
+            &[
+                "-c",
+                "window",
+                "-a",
+                &list,
+                "--duration",
+                "100ms",
+                "--journal",
+                &journal,
+            ],
+        )
+        .await
+        .success();
+        assert_eq!(window_objects(&ns).await.len(), 1);
     })
     .await
 }

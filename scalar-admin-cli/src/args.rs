@@ -194,8 +194,10 @@ pub(crate) struct LowArgs {
     pub(crate) on_error: Option<OnError>,
 
     /// WINDOW: append one JSON line per window to FILE when it opens and when it closes
-    /// (fsynced). HISTORY: the journal to read.
-    #[arg(long, value_name = "FILE")]
+    /// (fsynced); or, with k8s:NAMESPACE (k8s: alone: the context's namespace, or inside
+    /// a pod its own), keep one ConfigMap per window there, through the Kubernetes API.
+    /// HISTORY: the journal to read.
+    #[arg(long, value_name = "FILE|k8s:NAMESPACE")]
     pub(crate) journal: Option<PathBuf>,
 
     /// WINDOW: the lease of the guardian process, which unpauses the pods if this tool
@@ -380,8 +382,12 @@ pub(crate) struct Config {
     /// WINDOW's backup command.
     pub(crate) exec: Option<Exec>,
     /// WINDOW's and HISTORY's journal.
-    pub(crate) journal: Option<PathBuf>,
+    pub(crate) journal: Option<crate::journal::Place>,
     pub(crate) journal_retain: usize,
+    /// The longest a WINDOW attempt may last from its pause (the guardian's lease,
+    /// whether or not there is a guardian): a journal in the cluster takes a window
+    /// still open after that as left by a run that died.
+    pub(crate) window_bound: Duration,
     /// The guardian's lease, when this command has a guardian: every WINDOW unless
     /// --no-guardian, and PAUSE with --max-hold.
     pub(crate) lease: Option<Duration>,
@@ -452,12 +458,34 @@ impl Config {
             }
             groups.push(Group::Kubernetes(group));
         }
-        let kubernetes_flags =
-            low.namespace.is_some() || low.kubeconfig.is_some() || low.context.is_some();
-        if kubernetes_flags && !groups.iter().any(|g| matches!(g, Group::Kubernetes(_))) {
+        let journal = match &low.journal {
+            Some(path) => Some(
+                crate::journal::Place::parse(
+                    path,
+                    low.kubeconfig.as_deref(),
+                    low.context.as_deref(),
+                )
+                .map_err(|e| usage("--journal", &e))?,
+            ),
+            None => None,
+        };
+        let in_cluster = journal
+            .as_ref()
+            .is_some_and(crate::journal::Place::is_cluster);
+        if low.namespace.is_some() && !groups.iter().any(|g| matches!(g, Group::Kubernetes(_))) {
             return Err(usage(
-                "--namespace/--kubeconfig/--context",
-                "only apply with -r, --selector or --deployment",
+                "--namespace",
+                "only applies with -r, --selector or --deployment",
+            ));
+        }
+        let kubernetes_flags = low.kubeconfig.is_some() || low.context.is_some();
+        if kubernetes_flags
+            && !in_cluster
+            && !groups.iter().any(|g| matches!(g, Group::Kubernetes(_)))
+        {
+            return Err(usage(
+                "--kubeconfig/--context",
+                "only apply with -r, --selector, --deployment or --journal k8s:",
             ));
         }
         let exec_flags = low.exec.is_some()
@@ -494,7 +522,7 @@ impl Config {
         if low.command == Command::History {
             // Reads the journal only: the pod flags, if any, are not used.
             if low.journal.is_none() {
-                return Err(usage("-c HISTORY", "needs --journal FILE"));
+                return Err(usage("-c HISTORY", "needs --journal FILE or k8s:NAMESPACE"));
             }
         } else if low.journal.is_some() && low.command != Command::Window {
             return Err(usage(
@@ -551,7 +579,6 @@ impl Config {
         }
         let hold = low.duration.unwrap_or(DEFAULT_HOLD);
         let lease = match low.command {
-            Command::Window if low.no_guardian => None,
             Command::Window => {
                 let exec = if low.exec.is_some() || !low.exec_argv.is_empty() {
                     low.exec_timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT)
@@ -623,9 +650,10 @@ impl Config {
             time_zone: low.time_zone.clone().unwrap_or(jiff::tz::TimeZone::UTC),
             output: low.output,
             exec,
-            journal: low.journal.clone(),
+            journal,
             journal_retain: low.journal_retain.map_or(100, |n| n as usize),
-            lease,
+            window_bound: lease.unwrap_or(Duration::MAX),
+            lease: if low.no_guardian { None } else { lease },
             guardian,
             tls_flags,
             inject_panic: if cfg!(feature = "fault-injection") {

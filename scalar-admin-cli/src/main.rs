@@ -113,13 +113,15 @@ fn run_main() -> ExitCode {
     }
     // The journal must take the window's record before anything is paused.
     let journal = match (&config.journal, config.command) {
-        (Some(path), Command::Window) => match Journal::open(path, config.journal_retain) {
-            Ok(journal) => Some(journal),
-            Err(e) => {
-                tell!("error: {e}; nothing was paused");
-                return ExitStatus::Failure.into();
+        (Some(place), Command::Window) => {
+            match Journal::open(place, config.journal_retain, config.window_bound) {
+                Ok(journal) => Some(journal),
+                Err(e) => {
+                    tell!("error: {e}; nothing was paused");
+                    return ExitStatus::Failure.into();
+                }
             }
-        },
+        }
         _ => None,
     };
     let Some(current_thread) = runtime::Background::start() else {

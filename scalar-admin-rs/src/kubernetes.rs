@@ -553,22 +553,32 @@ fn is_forbidden(e: &kube::Error) -> bool {
 /// The group's client, built on first use and shared by the clones of its
 /// configuration.
 async fn client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError> {
-    group
-        .config
-        .client
-        .0
-        .get_or_try_init(|| build_client(group))
-        .await
-        .cloned()
+    group.config.client_for(&group.to_string()).await
 }
 
-async fn build_client(group: &KubeGroup) -> Result<kube::Client, DiscoveryError> {
-    let what = group.to_string();
+impl KubeConfig {
+    /// The Kubernetes client this configuration makes (built once, and shared by its
+    /// clones), for a caller's own requests beside the pods' discovery: a journal of the
+    /// windows kept in the cluster, events. Its requests have this configuration's time
+    /// limit and name this tool in their User-Agent.
+    pub async fn client(&self) -> Result<kube::Client, crate::Error> {
+        Ok(self.client_for("the Kubernetes API").await?)
+    }
+
+    async fn client_for(&self, what: &str) -> Result<kube::Client, DiscoveryError> {
+        self.client
+            .0
+            .get_or_try_init(|| build_client(self, what))
+            .await
+            .cloned()
+    }
+}
+
+async fn build_client(config: &KubeConfig, what: &str) -> Result<kube::Client, DiscoveryError> {
     let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
         let cause = crate::error::sanitize(&e.to_string(), 300);
-        DiscoveryError::new(&what, DiscoveryErrorKind::KubeConfig(cause))
+        DiscoveryError::new(what, DiscoveryErrorKind::KubeConfig(cause))
     };
-    let config = &group.config;
     let options = KubeConfigOptions {
         context: config.context.clone(),
         ..KubeConfigOptions::default()

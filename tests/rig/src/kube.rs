@@ -104,6 +104,10 @@ pub const SCALAR_ADMIN_RULES: &[(&[&str], &str)] = &[
     (&["get", "list"], "statefulsets"),
 ];
 
+/// What `--journal k8s:` adds to [`SCALAR_ADMIN_RULES`] (`deploy/rbac.yaml` grants both).
+pub const JOURNAL_RULES: &[(&[&str], &str)] =
+    &[(&["create", "get", "list", "update", "delete"], "configmaps")];
+
 /// A running control plane: `tests/k8s/start.sh` and the etcd and kube-apiserver it
 /// started on loopback.
 pub struct KubeCluster {

@@ -1,6 +1,7 @@
 //! `--journal FILE`: one JSON line per window attempt, written and fsynced when the
 //! window opens and when it closes, so that a crash leaves an "open" line the next run
-//! reports; `-c HISTORY` lists the restorable (VALID) periods from it.
+//! reports; `-c HISTORY` lists the restorable (VALID) periods from it. `--journal k8s:`
+//! keeps the same entries in the cluster instead ([`cluster`]).
 //!
 //! # One journal, several runs
 //!
@@ -37,7 +38,6 @@ use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{FlockOperation, flock};
@@ -45,11 +45,13 @@ use scalar_admin::unix_micros;
 use scalar_admin::window::{Paused, WindowReport};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::args::{Config, Output};
 use crate::exec::ExecResult;
 use crate::output::{ExitStatus, Instants};
+
+mod cluster;
 
 /// How long a window waits for one journal step (a line written and fsynced, or the
 /// trim) before it goes on with a warning: the pods' hold must not wait on a hung disk.
@@ -350,7 +352,7 @@ enum Job {
     /// Appends these lines, in one write and one fsync; `opens`: they open a window, so
     /// the run file must be held first.
     Append {
-        text: String,
+        entries: Vec<Value>,
         opens: bool,
         done: oneshot::Sender<Result<(), String>>,
     },
@@ -370,10 +372,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn serve(mut self, jobs: mpsc::Receiver<Job>) {
-        for job in jobs {
+    fn serve(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = jobs.blocking_recv() {
             match job {
-                Job::Append { text, opens, done } => {
+                Job::Append {
+                    entries,
+                    opens,
+                    done,
+                } => {
+                    let mut text = String::new();
+                    for entry in entries {
+                        text.push_str(&entry.to_string());
+                        text.push('\n');
+                    }
                     let _ = done.send(self.append(&text, opens));
                 }
                 Job::Finish(done) => {
@@ -455,10 +466,60 @@ impl Writer {
     }
 }
 
+/// Opens the journal file for append (creating it) and starts its writer thread.
+fn open_file(
+    path: &Path,
+    keep: usize,
+    run: &str,
+    receiver: mpsc::UnboundedReceiver<Job>,
+) -> Result<(), String> {
+    let paths = Paths::new(path);
+    let err =
+        |e: std::io::Error| format!("cannot open the journal {} for append: {e}", path.display());
+    let created = match OpenOptions::new().append(true).create_new(true).open(path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().append(true).open(path).map_err(err)?;
+            false
+        }
+        Err(e) => return Err(err(e)),
+    };
+    if created {
+        sync_dir(&paths.dir).map_err(err)?;
+    }
+    let lock_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(paths.lock())
+        .map_err(|e| {
+            format!(
+                "cannot open the journal's lock file {}: {e}",
+                paths.lock().display()
+            )
+        })?;
+    if let Err(e) = read_and_report(&paths, true) {
+        tell!("warning: {e}");
+    }
+    let writer = Writer {
+        paths,
+        lock: lock_file,
+        keep,
+        run: run.to_owned(),
+        run_file: None,
+    };
+    std::thread::Builder::new()
+        .name("journal".to_owned())
+        .spawn(move || writer.serve(receiver))
+        .map_err(|e| format!("cannot start the journal's writer thread: {e}"))?;
+    Ok(())
+}
+
 /// A journal step handed to the writer thread.
 #[must_use = "the window goes on once its line is written: wait for it"]
 pub(crate) struct Pending {
-    path: PathBuf,
+    journal: String,
     done: Option<oneshot::Receiver<Result<(), String>>>,
 }
 
@@ -471,81 +532,89 @@ impl Pending {
             Ok(Ok(Err(e))) => tell!("warning: {e}"),
             Ok(Err(_)) => tell!(
                 "warning: cannot write to the journal {}: its writer stopped",
-                self.path.display()
+                self.journal
             ),
             Err(_) => tell!(
                 "warning: the journal {} was not written within {} s; going on without waiting",
-                self.path.display(),
+                self.journal,
                 BOUND.as_secs()
             ),
         }
     }
 }
 
-/// The journal, open for append: this run's side; the file work is the writer thread's.
+/// Where the windows are recorded: `--journal FILE`, or `--journal k8s:[NAMESPACE]`,
+/// objects in the Kubernetes API.
+#[derive(Debug, Clone)]
+pub(crate) enum Place {
+    File(PathBuf),
+    Cluster(cluster::Place),
+}
+
+impl Place {
+    /// Reads `--journal`'s value: `k8s:` names the cluster (a file of that name is
+    /// `./k8s:...`).
+    pub(crate) fn parse(
+        value: &Path,
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+    ) -> Result<Place, String> {
+        match value.to_str().and_then(|v| v.strip_prefix(cluster::SCHEME)) {
+            Some(namespace) => Ok(Place::Cluster(cluster::Place::new(
+                namespace, kubeconfig, context,
+            )?)),
+            None if value.as_os_str().is_empty() => {
+                Err("a journal needs a file or k8s:NAMESPACE".to_owned())
+            }
+            None => Ok(Place::File(value.to_owned())),
+        }
+    }
+
+    /// Whether it is kept through the Kubernetes API.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Place::Cluster(_))
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::File(path) => write!(f, "{}", path.display()),
+            Place::Cluster(place) => write!(f, "{place}"),
+        }
+    }
+}
+
+/// The journal, open for append: this run's side; the file or API work is the writer
+/// thread's.
 pub(crate) struct Journal {
-    path: PathBuf,
+    name: String,
     /// This run's id: the process id, the start instant and a random number.
     run: String,
     /// Attempts opened and not yet closed.
     open: Vec<usize>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl Journal {
     /// Opens the journal for append (creating it), before anything is paused, and warns
-    /// about windows a previous run left open.
-    pub(crate) fn open(path: &Path, keep: usize) -> Result<Journal, String> {
-        let paths = Paths::new(path);
-        let err = |e: std::io::Error| {
-            format!("cannot open the journal {} for append: {e}", path.display())
-        };
-        let created = match OpenOptions::new().append(true).create_new(true).open(path) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                OpenOptions::new().append(true).open(path).map_err(err)?;
-                false
-            }
-            Err(e) => return Err(err(e)),
-        };
-        if created {
-            sync_dir(&paths.dir).map_err(err)?;
-        }
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(paths.lock())
-            .map_err(|e| {
-                format!(
-                    "cannot open the journal's lock file {}: {e}",
-                    paths.lock().display()
-                )
-            })?;
-        if let Err(e) = read_and_report(&paths, true) {
-            tell!("warning: {e}");
-        }
+    /// about windows a previous run left open. `bound`: the longest an attempt may last
+    /// from its pause (the guardian's lease), after which a window not closed is taken
+    /// as left by a run that died, where no lock can tell.
+    pub(crate) fn open(place: &Place, keep: usize, bound: Duration) -> Result<Journal, String> {
         let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         let run = format!(
             "{}-{}-{random:016x}",
             std::process::id(),
             unix_micros(SystemTime::now())
         );
-        let (jobs, receiver) = mpsc::channel();
-        let writer = Writer {
-            paths,
-            lock: lock_file,
-            keep,
-            run: run.clone(),
-            run_file: None,
-        };
-        std::thread::Builder::new()
-            .name("journal".to_owned())
-            .spawn(move || writer.serve(receiver))
-            .map_err(|e| format!("cannot start the journal's writer thread: {e}"))?;
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        match place {
+            Place::File(path) => open_file(path, keep, &run, receiver)?,
+            Place::Cluster(place) => cluster::open(place, keep, bound, &run, receiver)?,
+        }
         Ok(Journal {
-            path: path.to_owned(),
+            name: place.to_string(),
             run,
             open: Vec::new(),
             jobs,
@@ -557,7 +626,7 @@ impl Journal {
         // A writer that stopped drops `done`: the wait says so.
         let _ = self.jobs.send(job(done));
         Pending {
-            path: self.path.clone(),
+            journal: self.name.clone(),
             done: Some(receiver),
         }
     }
@@ -565,16 +634,16 @@ impl Journal {
     fn append(&self, entries: &[Value], opens: bool) -> Pending {
         if entries.is_empty() {
             return Pending {
-                path: self.path.clone(),
+                journal: self.name.clone(),
                 done: None,
             };
         }
-        let mut text = String::new();
-        for entry in entries {
-            text.push_str(&entry.to_string());
-            text.push('\n');
-        }
-        self.submit(|done| Job::Append { text, opens, done })
+        let entries = entries.to_vec();
+        self.submit(|done| Job::Append {
+            entries,
+            opens,
+            done,
+        })
     }
 
     /// The window is open: every pod paused.
@@ -587,6 +656,8 @@ impl Journal {
             "attempt": paused.attempt(),
             "pause_completed_at_us": unix_micros(paused.pause_completed_at()),
             "pause_completed_at": at,
+            "pod_count": pods.len(),
+            "snapshot_digest": snapshot_digest(paused),
             "pods": pods,
         });
         self.open.push(paused.attempt());
@@ -651,23 +722,42 @@ impl Journal {
     }
 }
 
+/// SHA-256 of what the window paused, as JSON: each group with its pods and, for the
+/// Kubernetes way, the snapshot taken before the pause (names, UIDs, restart counts,
+/// owners' generations). Two windows with the same digest paused the same pods in the
+/// same state; the cluster journal keeps it instead of a thousand pod names.
+fn snapshot_digest(paused: &Paused) -> String {
+    let groups = serde_json::to_vec(paused.groups()).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &groups);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// One restorable period in HISTORY's JSON.
 #[derive(Serialize)]
 struct Period {
     #[serde(flatten)]
     instants: Instants,
     attempt: u64,
+    /// The pods' names (a file journal; the cluster's keeps their count).
+    #[serde(skip_serializing_if = "Value::is_null")]
     pods: Value,
+    pod_count: usize,
+    /// Of what was paused ([`snapshot_digest`]), when recorded.
+    snapshot_digest: Value,
     exec: Value,
 }
 
 /// `-c HISTORY`: the VALID windows of the journal, newest first. Contacts no pod.
 pub(crate) fn history(config: &Config) -> ExitStatus {
-    let Some(path) = &config.journal else {
-        tell!("error: -c HISTORY needs --journal FILE");
+    let Some(place) = &config.journal else {
+        tell!("error: -c HISTORY needs --journal FILE or k8s:NAMESPACE");
         return ExitStatus::Usage;
     };
-    let lines = match read_and_report(&Paths::new(path), false) {
+    let read = match place {
+        Place::File(path) => read_and_report(&Paths::new(path), false),
+        Place::Cluster(place) => cluster::read(place),
+    };
+    let lines = match read {
         Ok(lines) => lines,
         Err(e) => {
             tell!("error: {e}");
@@ -690,13 +780,19 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
                 v["unpause_started_at_us"].as_i64()?,
                 v["midpoint_us"].as_i64()?,
             );
+            let open = opens.get(&l.key);
+            let field = |name: &str| open.map_or(Value::Null, |o| o[name].clone());
+            let pods = field("pods");
+            let pod_count = field("pod_count")
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or_else(|| pods.as_array().map_or(0, Vec::len));
             Some(Period {
                 instants: Instants::new(start, end, mid, tz),
                 attempt: l.key.1,
-                pods: opens
-                    .get(&l.key)
-                    .map(|o| o["pods"].clone())
-                    .unwrap_or(Value::Null),
+                pods,
+                pod_count,
+                snapshot_digest: field("snapshot_digest"),
                 exec: v.get("exec").cloned().unwrap_or(Value::Null),
             })
         })
@@ -706,7 +802,7 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
         Output::Json => {
             let doc = json!({
                 "command": "history",
-                "journal": path.display().to_string(),
+                "journal": place.to_string(),
                 "time_zone": tz.iana_name().unwrap_or("UTC"),
                 "windows": periods,
             });
@@ -717,7 +813,7 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
         }
         Output::Text => {
             if periods.is_empty() {
-                say!("No restorable window in {}", path.display());
+                say!("No restorable window in {place}");
             } else {
                 say!(
                     "{:<44}  {:<44}  {:>12}  {:>4}  {}",
@@ -728,7 +824,7 @@ pub(crate) fn history(config: &Config) -> ExitStatus {
                     "EXEC"
                 );
                 for p in &periods {
-                    let pods = p.pods.as_array().map_or(0, Vec::len);
+                    let pods = p.pod_count;
                     let exec = match &p.exec {
                         Value::Null => "-".to_owned(),
                         e => match (e["exit_code"].as_i64(), e["timed_out"].as_bool()) {
