@@ -259,6 +259,26 @@ async fn a_thousand_pods_from_endpoint_slices_in_one_fan_out() {
             .await
             .success();
         assert_eq!(paused(&pods), 0);
+
+        // A window over them, kept in the cluster: its object holds a count and a
+        // digest, not a thousand names.
+        let journal = format!("k8s:{}", ns.name());
+        let args = [
+            "-c",
+            "window",
+            "-r",
+            "big",
+            "--duration",
+            "100ms",
+            "--journal",
+            &journal,
+        ];
+        cli(&ns, User::Admin, &args).await.success();
+        let objects = window_objects(&ns).await;
+        assert_eq!(entry(&objects[0], "open")["pod_count"], 1000);
+        let size = serde_json::to_vec(&objects[0]).unwrap().len();
+        eprintln!("a VALID window's object over 1000 pods: {size} bytes as JSON");
+        assert!(size < 2048, "{size} bytes");
     })
     .await
 }
