@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use scalar_admin_rig::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use scalar_admin_rig::k8s_openapi::api::core::v1::{Pod as PodObject, Service};
+use scalar_admin_rig::k8s_openapi::api::core::v1::{Container, Pod as PodObject, Service};
 use scalar_admin_rig::k8s_openapi::api::discovery::v1::EndpointSlice;
 use scalar_admin_rig::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use scalar_admin_rig::kube::{
@@ -22,6 +22,7 @@ use scalar_admin_rig::kube_rs::Api;
 use scalar_admin_rig::kube_rs::api::ListParams;
 use scalar_admin_rig::{KubeCluster, TestNamespace};
 
+use crate::backup_job::{BINARY_IN_JOB, RUN_AS};
 use crate::util::bounded;
 
 /// Pods as the API lists them, by name.
@@ -412,8 +413,8 @@ async fn many_pods_in_several_slices_with_a_named_target_port() {
 /// `scalar-admin-cli/deploy/rbac.yaml`, created by the real API server from the YAML,
 /// gives its ServiceAccount exactly [`SCALAR_ADMIN_RULES`] (the rules the tests grant
 /// the `tester`) and the journal's [`JOURNAL_RULES`], and nothing else that writes,
-/// watches or reads Secrets; the Job and CronJob are accepted as they are and run as
-/// that account.
+/// watches or reads Secrets; the Jobs and CronJob are accepted as they are and run as
+/// that account, and the backup Job is the one `backup_job::*` runs the binary as.
 #[tokio::test]
 async fn deploy_rbac_is_least_privilege() {
     bounded(async {
@@ -460,7 +461,11 @@ async fn deploy_rbac_is_least_privilege() {
                 .await
         );
 
-        for manifest in ["pause-job.yaml", "backup-window-cronjob.yaml"] {
+        for manifest in [
+            "pause-job.yaml",
+            "backup-window-cronjob.yaml",
+            "backup-job.yaml",
+        ] {
             assert_eq!(ns.apply_manifest(&deploy.join(manifest)).await.len(), 1);
         }
         let jobs: Api<scalar_admin_rig::k8s_openapi::api::batch::v1::Job> = ns.api();
@@ -474,6 +479,8 @@ async fn deploy_rbac_is_least_privilege() {
             .service_account_name;
         assert_eq!(account.as_deref(), Some("scalar-admin"));
 
+        backup_job_runs_the_copied_binary(&jobs.get("scalar-backup").await.unwrap());
+
         // A token of that account, as the tool has inside the Job's pod.
         let kubeconfig = ns.service_account_kubeconfig("scalar-admin").await;
         assert!(
@@ -483,4 +490,76 @@ async fn deploy_rbac_is_least_privilege() {
         );
     })
     .await;
+}
+
+/// `backup-job.yaml` as the API server stored it is the Job `backup_job::*` runs the
+/// binary as: the init container copies it into an emptyDir mounted where the backup
+/// container runs it from ([`BINARY_IN_JOB`]), read-only there; `TMPDIR` is an emptyDir;
+/// the root file systems stay read-only; the user is [`RUN_AS`]; the account is
+/// rbac.yaml's.
+fn backup_job_runs_the_copied_binary(job: &scalar_admin_rig::k8s_openapi::api::batch::v1::Job) {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("scalar-admin"));
+    let security = pod.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_user, Some(RUN_AS));
+    assert_eq!(security.run_as_group, Some(RUN_AS));
+    assert_eq!(security.run_as_non_root, Some(true));
+    let empty_dir = |name: &str| {
+        pod.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == name && v.empty_dir.is_some())
+    };
+    let (dir, _) = BINARY_IN_JOB.rsplit_once('/').unwrap();
+    let mount = |c: &Container, path: &str| {
+        let m = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == path)
+            .unwrap_or_else(|| panic!("{}: nothing mounted at {path}", c.name));
+        assert!(empty_dir(&m.name), "{}: {path} is not an emptyDir", c.name);
+        m.clone()
+    };
+    let read_only_root = |c: &Container| {
+        c.security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem)
+            == Some(true)
+    };
+
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    let copy = init.command.as_ref().unwrap();
+    assert!(copy[0].ends_with("/cp"), "{copy:?}");
+    assert_eq!(
+        copy.last().map(String::as_str),
+        Some(BINARY_IN_JOB),
+        "{copy:?}"
+    );
+    let into = mount(init, dir);
+    assert_ne!(into.read_only, Some(true));
+    assert!(read_only_root(init));
+
+    let backup = &pod.containers[0];
+    assert_eq!(
+        backup.command.as_deref(),
+        Some(&[BINARY_IN_JOB.to_owned()][..])
+    );
+    let from = mount(backup, dir);
+    assert_eq!(from.name, into.name);
+    assert_eq!(from.read_only, Some(true));
+    let env = |name: &str| {
+        backup
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    let tmpdir = env("TMPDIR").expect("TMPDIR");
+    assert!(!mount(backup, &tmpdir).read_only.unwrap_or(false));
+    assert!(read_only_root(backup));
+    let args = backup.args.as_ref().unwrap();
+    assert!(args.windows(2).any(|w| w == ["-c", "window"]), "{args:?}");
+    assert!(args.iter().any(|a| a == "--exec"), "{args:?}");
 }

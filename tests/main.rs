@@ -4,6 +4,7 @@
 
 mod util;
 
+mod backup_job;
 mod cli;
 mod discovery;
 mod exec;
