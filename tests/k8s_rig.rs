@@ -411,10 +411,12 @@ async fn many_pods_in_several_slices_with_a_named_target_port() {
 }
 
 /// `scalar-admin-cli/deploy/rbac.yaml`, created by the real API server from the YAML,
-/// gives its ServiceAccount exactly [`SCALAR_ADMIN_RULES`] (the rules the tests grant
-/// the `tester`) and the journal's [`JOURNAL_RULES`], and nothing else that writes,
-/// watches or reads Secrets; the Jobs and CronJob are accepted as they are and run as
-/// that account, and the backup Job is the one `backup_job::*` runs the binary as.
+/// gives ServiceAccount `scalar-admin` exactly [`SCALAR_ADMIN_RULES`] (the rules the
+/// tests grant the `tester`) and nothing that writes, watches or reads Secrets, and
+/// `scalar-admin-backup` those and the journal's [`JOURNAL_RULES`]; the Jobs and CronJob
+/// are accepted as they are, the Jobs run as the first (the backup Job is the one
+/// `backup_job::*` runs the binary as), the CronJob as the second with its journal in
+/// the cluster.
 #[tokio::test]
 async fn deploy_rbac_is_least_privilege() {
     bounded(async {
@@ -430,16 +432,31 @@ async fn deploy_rbac_is_least_privilege() {
             [
                 "ServiceAccount/scalar-admin",
                 "Role/scalar-admin",
-                "RoleBinding/scalar-admin"
+                "RoleBinding/scalar-admin",
+                "ServiceAccount/scalar-admin-backup",
+                "Role/scalar-admin-journal",
+                "RoleBinding/scalar-admin-backup",
+                "RoleBinding/scalar-admin-backup-journal",
             ]
         );
+        // The CronJob's account may also keep the journal; the other jobs' may not.
         ns.wait_service_account_allowed("scalar-admin", SCALAR_ADMIN_RULES)
             .await;
-        ns.wait_service_account_allowed("scalar-admin", JOURNAL_RULES)
+        ns.wait_service_account_allowed("scalar-admin-backup", SCALAR_ADMIN_RULES)
             .await;
+        ns.wait_service_account_allowed("scalar-admin-backup", JOURNAL_RULES)
+            .await;
+        for (verb, resource) in [("watch", "configmaps"), ("patch", "configmaps")] {
+            assert!(
+                !ns.service_account_can("scalar-admin-backup", verb, resource)
+                    .await,
+                "rbac.yaml must not allow the backup account to {verb} {resource}"
+            );
+        }
         for (verb, resource) in [
-            ("watch", "configmaps"),
-            ("patch", "configmaps"),
+            ("create", "configmaps"),
+            ("update", "configmaps"),
+            ("delete", "configmaps"),
             ("watch", "pods"),
             ("delete", "pods"),
             ("create", "pods/exec"),
@@ -478,6 +495,19 @@ async fn deploy_rbac_is_least_privilege() {
             .unwrap()
             .service_account_name;
         assert_eq!(account.as_deref(), Some("scalar-admin"));
+        let cronjobs: Api<scalar_admin_rig::k8s_openapi::api::batch::v1::CronJob> = ns.api();
+        let cronjob = cronjobs.get("scalar-backup-window").await.unwrap();
+        let template = cronjob.spec.unwrap().job_template.spec.unwrap().template;
+        let pod = template.spec.unwrap();
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("scalar-admin-backup")
+        );
+        let args = pod.containers[0].args.clone().unwrap_or_default();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--journal" && w[1].starts_with("k8s:"))
+        );
 
         backup_job_runs_the_copied_binary(&jobs.get("scalar-backup").await.unwrap());
 

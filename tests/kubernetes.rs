@@ -275,6 +275,7 @@ async fn a_thousand_pods_from_endpoint_slices_in_one_fan_out() {
         ];
         cli(&ns, User::Admin, &args).await.success();
         let objects = window_objects(&ns).await;
+        assert_eq!(label(&objects[0], "scalar-admin/verdict"), "VALID");
         assert_eq!(entry(&objects[0], "open")["pod_count"], 1000);
         let size = serde_json::to_vec(&objects[0]).unwrap().len();
         eprintln!("a VALID window's object over 1000 pods: {size} bytes as JSON");
@@ -820,6 +821,11 @@ async fn windows_are_kept_as_configmaps_retained_and_read_back_by_history() {
             .map(|o| label(o, "scalar-admin/verdict"))
             .collect();
         assert_eq!(verdicts, ["INVALID", "VALID"]);
+        assert_eq!(
+            label(&objects[0], "scalar-admin/restore-point"),
+            "",
+            "not one"
+        );
         let valid = &objects[1];
         let (open, close) = (entry(valid, "open"), entry(valid, "close"));
         assert_eq!(open["pod_count"], 2, "{open}");
@@ -861,6 +867,30 @@ async fn windows_are_kept_as_configmaps_retained_and_read_back_by_history() {
             )
         );
 
+        // Another journal of the namespace (another product's CronJob) is apart: its
+        // window is neither retained away nor listed.
+        let other = format!("k8s:{}/other", ns.name());
+        let args = [
+            "-c",
+            "window",
+            "-a",
+            &list,
+            "--duration",
+            "100ms",
+            "--journal",
+            &other,
+        ];
+        cli(&ns, User::Admin, &args).await.success();
+        window("true").await.success();
+        let objects = window_objects(&ns).await;
+        let journals: Vec<String> = objects
+            .iter()
+            .map(|o| label(o, "scalar-admin/journal"))
+            .collect();
+        assert_eq!(journals, ["default", "other", "default"]);
+        let (older, close) = (&objects[0], entry(&objects[2], "close"));
+        assert_eq!(label(older, "scalar-admin/verdict"), "VALID");
+
         let run = cli(
             &ns,
             User::Admin,
@@ -870,7 +900,11 @@ async fn windows_are_kept_as_configmaps_retained_and_read_back_by_history() {
         .success();
         let doc: Value = serde_json::from_str(&run.stdout).unwrap();
         let windows = doc["windows"].as_array().unwrap();
-        assert_eq!(windows.len(), 1, "only the VALID one: {doc}");
+        assert_eq!(
+            windows.len(),
+            2,
+            "only the VALID ones, of this journal: {doc}"
+        );
         assert_eq!(windows[0]["midpoint_us"], close["midpoint_us"]);
         assert_eq!(windows[0]["pod_count"], 2);
         assert_eq!(doc["journal"], journal);
@@ -879,10 +913,12 @@ async fn windows_are_kept_as_configmaps_retained_and_read_back_by_history() {
     .await
 }
 
-/// Two windows at once on one namespace's journal: each writes only its own object, and
-/// both are recorded VALID.
+/// Two windows at once on one journal: each writes only its own object, and the second
+/// one's retention (one window) does not delete the first while it may still hold it.
 #[tokio::test]
-async fn two_concurrent_windows_are_both_recorded() {
+async fn two_concurrent_windows_are_both_recorded_and_a_held_one_outlives_the_others_retention() {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use scalar_admin_rig::kube_rs::api::{WatchEvent, WatchParams};
     bounded(async {
         let Some((cluster, ns)) = setup("k8s-journal-two").await else {
             return;
@@ -890,45 +926,68 @@ async fn two_concurrent_windows_are_both_recorded() {
         let pods = cluster.admin_pods(4).await;
         let (a, b) = (crate::exec::list(&pods[..2]), crate::exec::list(&pods[2..]));
         let journal = format!("k8s:{}", ns.name());
-        let window = |list: &str| {
-            let args = [
-                "-c",
-                "window",
-                "-a",
-                list,
-                "--duration",
-                "300ms",
-                "--journal",
-                &journal,
-            ]
-            .map(str::to_owned);
-            let ns = &ns;
-            async move {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                cli(ns, User::Admin, &args).await
+        let kubeconfig = ns.kubeconfig(User::Admin);
+        let mut events = ns
+            .api::<ConfigMap>()
+            .watch(&WatchParams::default().labels(WINDOWS), "0")
+            .await
+            .unwrap()
+            .boxed();
+        // The first holds until told to stop.
+        let first = crate::util::start_scalar_admin(&[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "-c",
+            "window",
+            "-a",
+            &a,
+            "--duration",
+            "10m",
+            "--journal",
+            &journal,
+        ]);
+        let held = loop {
+            if let Some(WatchEvent::Added(object)) = events.try_next().await.unwrap() {
+                break object;
             }
         };
-        let (one, two) = tokio::join!(window(&a), window(&b));
-        one.success();
-        two.success();
+        let args = [
+            "-c",
+            "window",
+            "-a",
+            &b,
+            "--duration",
+            "100ms",
+            "--journal",
+            &journal,
+            "--journal-retain",
+            "1",
+        ];
+        cli(&ns, User::Admin, &args).await.success();
         let objects = window_objects(&ns).await;
         let verdicts: Vec<String> = objects
             .iter()
             .map(|o| label(o, "scalar-admin/verdict"))
             .collect();
-        assert_eq!(verdicts, ["VALID", "VALID"], "{objects:?}");
-        let counts: Vec<Value> = objects
+        assert_eq!(verdicts, ["OPEN", "VALID"], "{objects:?}");
+        assert_eq!(objects[0].metadata.name, held.metadata.name);
+
+        first.signal("TERM");
+        first.wait().await.assert_status(1);
+        let objects = window_objects(&ns).await;
+        let verdicts: Vec<String> = objects
             .iter()
-            .map(|o| entry(o, "open")["pod_count"].clone())
+            .map(|o| label(o, "scalar-admin/verdict"))
             .collect();
-        assert_eq!(counts, [2, 2]);
+        assert_eq!(verdicts, ["FAILED", "VALID"], "{objects:?}");
+        assert_eq!(paused(&pods), 0);
     })
     .await
 }
 
-/// A window whose whole process group (the tool and its guardian) is SIGKILLed stays
-/// open in the cluster: reported as still held until its bound (the lease) passes, then
-/// as never closed.
+/// A window whose tool and guardian are both SIGKILLed stays open in the cluster:
+/// reported as still held until its bound (the lease) passes, then as never closed, by
+/// HISTORY and by the next WINDOW.
 #[tokio::test]
 async fn a_window_left_open_by_a_killed_tool_and_guardian_is_reported_once_its_bound_passes() {
     use futures::{StreamExt as _, TryStreamExt as _};
@@ -937,8 +996,8 @@ async fn a_window_left_open_by_a_killed_tool_and_guardian_is_reported_once_its_b
         let Some((cluster, ns)) = setup("k8s-journal-open").await else {
             return;
         };
-        let pods = cluster.admin_pods(1).await;
-        let list = crate::exec::list(&pods);
+        let pods = cluster.admin_pods(2).await;
+        let (list, next) = (crate::exec::list(&pods[..1]), crate::exec::list(&pods[1..]));
         let journal = format!("k8s:{}", ns.name());
         let kubeconfig = ns.kubeconfig(User::Admin);
         let mut events = ns
@@ -955,9 +1014,9 @@ async fn a_window_left_open_by_a_killed_tool_and_guardian_is_reported_once_its_b
             "-a",
             &list,
             "--duration",
-            "4s",
+            "6s",
             "--max-hold",
-            "5s",
+            "7s",
             "--journal",
             &journal,
         ]);
@@ -992,8 +1051,25 @@ async fn a_window_left_open_by_a_killed_tool_and_guardian_is_reported_once_its_b
         if let Ok(left) = Duration::try_from(left) {
             tokio::time::sleep(left + Duration::from_millis(10)).await;
         }
-        let run = history().await.success();
         let name = opened.metadata.name.as_deref().unwrap();
+        let run = history().await.success();
+        assert!(
+            run.stderr.contains("was never closed") && run.stderr.contains(name),
+            "{}",
+            run.stderr
+        );
+        // The next window says so before it pauses anything, and goes on.
+        let args = [
+            "-c",
+            "window",
+            "-a",
+            &next,
+            "--duration",
+            "100ms",
+            "--journal",
+            &journal,
+        ];
+        let run = cli(&ns, User::Admin, &args).await.success();
         assert!(
             run.stderr.contains("was never closed") && run.stderr.contains(name),
             "{}",

@@ -472,6 +472,13 @@ impl Config {
         let in_cluster = journal
             .as_ref()
             .is_some_and(crate::journal::Place::is_cluster);
+        let retain_max = crate::journal::MAX_RETAINED_IN_CLUSTER;
+        if in_cluster && low.journal_retain.is_some_and(|n| n as usize > retain_max) {
+            return Err(usage(
+                "--journal-retain",
+                &format!("at most {retain_max} with a journal in the cluster (k8s:)"),
+            ));
+        }
         if low.namespace.is_some() && !groups.iter().any(|g| matches!(g, Group::Kubernetes(_))) {
             return Err(usage(
                 "--namespace",

@@ -261,7 +261,7 @@ impl Instants {
             pause_completed_at_us: start,
             unpause_started_at_us: end,
             midpoint_us: mid,
-            length_us: end - start,
+            length_us: end.saturating_sub(start),
             pause_completed_at: zoned(at(start), tz),
             unpause_started_at: zoned(at(end), tz),
             midpoint: zoned(at(mid), tz),

@@ -53,40 +53,68 @@ pub(super) const SCHEME: &str = "k8s:";
 const SELECTOR: &str =
     "app.kubernetes.io/managed-by=scalar-admin,app.kubernetes.io/component=backup-window";
 const VERDICT: &str = "scalar-admin/verdict";
+const JOURNAL: &str = "scalar-admin/journal";
 const WINDOW_START: &str = "scalar-admin/window-start";
 const RESTORE_POINT: &str = "scalar-admin/restore-point";
 const HELD_UNTIL: &str = "scalar-admin/held-until";
 /// What the journal does with ConfigMaps, each checked before anything is paused.
 const VERBS: [&str; 5] = ["create", "get", "list", "update", "delete"];
 
-/// A namespace of a cluster, and how to reach it.
+/// The journal of `k8s:NS` without `/NAME`.
+const DEFAULT_JOURNAL: &str = "default";
+
+/// A journal in a namespace of a cluster, and how to reach it.
 #[derive(Debug, Clone)]
 pub(crate) struct Place {
+    /// As given, after `k8s:`.
+    given: String,
     /// None: the kubeconfig context's namespace, or inside a pod its own.
     namespace: Option<String>,
+    /// Which journal of the namespace: the windows of two CronJobs (two products that
+    /// are backed up apart) must not pass for each other's restore points.
+    journal: String,
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
 }
 
+/// Whether `name` is a DNS label of at most `max` characters, as namespaces are.
+fn is_label(name: &str, max: usize) -> bool {
+    name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 impl Place {
+    /// `[NAMESPACE][/NAME]`.
     pub(super) fn new(
-        namespace: &str,
+        given: &str,
         kubeconfig: Option<&Path>,
         context: Option<&str>,
     ) -> Result<Place, String> {
-        let valid = namespace.len() <= 63
-            && namespace
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !namespace.starts_with('-')
-            && !namespace.ends_with('-');
-        if !valid {
+        let (namespace, journal) = match given.split_once('/') {
+            Some((namespace, journal)) => (namespace, journal),
+            None => (given, DEFAULT_JOURNAL),
+        };
+        if !is_label(namespace, 63) {
             return Err(format!(
-                "k8s:{namespace}: not a namespace name (lowercase letters, digits and '-')"
+                "k8s:{given}: {namespace:?} is not a namespace name (lowercase letters, digits \
+                 and '-')"
+            ));
+        }
+        // It goes into object names and a label value.
+        if journal.is_empty() || !is_label(journal, 40) {
+            return Err(format!(
+                "k8s:{given}: {journal:?} is not a journal name (1 to 40 lowercase letters, \
+                 digits and '-')"
             ));
         }
         Ok(Place {
+            given: given.to_owned(),
             namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+            journal: journal.to_owned(),
             kubeconfig: kubeconfig.map(Path::to_owned),
             context: context.map(str::to_owned),
         })
@@ -107,15 +135,18 @@ impl Place {
 
 impl std::fmt::Display for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{SCHEME}{}", self.namespace.as_deref().unwrap_or(""))
+        write!(f, "{SCHEME}{}", self.given)
     }
 }
 
-/// The API and the namespace, once connected.
+/// The API, the namespace and the journal, once connected.
 struct Store {
     client: Client,
     api: Api<ConfigMap>,
     namespace: String,
+    journal: String,
+    /// As given, for messages.
+    name: String,
 }
 
 impl Store {
@@ -133,11 +164,27 @@ impl Store {
             api: Api::namespaced(client.clone(), &namespace),
             client,
             namespace,
+            journal: place.journal.clone(),
+            name: place.to_string(),
         })
     }
 
-    fn name(&self) -> String {
-        format!("{SCHEME}{}", self.namespace)
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This journal's objects; `open`: only the windows not closed.
+    fn selector(&self, open: bool) -> String {
+        let mut selector = format!("{SELECTOR},{JOURNAL}={}", self.journal);
+        if open {
+            selector.push_str(&format!(",{VERDICT}=OPEN"));
+        }
+        selector
+    }
+
+    /// The object of one window attempt.
+    fn object_name(&self, run: &str, attempt: u64) -> String {
+        format!("scalar-admin-{}-{run}-{attempt}", self.journal)
     }
 
     /// Asks the API server whether this user may do each of [`VERBS`] to ConfigMaps
@@ -179,12 +226,13 @@ impl Store {
         Ok(())
     }
 
-    /// Every window object, in pages.
-    async fn list(&self) -> Result<Vec<ConfigMap>, String> {
+    /// Every window object of this journal (`open`: those not closed), in pages.
+    async fn list(&self, open: bool) -> Result<Vec<ConfigMap>, String> {
+        let selector = self.selector(open);
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut params = ListParams::default().labels(SELECTOR).limit(250);
+            let mut params = ListParams::default().labels(&selector).limit(250);
             if let Some(token) = &token {
                 params = params.continue_token(token);
             }
@@ -208,11 +256,6 @@ fn one_line(e: &kube::Error) -> String {
     }
 }
 
-/// The object of one window attempt.
-fn object_name(run: &str, attempt: u64) -> String {
-    format!("scalar-admin-window-{run}-{attempt}")
-}
-
 /// An instant as a label value: `20261204T030005.123456Z` (ISO 8601's basic format, as
 /// a label allows no ':').
 fn label_instant(micros: i64) -> Option<String> {
@@ -224,11 +267,8 @@ fn label_instant(micros: i64) -> Option<String> {
     ))
 }
 
-fn rfc3339(at: SystemTime) -> String {
-    jiff::Timestamp::try_from(at).map_or_else(|_| String::new(), |ts| ts.to_string())
-}
-
-/// The journal's two entries of one object, as the file journal's lines.
+/// The journal's two entries of one object, as the file journal's lines (none for an
+/// object that holds no entry).
 fn lines_of(object: &ConfigMap) -> Vec<Line> {
     let mut lines = Vec::new();
     for (name, open) in [("open", true), ("close", false)] {
@@ -266,6 +306,19 @@ fn held_until(object: &ConfigMap) -> Option<jiff::Timestamp> {
         .ok()
 }
 
+/// When a window's pause completed, in microseconds: from its entries, else when its
+/// object was made.
+fn start_us(object: &ConfigMap) -> i64 {
+    lines_of(object)
+        .iter()
+        .find_map(|l| l.value.get("pause_completed_at_us").and_then(Value::as_i64))
+        .or_else(|| {
+            let made = object.metadata.creation_timestamp.as_ref()?;
+            i64::try_from(made.0.as_microsecond()).ok()
+        })
+        .unwrap_or(0)
+}
+
 fn is_open(object: &ConfigMap) -> bool {
     object
         .data
@@ -282,6 +335,13 @@ fn maybe_held(object: &ConfigMap, now: jiff::Timestamp) -> bool {
 /// WINDOW before it pauses anything.
 fn report(store: &Store, objects: &[ConfigMap]) {
     let now = jiff::Timestamp::now();
+    for object in objects.iter().filter(|o| lines_of(o).is_empty()) {
+        let name = object.metadata.name.as_deref().unwrap_or("?");
+        tell!(
+            "warning: journal {} configmap {name}: not a journal entry, skipped",
+            store.name()
+        );
+    }
     for object in objects.iter().filter(|o| is_open(o)) {
         let name = object.metadata.name.as_deref().unwrap_or("?");
         let at = lines_of(object)
@@ -308,27 +368,32 @@ fn report(store: &Store, objects: &[ConfigMap]) {
     }
 }
 
-/// `-c HISTORY`'s reading of the cluster, on a runtime of its own.
+/// How long HISTORY waits for the whole journal: up to [`MAX_RETAINED`] objects.
+const READ_BOUND: Duration = Duration::from_secs(60);
+/// The most windows `--journal-retain` keeps in the cluster: a journal HISTORY reads in
+/// [`READ_BOUND`].
+pub(crate) const MAX_RETAINED: usize = 1000;
+
+/// `-c HISTORY`'s reading of the cluster, on a runtime of its own that is left behind,
+/// not waited for, should a credential plugin hang.
 pub(super) fn read(place: &Place) -> Result<Vec<Line>, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime =
+        crate::runtime::Background::start().ok_or_else(|| "cannot start the runtime".to_owned())?;
     runtime.block_on(async {
         let work = async {
             let store = Store::connect(place).await?;
-            let objects = store.list().await?;
+            let objects = store.list(false).await?;
             report(&store, &objects);
-            let mut objects = objects;
-            objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             Ok(objects.iter().flat_map(lines_of).collect())
         };
-        tokio::time::timeout(BOUND, work).await.unwrap_or_else(|_| {
-            Err(format!(
-                "the journal {place} did not answer within {} s",
-                BOUND.as_secs()
-            ))
-        })
+        tokio::time::timeout(READ_BOUND, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the journal {place} did not answer within {} s",
+                    READ_BOUND.as_secs()
+                ))
+            })
     })
 }
 
@@ -347,21 +412,17 @@ pub(super) fn open(
     std::thread::Builder::new()
         .name("journal".to_owned())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready.send(Err(format!("cannot start the journal's runtime: {e}")));
-                    return;
-                }
+            let Some(runtime) = crate::runtime::Background::start() else {
+                let _ = ready.send(Err("cannot start the journal's runtime".to_owned()));
+                return;
             };
             runtime.block_on(async move {
                 let writer = async {
                     let store = Store::connect(&place).await?;
                     store.check_access().await?;
-                    report(&store, &store.list().await?);
+                    // Only the windows left open: a WINDOW must not wait on the whole
+                    // history.
+                    report(&store, &store.list(true).await?);
                     Ok::<_, String>(store)
                 };
                 let store = match tokio::time::timeout(BOUND, writer).await {
@@ -430,7 +491,7 @@ impl Writer {
     /// Creates the object of an "open" entry, or adds a "close" entry to its object.
     async fn write(&mut self, entry: Value) -> Result<(), String> {
         let attempt = entry.get("attempt").and_then(Value::as_u64).unwrap_or(0);
-        let name = object_name(&self.run, attempt);
+        let name = self.store.object_name(&self.run, attempt);
         let opens = entry.get("event").and_then(Value::as_str) == Some("open");
         let err = |e: &kube::Error| {
             format!(
@@ -440,7 +501,7 @@ impl Writer {
             )
         };
         if opens {
-            let object = self.opened(&name, entry);
+            let object = self.opened(&name, Some(entry));
             self.store
                 .api
                 .create(&PostParams::default(), &object)
@@ -462,14 +523,17 @@ impl Writer {
                 }
                 // Never opened here (its open failed), or deleted since: the close alone.
                 None => {
-                    let mut object = self.opened(&name, Value::Null);
+                    let mut object = self.opened(&name, None);
                     closed(&mut object, &entry);
                     self.store.api.create(&PostParams::default(), &object).await
                 }
             };
             match result {
                 Ok(_) => return Ok(()),
-                Err(kube::Error::Api(status)) if status.is_conflict() => {}
+                // Changed since it was read, or made meanwhile (an open whose request
+                // timed out, stored late): read it again.
+                Err(kube::Error::Api(status))
+                    if status.is_conflict() || status.is_already_exists() => {}
                 Err(e) => return Err(err(&e)),
             }
         }
@@ -479,9 +543,12 @@ impl Writer {
         ))
     }
 
-    /// A window's object as it opens (`open`: its entry, null for none).
-    fn opened(&self, name: &str, mut open: Value) -> ConfigMap {
-        let start = open.get("pause_completed_at_us").and_then(Value::as_i64);
+    /// A window's object as it opens, with its "open" entry if it has one.
+    fn opened(&self, name: &str, open: Option<Value>) -> ConfigMap {
+        let start = open
+            .as_ref()
+            .and_then(|o| o.get("pause_completed_at_us"))
+            .and_then(Value::as_i64);
         let mut labels = BTreeMap::from([
             (
                 "app.kubernetes.io/managed-by".to_owned(),
@@ -491,6 +558,7 @@ impl Writer {
                 "app.kubernetes.io/component".to_owned(),
                 "backup-window".to_owned(),
             ),
+            (JOURNAL.to_owned(), self.store.journal.clone()),
             (VERDICT.to_owned(), "OPEN".to_owned()),
         ]);
         if let Some(start) = start.and_then(label_instant) {
@@ -498,16 +566,22 @@ impl Writer {
         }
         let mut annotations = BTreeMap::new();
         if let Some(start) = start {
-            let start = SystemTime::UNIX_EPOCH
-                + Duration::from_micros(u64::try_from(start).unwrap_or_default());
-            annotations.insert(HELD_UNTIL.to_owned(), rfc3339(start + self.bound));
+            // A bound past what a timestamp holds (a `--max-hold` of centuries): the
+            // window is never taken as left by a dead run.
+            let until = u64::try_from(start)
+                .ok()
+                .and_then(|start| SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(start)))
+                .and_then(|start| start.checked_add(self.bound))
+                .and_then(|until| jiff::Timestamp::try_from(until).ok())
+                .unwrap_or(jiff::Timestamp::MAX);
+            annotations.insert(HELD_UNTIL.to_owned(), until.to_string());
         }
         let mut data = BTreeMap::new();
-        if let Some(open) = open.as_object_mut() {
+        if let Some(Value::Object(mut open)) = open {
             // The count and the digest stand for the list: a thousand names would make
             // every object, and every HISTORY, large.
             open.remove("pods");
-            data.insert("open".to_owned(), Value::Object(open.clone()).to_string());
+            data.insert("open".to_owned(), Value::Object(open).to_string());
         }
         ConfigMap {
             metadata: ObjectMeta {
@@ -524,21 +598,13 @@ impl Writer {
     /// Keeps the last `keep` windows, and those a live run may still hold; deletes the
     /// others, each only as last seen.
     async fn trim(&mut self) -> Result<(), String> {
-        let mut objects = self.store.list().await?;
+        let objects = self.store.list(false).await?;
         let now = jiff::Timestamp::now();
-        // Newest first, by the window's start (the name when it has none).
-        let start = |o: &ConfigMap| {
-            o.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(WINDOW_START).cloned())
-                .unwrap_or_default()
-        };
-        objects.sort_by(|a, b| {
-            start(b)
-                .cmp(&start(a))
-                .then(b.metadata.name.cmp(&a.metadata.name))
-        });
+        // Newest first, by the window's start (then the name).
+        let mut objects: Vec<(i64, ConfigMap)> =
+            objects.into_iter().map(|o| (start_us(&o), o)).collect();
+        objects.sort_by(|(a, x), (b, y)| b.cmp(a).then(y.metadata.name.cmp(&x.metadata.name)));
+        let objects: Vec<ConfigMap> = objects.into_iter().map(|(_, o)| o).collect();
         let mut failed = None;
         for object in objects.iter().skip(self.keep) {
             if maybe_held(object, now) {
@@ -594,10 +660,19 @@ fn closed(object: &mut ConfigMap, close: &Value) {
         .and_then(Value::as_str)
         .unwrap_or("FAILED");
     labels.insert(VERDICT.to_owned(), verdict.to_owned());
-    if let Some(point) = close
-        .get("midpoint_us")
-        .and_then(Value::as_i64)
-        .and_then(label_instant)
+    let instant = |key: &str| {
+        close
+            .get(key)
+            .and_then(Value::as_i64)
+            .and_then(label_instant)
+    };
+    // The start again: an object made by its close alone has no "open" entry.
+    if let Some(start) = instant("pause_completed_at_us") {
+        labels.insert(WINDOW_START.to_owned(), start);
+    }
+    // Only a VALID window is a restore point.
+    if verdict == "VALID"
+        && let Some(point) = instant("midpoint_us")
     {
         labels.insert(RESTORE_POINT.to_owned(), point);
     }

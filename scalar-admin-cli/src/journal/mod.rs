@@ -53,10 +53,16 @@ use crate::output::{ExitStatus, Instants};
 
 mod cluster;
 
+pub(crate) use cluster::MAX_RETAINED as MAX_RETAINED_IN_CLUSTER;
+
 /// How long a window waits for one journal step (a line written and fsynced, or the
 /// trim) before it goes on with a warning: the pods' hold must not wait on a hung disk.
 /// The step still completes, in order, if the disk comes back before the run ends.
 const BOUND: Duration = Duration::from_secs(10);
+/// How long a run waits for a window's close and for its last step: the pods are
+/// unpaused by then, so a slow API server may only delay the exit, and a close lost to
+/// an exit would leave a window that looks never closed.
+const CLOSE_BOUND: Duration = Duration::from_secs(30);
 
 /// A window's key: the run that opened it, and the attempt.
 type Key = (String, u64);
@@ -520,14 +526,16 @@ fn open_file(
 #[must_use = "the window goes on once its line is written: wait for it"]
 pub(crate) struct Pending {
     journal: String,
+    bound: Duration,
     done: Option<oneshot::Receiver<Result<(), String>>>,
 }
 
 impl Pending {
-    /// Waits for the step, at most [`BOUND`]; says on stderr what went wrong, if anything.
+    /// Waits for the step, at most its bound ([`BOUND`], [`CLOSE_BOUND`]); says on
+    /// stderr what went wrong, if anything.
     pub(crate) async fn wait(self) {
         let Some(done) = self.done else { return };
-        match tokio::time::timeout(BOUND, done).await {
+        match tokio::time::timeout(self.bound, done).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tell!("warning: {e}"),
             Ok(Err(_)) => tell!(
@@ -537,7 +545,7 @@ impl Pending {
             Err(_) => tell!(
                 "warning: the journal {} was not written within {} s; going on without waiting",
                 self.journal,
-                BOUND.as_secs()
+                self.bound.as_secs()
             ),
         }
     }
@@ -627,23 +635,31 @@ impl Journal {
         let _ = self.jobs.send(job(done));
         Pending {
             journal: self.name.clone(),
+            bound: CLOSE_BOUND,
             done: Some(receiver),
         }
     }
 
+    /// Hands entries to the writer. An "open" entry is waited for at most [`BOUND`]
+    /// (the pods are paused meanwhile), a "close" one at most [`CLOSE_BOUND`].
     fn append(&self, entries: &[Value], opens: bool) -> Pending {
         if entries.is_empty() {
             return Pending {
                 journal: self.name.clone(),
+                bound: BOUND,
                 done: None,
             };
         }
         let entries = entries.to_vec();
-        self.submit(|done| Job::Append {
+        let pending = self.submit(|done| Job::Append {
             entries,
             opens,
             done,
-        })
+        });
+        Pending {
+            bound: if opens { BOUND } else { CLOSE_BOUND },
+            ..pending
+        }
     }
 
     /// The window is open: every pod paused.
