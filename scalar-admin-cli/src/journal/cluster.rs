@@ -314,7 +314,7 @@ fn start_us(object: &ConfigMap) -> i64 {
         .find_map(|l| l.value.get("pause_completed_at_us").and_then(Value::as_i64))
         .or_else(|| {
             let made = object.metadata.creation_timestamp.as_ref()?;
-            i64::try_from(made.0.as_microsecond()).ok()
+            Some(made.0.as_microsecond())
         })
         .unwrap_or(0)
 }
