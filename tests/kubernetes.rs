@@ -852,7 +852,18 @@ async fn a_window_reaches_each_pod_at_the_port_of_its_own_endpoint_slice() {
         .await
         .success();
         let doc: Value = serde_json::from_str(&run.stdout).unwrap();
-        assert_eq!(doc["windows"][0]["verdict"], "VALID", "{doc}");
+        let window = &doc["windows"][0];
+        assert_eq!(window["verdict"], "VALID", "{doc}");
+        // The paused time each pod saw, beside the hold asked for.
+        assert_eq!(window["hold_us"], 100_000, "{window}");
+        let per_pod = window["paused_per_pod"].as_array().unwrap();
+        assert_eq!(per_pod.len(), 4, "{window}");
+        for pod in per_pod {
+            assert!(
+                pod["at_least_us"].as_i64().unwrap() <= pod["at_most_us"].as_i64().unwrap(),
+                "{pod}"
+            );
+        }
         for pod in &mut pods {
             let calls = pod.take_calls();
             assert!(
