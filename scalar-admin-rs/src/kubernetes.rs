@@ -1271,6 +1271,104 @@ mod tests {
         assert_eq!(endpoints.of("db-new", "u1", &[ip("10.0.0.2")]), None);
     }
 
+    /// An API server on loopback that answers each request (one per connection) with
+    /// the next of `responses` and sends each request line on the channel.
+    fn scripted_api_server(
+        responses: Vec<(u16, String)>,
+    ) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (code, body) in responses {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let _ = tx.send(head.lines().next().unwrap_or_default().to_owned());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} {}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    if code == 200 { "OK" } else { "Gone" },
+                    body.len()
+                );
+            }
+        });
+        (url, rx)
+    }
+
+    fn page(name: &str, token: &str) -> (u16, String) {
+        let body = serde_json::json!({
+            "kind": "PodList", "apiVersion": "v1",
+            "metadata": {"continue": token},
+            "items": [{"metadata": {"name": name}}],
+        });
+        (200, body.to_string())
+    }
+
+    fn expired() -> (u16, String) {
+        let body = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired",
+            "code": 410, "message": "The provided continue parameter is too old",
+        });
+        (410, body.to_string())
+    }
+
+    async fn list_from(url: &str) -> Result<Vec<String>, kube::Error> {
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let listed = tokio::time::timeout(
+            Duration::from_secs(10),
+            list_all::<Pod, PodView>(&client, "ns", ListParams::default()),
+        )
+        .await
+        .expect("the list ends");
+        listed.map(|pods| pods.into_iter().map(|p| p.metadata.name).collect())
+    }
+
+    #[tokio::test]
+    async fn a_list_is_read_in_pages_and_starts_again_when_its_place_expired() {
+        let (url, requests) = scripted_api_server(vec![
+            page("a", "t1"),
+            expired(),
+            page("a", "t2"),
+            page("b", ""),
+        ]);
+        assert_eq!(list_from(&url).await.unwrap(), ["a", "b"]);
+        let lines: Vec<String> = requests.try_iter().collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines.iter().all(|l| l.contains("limit=100")), "{lines:?}");
+        let continues: Vec<bool> = lines.iter().map(|l| l.contains("continue=")).collect();
+        assert_eq!(continues, [false, true, false, true], "{lines:?}");
+        assert!(lines[1].contains("continue=t1") && lines[3].contains("continue=t2"));
+    }
+
+    #[tokio::test]
+    async fn a_list_whose_place_keeps_expiring_fails_with_the_api_servers_answer() {
+        let (url, requests) = scripted_api_server(vec![
+            page("a", "t1"),
+            expired(),
+            page("a", "t1"),
+            expired(),
+            page("a", "t1"),
+            expired(),
+        ]);
+        match list_from(&url).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 410),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(requests.try_iter().count(), 2 * (RESTARTS + 1));
+    }
+
     fn pod(name: &str, uid: &str, rv: &str, restarts: i32, ready: bool) -> PodRecord {
         PodRecord {
             name: name.to_owned(),
