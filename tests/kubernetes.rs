@@ -427,6 +427,30 @@ async fn a_window_over_two_releases_shares_one_period() {
     .await
 }
 
+/// The image's link: the same binary under the other tool's name, made once per test
+/// process (a link already there is the same link).
+fn drop_in() -> std::path::PathBuf {
+    static LINK: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    LINK.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("scalar-admin-for-kubernetes");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_scalar-admin"), &link).unwrap();
+        link
+    })
+    .clone()
+}
+
+/// The Role of Scalar's own chart for Scalar Admin for Kubernetes
+/// (`scalar-labs/helm-charts`, `charts/scalar-admin-for-kubernetes/templates/
+/// scalar-admin-k8s/role.yaml`): get and list on pods, services and deployments.
+const SAK_CHART_RULES: &[(&[&str], &str)] = &[
+    (&["get", "list"], "pods"),
+    (&["get", "list"], "services"),
+    (&["get", "list"], "deployments"),
+];
+
 #[tokio::test]
 async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
     bounded(async {
@@ -441,21 +465,8 @@ async fn the_scalar_admin_for_kubernetes_command_line_and_its_json() {
             .create(&pods)
             .await;
         // Its chart's Role: get/list on pods, services and deployments, nothing else.
-        ns.grant_tester(
-            "sak-chart",
-            &[
-                (&["get", "list"], "pods"),
-                (&["get", "list"], "services"),
-                (&["get", "list"], "deployments"),
-            ],
-        )
-        .await;
-        // The image's link: the same binary under the other tool's name.
-        let dir = std::env::temp_dir().join(format!("sak-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("scalar-admin-for-kubernetes");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_scalar-admin"), &link).unwrap();
+        ns.grant_tester("sak-chart", SAK_CHART_RULES).await;
+        let link = drop_in();
         let kubeconfig = ns.kubeconfig(User::Tester);
         let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
         let args = ["-r", "db", "-n", ns.name(), "-d", "300", "-z", "Asia/Tokyo"];
@@ -1138,6 +1149,161 @@ async fn a_role_without_the_journal_verbs_is_refused_before_any_pause() {
         .await
         .success();
         assert_eq!(window_objects(&ns).await.len(), 1);
+    })
+    .await
+}
+
+/// Under exactly the Role of Scalar's chart for Scalar Admin for Kubernetes, bound to
+/// the Job's ServiceAccount, the drop-in pauses a Deployment's release and a
+/// StatefulSet's without one request the Role forbids, as the API server's audit log
+/// shows (no 403 among the requests its User-Agent names), asking only for what its
+/// mode reads; and nothing it writes, on success or failure, is a Rust debug dump.
+#[tokio::test]
+async fn under_its_charts_role_the_drop_in_asks_nothing_the_role_forbids() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-sak-role").await else {
+            return;
+        };
+        let deployment_pods = cluster.admin_pods(2).await;
+        ns.release("dep", "scalardb-cluster")
+            .named_target_port("admin")
+            .create(&deployment_pods)
+            .await;
+        let set_pods = cluster.admin_pods(2).await;
+        ns.release("sts", "scalardb-cluster")
+            .statefulset()
+            .create(&set_pods)
+            .await;
+        let kubeconfig = ns.service_account_kubeconfig("sak").await;
+        ns.grant_service_account("sak-chart", "sak", SAK_CHART_RULES)
+            .await;
+        let env = [("KUBECONFIG", kubeconfig.to_str().unwrap())];
+        let link = drop_in();
+        let link = link.to_str().unwrap();
+        let debug_dump = |text: &str| {
+            ["KubeGroup", "Some(", "None", " { ", "\\\"", "Error {"]
+                .iter()
+                .any(|s| text.contains(s))
+        };
+        for (release, pods) in [("dep", &deployment_pods), ("sts", &set_pods)] {
+            let run =
+                run_program_env(link, &["-r", release, "-n", ns.name(), "-d", "100"], &env).await;
+            run.assert_status(0);
+            let lower = run.stderr.to_lowercase();
+            assert!(
+                !lower.contains("forbidden") && !lower.contains("403") && !lower.contains("warn"),
+                "{release}: {}",
+                run.stderr
+            );
+            assert!(!debug_dump(&run.stderr), "{release}: {}", run.stderr);
+            let line: Value = serde_json::from_str(&run.stdout).unwrap();
+            assert_eq!(line["helm_release_name"], release, "{line}");
+            assert_eq!(paused(pods), 0, "{release}");
+        }
+        // A failure's message is words too.
+        let run = run_program_env(link, &["-r", "nope", "-n", ns.name()], &env).await;
+        run.assert_status(1);
+        assert!(run.stderr.contains("nope"), "{}", run.stderr);
+        assert!(!debug_dump(&run.stderr), "{}", run.stderr);
+
+        let audited = ns.audited(&ns.service_account_user("sak")).await;
+        let agent = format!("scalar-admin/{}", env!("CARGO_PKG_VERSION"));
+        let tool: Vec<_> = audited
+            .iter()
+            .filter(|a| a.user_agent.starts_with(&agent))
+            .collect();
+        assert!(!tool.is_empty(), "no request of the tool in the audit log");
+        let refused: Vec<String> = tool
+            .iter()
+            .filter(|a| a.code == 403)
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "refused by the chart's Role: {refused:#?}"
+        );
+        let asked: BTreeSet<String> = tool
+            .iter()
+            .map(|a| format!("{} {}", a.verb, a.resource))
+            .collect();
+        let allowed = ["list pods", "list services", "list apps/deployments"];
+        assert!(
+            asked.iter().all(|a| allowed.contains(&a.as_str())),
+            "asked {asked:?}"
+        );
+    })
+    .await
+}
+
+/// Mid-rollout, the new pods' template moved the admin port: the Service's `targetPort`
+/// names it, and the EndpointSlice controller puts the old pods and the new ones in
+/// slices of their own, each mapping the port's name to its own number. A window
+/// reaches every pod at its own port: each gets its Pause and its Unpause.
+#[tokio::test]
+async fn a_window_reaches_each_pod_at_the_port_of_its_own_endpoint_slice() {
+    bounded(async {
+        let Some((cluster, ns)) = setup("k8s-two-ports").await else {
+            return;
+        };
+        let (old_port, new_port) = (cluster.admin_port(), cluster.second_admin_port());
+        let mut pods = cluster.admin_pods(2).await;
+        pods.extend(cluster.admin_pods_at(2, new_port, |_, b| b).await);
+        let release = ns
+            .release("db", "scalardb-cluster")
+            .named_target_port("admin")
+            .create(&pods)
+            .await;
+        let slices = release.endpoint_slices().await;
+        assert_eq!(slices.len(), 2);
+        let ports: BTreeSet<i32> = slices
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| p.name.as_deref() == Some(release.port_name()))
+            .filter_map(|p| p.port)
+            .collect();
+        assert_eq!(
+            ports,
+            BTreeSet::from([i32::from(old_port), i32::from(new_port)])
+        );
+        let run = cli(
+            &ns,
+            User::Admin,
+            &[
+                "-c",
+                "window",
+                "-r",
+                "db",
+                "--duration",
+                "100ms",
+                "--output",
+                "json",
+            ],
+        )
+        .await
+        .success();
+        let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        let window = &doc["windows"][0];
+        assert_eq!(window["verdict"], "VALID", "{doc}");
+        // The paused time each pod saw, beside the hold asked for.
+        assert_eq!(window["hold_us"], 100_000, "{window}");
+        let per_pod = window["paused_per_pod"].as_array().unwrap();
+        assert_eq!(per_pod.len(), 4, "{window}");
+        for pod in per_pod {
+            assert!(
+                pod["at_least_us"].as_i64().unwrap() <= pod["at_most_us"].as_i64().unwrap(),
+                "{pod}"
+            );
+        }
+        for pod in &mut pods {
+            let calls = pod.take_calls();
+            assert!(
+                calls.iter().any(|c| matches!(c, Call::Pause { .. }))
+                    && calls.contains(&Call::Unpause),
+                "{}: {calls:?}",
+                pod.addr()
+            );
+        }
+        assert_eq!(paused(&pods), 0);
     })
     .await
 }

@@ -305,6 +305,13 @@ async fn cli_prints_the_window_and_its_midpoint_in_the_chosen_time_zone() {
             "{}",
             run.stdout
         );
+        // What the pods saw, beside the hold asked for.
+        let paused = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Each pod paused: at least "))
+            .unwrap_or_else(|| panic!("{}", run.stdout));
+        assert!(paused.ends_with(" s (hold asked: 0.200000 s)"), "{paused}");
         assert!(
             run.stdout.lines().any(|l| l == "Verdict: VALID"),
             "{}",

@@ -280,7 +280,38 @@ struct WindowJson<'a> {
     /// The --exec command's outcome, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     exec: Option<&'a ExecResult>,
+    /// The hold asked for, beside what each pod saw.
+    hold_us: i64,
+    paused_per_pod: Vec<PodPauseJson>,
     detail: &'a WindowReport,
+}
+
+/// How long one pod was paused: at least from its Pause answer to its Unpause leaving,
+/// at most from its Pause leaving to its Unpause answer.
+#[derive(Serialize)]
+struct PodPauseJson {
+    pod: String,
+    at_least_us: i64,
+    at_most_us: i64,
+}
+
+fn micros_of(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// `Each pod paused: at least 1.000114 s, at most 1.002409 s (hold asked: 1.000000 s)`:
+/// the shortest lower bound and the longest upper bound over the pods, beside the
+/// hold; `None` without a pod to say it of.
+fn paused_line(w: &WindowReport) -> Option<String> {
+    let pods = w.paused_per_pod();
+    let least = pods.iter().map(|p| p.at_least()).min()?;
+    let most = pods.iter().map(|p| p.at_most()).max()?;
+    Some(format!(
+        "Each pod paused: at least {:.6} s, at most {:.6} s (hold asked: {:.6} s)",
+        least.as_secs_f64(),
+        most.as_secs_f64(),
+        w.hold().as_secs_f64()
+    ))
 }
 
 #[derive(Serialize)]
@@ -344,6 +375,9 @@ pub(crate) fn windows(
                         "Restore point (midpoint): {} ({mid_ms})",
                         zoned(w.midpoint(), tz)
                     );
+                    if let Some(line) = paused_line(w) {
+                        say!("{line}");
+                    }
                     if let Some(exec) = exec_of(i + 1) {
                         say!("{}", exec.line());
                     }
@@ -379,6 +413,16 @@ pub(crate) fn windows(
                                 reasons: reasons(w.verdict()),
                                 instants: Instants::new(start, end, micros(w.midpoint()), tz),
                                 exec: exec_of(i + 1),
+                                hold_us: micros_of(w.hold()),
+                                paused_per_pod: w
+                                    .paused_per_pod()
+                                    .iter()
+                                    .map(|p| PodPauseJson {
+                                        pod: p.target().to_string(),
+                                        at_least_us: micros_of(p.at_least()),
+                                        at_most_us: micros_of(p.at_most()),
+                                    })
+                                    .collect(),
                                 detail: w,
                             }
                         })

@@ -596,6 +596,7 @@ impl Window {
             Verdict::Invalid(findings)
         };
         Ok(WindowReport {
+            hold: self.hold,
             groups,
             pause,
             verify,
@@ -818,6 +819,9 @@ impl serde::Serialize for Verdict {
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WindowReport {
+    /// The hold asked for ([`Window::hold`]).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    hold: Duration,
     groups: Vec<GroupPods>,
     pause: Report,
     verify: Report,
@@ -836,6 +840,40 @@ pub struct WindowReport {
 }
 
 impl WindowReport {
+    /// The hold asked for ([`Window::hold`]), to compare with what each pod saw
+    /// ([`paused_per_pod`](Self::paused_per_pod)).
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// How long each pod was paused, as this side of the wire can bound it: at least
+    /// from its answer to the Pause to the Unpause leaving for it, at most from the
+    /// Pause leaving to its answer to the Unpause. In the Pause's order; a pod without
+    /// both answers (none in a window that completed) is left out.
+    pub fn paused_per_pod(&self) -> Vec<PodPause> {
+        let Some(unpause) = self.release.report() else {
+            return Vec::new();
+        };
+        self.pause
+            .pods()
+            .iter()
+            .filter(|p| p.outcome().is_ok())
+            .filter_map(|paused| {
+                let unpaused = unpause
+                    .pods()
+                    .iter()
+                    .find(|u| u.target() == paused.target() && u.outcome().is_ok())?;
+                let span =
+                    |from: SystemTime, to: SystemTime| to.duration_since(from).unwrap_or_default();
+                Some(PodPause {
+                    target: paused.target().clone(),
+                    at_least: span(paused.received_at(), unpaused.sent_at()),
+                    at_most: span(paused.sent_at(), unpaused.received_at()),
+                })
+            })
+            .collect()
+    }
+
     /// The pods of each group, as paused.
     pub fn groups(&self) -> &[GroupPods] {
         &self.groups
@@ -912,6 +950,32 @@ impl WindowReport {
         self.unpause_started_at()
             .duration_since(self.pause_completed_at())
             .unwrap_or_default()
+    }
+}
+
+/// How long one pod of a window was paused ([`WindowReport::paused_per_pod`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPause {
+    target: Target,
+    at_least: Duration,
+    at_most: Duration,
+}
+
+impl PodPause {
+    /// The pod.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// From its answer to the Pause to the Unpause leaving for it: it was paused at
+    /// least this long.
+    pub fn at_least(&self) -> Duration {
+        self.at_least
+    }
+
+    /// From the Pause leaving for it to its answer to the Unpause: at most this long.
+    pub fn at_most(&self) -> Duration {
+        self.at_most
     }
 }
 

@@ -196,8 +196,28 @@ api_url="https://127.0.0.1:$api_port"
 # off: nothing here needs the endpoints of the `default/kubernetes` Service.
 # (envtest leaves --advertise-address unset, so the server picks the host's
 # default-route address instead.)
+# The audit log records, at level Metadata (who, verb, resource, response code; no
+# bodies), the requests of the users a command under test runs as: the tester and
+# service accounts. The admin's requests (the rig making objects, thousands of them for
+# the large releases) are not logged, so the log stays small; it is rotated at 64 MB
+# all the same. Tests read it to find the requests a Role refused (403).
+cat > "$dir/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  users: ["tester"]
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+POLICY
 "$BIN_DIR/kube-apiserver" \
   --etcd-servers="$etcd_url" \
+  --audit-policy-file="$dir/audit-policy.yaml" \
+  --audit-log-path="$dir/audit.log" \
+  --audit-log-maxsize=64 \
+  --audit-log-maxbackup=1 \
   --cert-dir="$certs" \
   --secure-port="$api_port" \
   --bind-address=127.0.0.1 \

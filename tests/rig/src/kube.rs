@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
-use k8s_openapi::api::core::v1::{Namespace, Pod as PodObject, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod as PodObject, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
@@ -393,10 +393,35 @@ impl KubeCluster {
     pub async fn admin_pods_with(
         &self,
         n: usize,
+        configure: impl FnMut(SocketAddr, PodBuilder) -> PodBuilder,
+    ) -> Vec<Pod> {
+        self.admin_pods_at(n, admin_port(), configure).await
+    }
+
+    /// A second port for admin pods, other than [`KubeCluster::admin_port`]: the pods
+    /// of a rollout whose new template moved the admin port.
+    pub fn second_admin_port(&self) -> u16 {
+        static PORT: OnceLock<u16> = OnceLock::new();
+        *PORT.get_or_init(|| {
+            loop {
+                let listener = std::net::TcpListener::bind((next_ip(), 0))
+                    .expect("bind a 198.18 address (run under tests/k8s/netns.sh)");
+                let port = listener.local_addr().expect("local addr").port();
+                if port != admin_port() {
+                    break port;
+                }
+            }
+        })
+    }
+
+    /// As [`KubeCluster::admin_pods_with`], the pods listening on `port`.
+    pub async fn admin_pods_at(
+        &self,
+        n: usize,
+        port: u16,
         mut configure: impl FnMut(SocketAddr, PodBuilder) -> PodBuilder,
     ) -> Vec<Pod> {
         crate::raise_open_files();
-        let port = admin_port();
         let mut pods = Vec::with_capacity(n);
         for _ in 0..n {
             let addr = SocketAddr::V4(SocketAddrV4::new(next_ip(), port));
@@ -891,6 +916,59 @@ impl TestNamespace {
         .await;
     }
 
+    /// The user name of ServiceAccount `name` of this namespace, as the API server
+    /// authenticates its tokens: `system:serviceaccount:NS:NAME`.
+    pub fn service_account_user(&self, name: &str) -> String {
+        format!("system:serviceaccount:{}:{name}", self.name)
+    }
+
+    /// The requests `user` made that the API server's audit log holds (`start.sh` logs
+    /// the tester's and the service accounts' requests, at level Metadata), in the order
+    /// logged, once every request made before this call is in the log: the audit
+    /// backend writes an event as its response completes, so the tester makes a marker
+    /// request and this waits (bounded) until the log has it.
+    ///
+    /// # Panics
+    ///
+    /// When the marker is not logged within 10 s.
+    pub async fn audited(&self, user: &str) -> Vec<Audited> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let marker = format!(
+            "audit-marker-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        // Refused or not found: logged either way.
+        let _ = Api::<ConfigMap>::namespaced(self.tester_client().await, &self.name)
+            .get_opt(&marker)
+            .await;
+        let path = self.dir.join("audit.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let events: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if events
+                .iter()
+                .any(|e| e["objectRef"]["name"].as_str() == Some(marker.as_str()))
+            {
+                return events
+                    .iter()
+                    .filter(|e| e["user"]["username"].as_str() == Some(user))
+                    .map(Audited::from_event)
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the audit log ({}) has no marker {marker} after 10 s",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Removes Role and RoleBinding `name`. Like a grant, it takes effect a moment
     /// later; check with [`TestNamespace::tester_can`] where it matters.
     pub async fn revoke(&self, name: &str) {
@@ -907,6 +985,55 @@ impl TestNamespace {
     /// Whether the `tester` user may `verb` `resource` here now (SelfSubjectAccessReview).
     pub async fn tester_can(&self, verb: &str, resource: &str) -> bool {
         can(&self.tester_client().await, &self.name, verb, resource).await
+    }
+}
+
+/// One request as the API server's audit log recorded it (level Metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    /// `get`, `list`, `watch`, `create`...
+    pub verb: String,
+    /// `resource` or `group/resource` (`apps/deployments`), `/subresource` after it.
+    pub resource: String,
+    /// The path and query asked.
+    pub uri: String,
+    /// The response's status code (403 for a request the authorizer refused).
+    pub code: u16,
+    /// The client's `User-Agent`.
+    pub user_agent: String,
+}
+
+impl Audited {
+    fn from_event(event: &Value) -> Audited {
+        let object = &event["objectRef"];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let mut resource = text(&object["resource"]);
+        if let Some(group) = object["apiGroup"].as_str().filter(|g| !g.is_empty()) {
+            resource = format!("{group}/{resource}");
+        }
+        if let Some(sub) = object["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        Audited {
+            verb: text(&event["verb"]),
+            resource,
+            uri: text(&event["requestURI"]),
+            code: event["responseStatus"]["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or_default(),
+            user_agent: text(&event["userAgent"]),
+        }
+    }
+}
+
+impl std::fmt::Display for Audited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} ({})",
+            self.code, self.verb, self.resource, self.uri
+        )
     }
 }
 
@@ -1045,14 +1172,19 @@ impl<'a> ReleaseBuilder<'a> {
         self.create_at(&addrs).await
     }
 
-    /// Creates the release with pods at these addresses (all on one port, as the pods
-    /// of one workload are): the workload (and ReplicaSet), the headless Service, the
-    /// pods with their status, the EndpointSlices, and the Envoy part.
+    /// Creates the release with pods at these addresses: the workload (and ReplicaSet),
+    /// the headless Service, the pods with their status, the EndpointSlices, and the
+    /// Envoy part.
+    ///
+    /// Pods on several ports are a rollout that moved the admin port: each pod's
+    /// container port is its own, the Service's `targetPort` must name it
+    /// ([`ReleaseBuilder::named_target_port`]), and the EndpointSlices are one set per
+    /// port, as the EndpointSlice controller groups endpoints by their ports.
     pub async fn create_at(self, addrs: &[SocketAddr]) -> Release {
         let port = addrs.first().map_or_else(admin_port, SocketAddr::port);
         assert!(
-            addrs.iter().all(|a| a.port() == port),
-            "the pods of one release listen on one port: {addrs:?}"
+            addrs.iter().all(|a| a.port() == port) || matches!(self.target, TargetPort::Named(_)),
+            "pods on several ports need a named targetPort: {addrs:?}"
         );
         let ns = self.ns;
         let workload_name = self
@@ -1178,7 +1310,8 @@ impl Release {
         &self.port_name
     }
 
-    /// The port the admin pods listen on (the container port, the `targetPort`).
+    /// The port the admin pods listen on (the container port, the `targetPort`); the
+    /// first pod's, when they listen on several ([`ReleasePod::addr`] has each one's).
     pub fn admin_port(&self) -> u16 {
         self.port
     }
@@ -1274,12 +1407,13 @@ impl Release {
         })
     }
 
-    fn containers(&self) -> Value {
+    /// The containers of a pod whose admin container port is `port`.
+    fn containers(&self, port: u16) -> Value {
         let mut containers = vec![json!({
             "name": self.product,
             "image": format!("ghcr.io/scalar-labs/{}:test", self.product),
             "ports": [
-                {"name": self.container_port_name, "containerPort": self.port, "protocol": "TCP"},
+                {"name": self.container_port_name, "containerPort": port, "protocol": "TCP"},
                 {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
             ],
         })];
@@ -1299,7 +1433,7 @@ impl Release {
         let labels = self.template_labels();
         let template = json!({
             "metadata": {"labels": labels},
-            "spec": {"containers": self.containers()},
+            "spec": {"containers": self.containers(self.port)},
         });
         let metadata =
             json!({"name": self.workload_name, "labels": self.object_labels(&self.product)});
@@ -1502,7 +1636,8 @@ impl Release {
                 )
             }
         };
-        let mut spec = json!({"nodeName": NODE_NAME, "containers": self.containers()});
+        let mut spec =
+            json!({"nodeName": NODE_NAME, "containers": self.containers(pod.addr.port())});
         if self.workload == Workload::StatefulSet {
             spec["hostname"] = json!(pod.name);
             spec["subdomain"] = json!(self.service);
@@ -1599,10 +1734,9 @@ impl Release {
     /// (its generation stays), so a test sees only the pod change; follow with
     /// [`Release::scale`] for a scale-up.
     pub async fn add_pod(&mut self, addr: SocketAddr) -> String {
-        assert_eq!(
-            addr.port(),
-            self.port,
-            "the release's pods listen on {}",
+        assert!(
+            addr.port() == self.port || matches!(self.target, TargetPort::Named(_)),
+            "the release's pods listen on {} (a named targetPort allows others)",
             self.port
         );
         let pod = self.new_pod(addr);
@@ -1758,19 +1892,26 @@ impl Release {
     }
 
     /// Writes the Service's EndpointSlices from the pods, as the EndpointSlice
-    /// controller does: every pod with an IP, ready or not (`conditions.ready`), sorted
-    /// by name, at most [`MAX_ENDPOINTS_PER_SLICE`] per slice, existing slices updated
-    /// in place, new ones created with `generateName`, surplus ones deleted.
+    /// controller does: every pod with an IP, ready or not (`conditions.ready`), grouped
+    /// by admin port (each slice has one set of ports), sorted by name, at most
+    /// [`MAX_ENDPOINTS_PER_SLICE`] per slice, existing slices updated in place, new ones
+    /// created with `generateName`, surplus ones deleted.
     pub async fn sync_endpoint_slices(&self) {
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut existing = self.endpoint_slices().await;
         existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let mut pods: Vec<&ReleasePod> = self.pods.iter().collect();
-        pods.sort_by(|a, b| a.name.cmp(&b.name));
-        let chunks: Vec<&[&ReleasePod]> = pods.chunks(MAX_ENDPOINTS_PER_SLICE).collect();
+        let mut by_port: BTreeMap<u16, Vec<&ReleasePod>> = BTreeMap::new();
+        for pod in &self.pods {
+            by_port.entry(pod.addr.port()).or_default().push(pod);
+        }
+        let mut chunks: Vec<(u16, &[&ReleasePod])> = Vec::new();
+        for (port, pods) in &mut by_port {
+            pods.sort_by(|a, b| a.name.cmp(&b.name));
+            chunks.extend(pods.chunks(MAX_ENDPOINTS_PER_SLICE).map(|c| (*port, c)));
+        }
         let mut existing = existing.into_iter();
         let mut kept = BTreeSet::new();
-        for chunk in chunks {
+        for (port, chunk) in chunks {
             let endpoints: Vec<Value> = chunk
                 .iter()
                 .map(|pod| {
@@ -1794,7 +1935,7 @@ impl Release {
                 "addressType": "IPv4",
                 "endpoints": endpoints,
                 "ports": [
-                    {"name": self.port_name, "port": self.port, "protocol": "TCP"},
+                    {"name": self.port_name, "port": port, "protocol": "TCP"},
                     {"name": "metrics", "port": METRICS_PORT, "protocol": "TCP"},
                 ],
             });
