@@ -271,21 +271,37 @@ impl Guardian {
 pub(crate) struct PauseWatch<'a> {
     guardian: &'a mut Option<Guardian>,
     attempt: usize,
+    /// The pods whose lease let go of them for this attempt ([`lease::Prepared::commit`]):
+    /// those this attempt's Pause then does not take are left paused by the earlier
+    /// pause with no lease to end it, and must be named ([`crate::recovery::unleased`]).
+    let_go: &'a mut Vec<Target>,
 }
 
 impl<'a> PauseWatch<'a> {
-    pub(crate) fn new(guardian: &'a mut Option<Guardian>, attempt: usize) -> Self {
-        Self { guardian, attempt }
+    pub(crate) fn new(
+        guardian: &'a mut Option<Guardian>,
+        attempt: usize,
+        let_go: &'a mut Vec<Target>,
+    ) -> Self {
+        Self {
+            guardian,
+            attempt,
+            let_go,
+        }
     }
 }
 
 impl scalar_admin::PauseGuard for PauseWatch<'_> {
     async fn arm(&mut self, pods: &[Target]) -> Result<(), String> {
-        revoke_leases(pods).await?;
-        match self.guardian.as_mut() {
-            Some(guardian) => guardian.arm(self.attempt, pods).await,
-            None => Ok(()),
+        // Everything that can refuse comes before any lease lets go: a refused pause
+        // leaves each lease holding its pod. The leases are asked first (nothing is
+        // revoked yet), then the guardian takes the pods, and only then do the leases
+        // let go, right before the Pause leaves.
+        let prepared = lease::prepare(pods).await?;
+        if let Some(guardian) = self.guardian.as_mut() {
+            guardian.arm(self.attempt, pods).await?;
         }
+        prepared.commit(self.let_go).await
     }
 
     async fn narrow(&mut self, holding: &[Target]) {
