@@ -763,7 +763,9 @@ impl Fleet {
     /// is named in [`Rollback::may_land_late`].
     ///
     /// [`Rollback::unpaused`] lists only the pods a CheckPaused confirmed unpaused; any
-    /// other is in [`Rollback::stuck`]. Safe to call at any time, and again.
+    /// other is in [`Rollback::stuck`]. Safe to call at any time, and again: a pod whose
+    /// Unpause an earlier, cut-short rollback sent and never checked is checked (not
+    /// unpaused again), and listed as either.
     ///
     /// # Cancel safety
     ///
@@ -783,8 +785,14 @@ impl Fleet {
         let budget = self.config.rollback_budget_value();
         let deadline = deadline_in(budget);
         let watch = self.config.rollback_watch_value();
+        // Every pod this run may hold, and every pod whose Unpause of this run was
+        // answered OK and never checked (a rollback cut short by a cancel): checked, so
+        // that none is called unpaused, or left unnamed, without a CheckPaused behind it.
         let mut pending: Vec<usize> = (0..self.pods.len())
-            .filter(|&i| self.pods[i].state.may_hold())
+            .filter(|&i| {
+                let state = self.pods[i].state;
+                state.may_hold() || state.is_released_unconfirmed()
+            })
             .collect();
         // Pauses of this run still in flight: their answers are waited for, until
         // `answers_by`, and each pod is unpaused (again) after its own.

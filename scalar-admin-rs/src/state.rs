@@ -304,6 +304,13 @@ impl PodState {
         }
     }
 
+    /// Whether an Unpause of this run was answered OK and no CheckPaused has said since
+    /// whether the gate opened: a rollback checks it (and never unpauses it again: a
+    /// pause seen since is someone else's).
+    pub(crate) fn is_released_unconfirmed(self) -> bool {
+        self.holder == Holder::Released
+    }
+
     /// Whether this run may hold the pod paused: what a rollback unpauses.
     pub(crate) fn may_hold(self) -> bool {
         self.holder == Holder::Us || self.in_doubt
