@@ -345,10 +345,11 @@ impl scalar_admin::window::Guard for Watch<'_> {
             .await
     }
 
-    async fn narrow(&mut self, attempt: usize, holding: &[Target]) {
-        guardian::PauseWatch::new(self.guardian, attempt, &mut self.let_go)
-            .narrow(holding)
-            .await;
+    async fn narrow(&mut self, _: usize, holding: &[Target]) {
+        // The window calls this only for an attempt it armed.
+        if let Some(guardian) = self.guardian.as_mut() {
+            guardian.narrow(holding).await;
+        }
     }
 
     async fn released(&mut self, _: usize, rollback: &scalar_admin::Rollback) {
