@@ -675,6 +675,113 @@ async fn a_lease_that_does_not_let_go_stops_a_pause_before_anything_is_sent() {
     .await
 }
 
+/// A `--force` PAUSE over a leased pod X and a pod Y whose lease never answers (a lease
+/// ending, a hung guardian) is refused with nothing sent, and X's lease still holds: the
+/// leases are asked before any lets go, so at its end X's lease unpauses X.
+#[tokio::test]
+async fn a_refused_forced_pause_leaves_every_lease_holding_its_pod() {
+    bounded(async {
+        use std::os::linux::net::SocketAddrExt as _;
+        let mut pods = Pod::start_many(2).await;
+        let (x, y) = (pods[0].addr().to_string(), pods[1].addr().to_string());
+        let (status, _, lease) = pause_with_lease(&x, "4s", "forced-refused").await;
+        assert_eq!(status, 0);
+        let name = format!("scalar-admin-lease/{y}/{}/1-squatter", uid());
+        let name = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+        let squatter = std::os::unix::net::UnixListener::bind_addr(&name).unwrap();
+        pods[0].take_calls();
+        let both = format!("{x},{y}");
+        let run = scalar_admin(&["-c", "pause", "--force", "-a", &both]).await;
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("did not let go") && run.stderr.contains("no Pause was sent"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("no longer leased"), "{}", run.stderr);
+        for pod in &mut pods {
+            let calls = pod.take_calls();
+            assert!(
+                !calls.iter().any(|c| matches!(c, Call::Pause { .. })),
+                "{calls:?}"
+            );
+        }
+        // X's lease was not revoked: it ends at its time, unpausing X.
+        let log = until_contains(&lease, "guardian: rolled back").await;
+        assert!(
+            log.contains("guardian: the pause's lease (--max-hold 4 s) passed"),
+            "{log}"
+        );
+        assert!(!pods[0].gate().is_paused(), "{log}");
+        drop(squatter);
+    })
+    .await
+}
+
+/// A lease that says it is there but never answers the revocation itself: the `--force`
+/// PAUSE is refused after X's lease already let go, and names X as left paused by the
+/// earlier pause, no longer leased, with the command that unpauses it.
+#[tokio::test]
+async fn a_forced_pause_refused_after_a_lease_let_go_names_the_pod_left_paused() {
+    bounded(async {
+        use tokio::io::AsyncWriteExt as _;
+        let mut pods = Pod::start_many(2).await;
+        let (x, y) = (pods[0].addr().to_string(), pods[1].addr().to_string());
+        let (status, _, lease) = pause_with_lease(&x, "10m", "forced-half").await;
+        assert_eq!(status, 0);
+        let name = format!("scalar-admin-lease/{y}/{}/1-mute", uid());
+        let addr = {
+            use std::os::linux::net::SocketAddrExt as _;
+            std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap()
+        };
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+        // Says "hi", then holds the connection and never answers the revocation.
+        let mute = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                stream.write_all(b"hi\n").await.unwrap();
+                held.push(stream);
+            }
+        });
+        let both = format!("{x},{y}");
+        let run = scalar_admin(&["-c", "pause", "--force", "-a", &both]).await;
+        mute.abort();
+        run.assert_status(1);
+        assert!(
+            run.stderr.contains("did not let go") && run.stderr.contains("no Pause was sent"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("left paused, no longer leased: {x}")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("scalar-admin -c UNPAUSE -a {x}")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !pods[1]
+                .take_calls()
+                .iter()
+                .any(|c| matches!(c, Call::Pause { .. })),
+            "no Pause sent"
+        );
+        // X's lease let go, as the error says.
+        until_contains(&lease, "the lease ends").await;
+        assert!(pods[0].gate().is_paused());
+        scalar_admin(&["-c", "unpause", "-a", &x]).await.success();
+    })
+    .await
+}
+
 /// A window whose `--exec` command prints megabytes while stderr is a pipe nobody reads
 /// (`2>&1 | less` left open, a stalled `kubectl exec`): lines are dropped, never waited
 /// for, so the window ends by itself and every pod is unpaused.

@@ -273,6 +273,55 @@ async fn a_pause_cut_short_by_a_cancel_is_still_waited_for_and_undone() {
     .await
 }
 
+/// A Pause fails and its rollback is cut short by a cancel after a pod answered its
+/// Unpause OK but before any CheckPaused said the gate opened (that pod's checks hang
+/// once it is unpaused): the rollback that follows the cancel still checks it, and
+/// names it as maybe still paused, never leaving it out or calling it unpaused.
+#[tokio::test]
+async fn a_rollback_cut_short_after_an_unpause_still_checks_that_pod() {
+    bounded(async {
+        let mut hangs = Pod::builder().hang_checks_after_unpause().start().await;
+        let failing = Pod::builder()
+            .fail_pause(tonic::Code::Internal, "boom")
+            .start()
+            .await;
+        let config = config()
+            .call_timeout(Duration::from_millis(500))
+            .rollback_budget(Duration::from_secs(3));
+        let mut fleet = Fleet::connect(targets(&[&hangs, &failing]), config).await;
+        hangs.take_calls();
+        let (fire, fired) = tokio::sync::oneshot::channel::<()>();
+        let cancel = async {
+            let _ = fired.await;
+        };
+        let (result, ()) = tokio::join!(
+            fleet.pause_with_cancel(PauseOptions::default(), cancel),
+            async {
+                // The first rollback's check, after its Unpause: cancel now.
+                while hangs.next_call().await.0 != Call::Unpause {}
+                while hangs.next_call().await.0 != Call::CheckPaused {}
+                let _ = fire.send(());
+            }
+        );
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+        let rollback = err.rollback().unwrap();
+        assert!(
+            !rollback.unpaused().any(|t| t == &hangs.target()),
+            "called unpaused with no CheckPaused behind it: {err}"
+        );
+        assert!(
+            rollback.maybe_paused().contains(&&hangs.target()),
+            "left out of the rollback: {err}"
+        );
+        // Checked again, never unpaused again.
+        let calls = hangs.take_calls();
+        assert!(calls.contains(&Call::CheckPaused), "{calls:?}");
+        assert_eq!(unpauses(&calls), 0, "{calls:?}");
+    })
+    .await
+}
+
 /// Issue 20, item 4: one pod's connection is partitioned (nftables drops its packets)
 /// for longer than the Pause deadline and healed after the rollback. The kernel holds
 /// nothing of that connection by then (`TCP_USER_TIMEOUT`, then an abortive close), so

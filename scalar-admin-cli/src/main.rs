@@ -239,12 +239,14 @@ async fn run(
             return ExitStatus::Failure;
         }
     };
+    // The pods whose lease let go of them for this pause.
+    let mut let_go: Vec<Target> = Vec::new();
     // A panic anywhere from the first Pause byte to the last line of output (a bug, or
     // a broken terminal) must not strand pods: catch it and undo this run's pause.
     let command = AssertUnwindSafe(async {
         let result: Result<_, Error> = match config.command {
             Command::Pause => {
-                let mut watch = guardian::PauseWatch::new(&mut guardian, 1);
+                let mut watch = guardian::PauseWatch::new(&mut guardian, 1, &mut let_go);
                 fleet
                     .pause_guarded(config.pause, interrupted, &mut watch)
                     .await
@@ -292,7 +294,11 @@ async fn run(
                     }
                 }
             }
-            (output::report(&config, &result), fleet.into_paused())
+            let status = output::report(&config, &result);
+            if let Err(e) = &result {
+                tell_unleased(&config, &let_go, e);
+            }
+            (status, fleet.into_paused())
         }
         Err(panic) => {
             let rollback = fleet.release().await;
@@ -310,10 +316,22 @@ async fn run(
     status
 }
 
+/// Names, after a failed pause's output, the pods a lease let go of for it and that it
+/// left paused by the earlier pause ([`recovery::unleased`]).
+fn tell_unleased(config: &Config, let_go: &[Target], error: &Error) {
+    let text = recovery::unleased(&config.tls_flags, let_go, error);
+    if !text.is_empty() {
+        tell!("{}", text.trim_end());
+    }
+}
+
 /// Tells the guardian what each attempt holds, and writes the journal's close line as
 /// each attempt ends.
 struct Watch<'a> {
     guardian: &'a mut Option<Guardian>,
+    /// The pods whose lease let go of them for the current attempt: an earlier attempt
+    /// ended with its pods confirmed unpaused, or the run ended.
+    let_go: Vec<Target>,
     journal: Rc<RefCell<Option<Journal>>>,
     execs: Rc<RefCell<Vec<ExecResult>>>,
     /// Whether the guardian was told of the attempt's release.
@@ -323,15 +341,17 @@ struct Watch<'a> {
 impl scalar_admin::window::Guard for Watch<'_> {
     async fn arm(&mut self, attempt: usize, pods: &[Target]) -> Result<(), String> {
         self.released = false;
-        guardian::PauseWatch::new(self.guardian, attempt)
+        self.let_go.clear();
+        guardian::PauseWatch::new(self.guardian, attempt, &mut self.let_go)
             .arm(pods)
             .await
     }
 
-    async fn narrow(&mut self, attempt: usize, holding: &[Target]) {
-        guardian::PauseWatch::new(self.guardian, attempt)
-            .narrow(holding)
-            .await;
+    async fn narrow(&mut self, _: usize, holding: &[Target]) {
+        // The window calls this only for an attempt it armed.
+        if let Some(guardian) = self.guardian.as_mut() {
+            guardian.narrow(holding).await;
+        }
     }
 
     async fn released(&mut self, _: usize, rollback: &scalar_admin::Rollback) {
@@ -404,6 +424,7 @@ async fn window(
     };
     let mut watch = Watch {
         guardian,
+        let_go: Vec::new(),
         journal: journal.clone(),
         execs: execs.clone(),
         released: false,
@@ -416,7 +437,11 @@ async fn window(
     if let Some(finished) = finished {
         finished.wait().await;
     }
-    output::windows(config, &result, &execs.take())
+    let status = output::windows(config, &result, &execs.take());
+    if let Err(e) = &result {
+        tell_unleased(config, &watch.let_go, e);
+    }
+    status
 }
 
 /// A future that completes at the first SIGINT or SIGTERM; the handlers are installed

@@ -1,7 +1,7 @@
 //! What a rollback did, in words, and the command that unpauses what it could not: the
 //! tool's failure output and the guardian's messages say it alike.
 
-use scalar_admin::{Kept, Rollback, Target};
+use scalar_admin::{Error, Kept, Rollback, Target};
 
 /// One line per pod: unpaused (confirmed), left paused as found and why, or maybe still
 /// paused.
@@ -37,6 +37,39 @@ pub(crate) fn recovery_text(tls_flags: &[String], stuck: &[&Target]) -> String {
         stuck.len(),
         command(tls_flags, stuck)
     )
+}
+
+/// The pods whose pause lease let go of them for this run (`let_go`) and that this
+/// run's failed pause (`error`) left neither unpaused, confirmed, nor named as maybe
+/// still paused by it: the earlier pause holds them, and no lease ends it any more. One
+/// line each, and the command that unpauses them.
+pub(crate) fn unleased(tls_flags: &[String], let_go: &[Target], error: &Error) -> String {
+    let unpaused: Vec<&Target> = error
+        .rollback()
+        .map(|r| r.unpaused().collect())
+        .unwrap_or_default();
+    let named = error.maybe_paused();
+    let left: Vec<&Target> = let_go
+        .iter()
+        .filter(|t| !unpaused.contains(t) && !named.contains(t))
+        .collect();
+    if left.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    for pod in &left {
+        out.push_str(&format!(
+            "left paused, no longer leased: {pod} (its pause lease let go of it for this \
+             run, whose Pause did not take it over)\n"
+        ));
+    }
+    out.push_str(&format!(
+        "{} pod(s) are left paused by an earlier pause that no lease ends any more; to \
+         unpause them run:\n  {}\n",
+        left.len(),
+        command(tls_flags, &left)
+    ));
+    out
 }
 
 /// A rollback made outside the command's own output (the guardian's), each line on

@@ -60,8 +60,9 @@ pub enum Error {
     },
     /// The guard of a pause refused to arm (a guardian process that cannot be reached,
     /// say): a [`Guard`](crate::window::Guard) of a window, or the hook of
-    /// [`Fleet::pause_guarded`](crate::Fleet::pause_guarded). Nothing was sent.
-    #[error("the guard refused the pause: {reason}; no Pause was sent and nothing was changed")]
+    /// [`Fleet::pause_guarded`](crate::Fleet::pause_guarded). No Pause was sent; what
+    /// the guard did outside the pods, it says in `reason`.
+    #[error("the guard refused the pause: {reason}; no Pause was sent")]
     Guard {
         /// Why, as the guard said.
         reason: String,

@@ -65,7 +65,17 @@ struct InFlight {
     connection: Connection,
     /// How long a rollback waits for the answer ([`PauseOptions::answer_wait`]).
     wait: Duration,
+    /// Whether this run held the pod, or was in doubt, when this Pause was sent: only
+    /// then can the earlier pause a late `PAUSE_IN_PROGRESS` or `TIMED_OUT_STILL_PAUSED`
+    /// speaks of be this run's own ([`Event::Answered`]).
+    ours_before: bool,
     answered: bool,
+}
+
+/// The answer of a Pause that was in flight, and what this run held when it was sent.
+struct Late {
+    answer: Answer,
+    ours_before: bool,
 }
 
 impl Drop for InFlight {
@@ -141,20 +151,27 @@ impl Pod {
 
     /// Polls the Pause in flight; its answer, once in, leaves the pod. `None`: there is
     /// none.
-    fn poll_answer(&self, cx: &mut Context<'_>) -> Poll<Option<Answer>> {
+    fn poll_answer(&self, cx: &mut Context<'_>) -> Poll<Option<Late>> {
         let mut slot = self.in_flight();
         let Some(in_flight) = slot.as_mut() else {
             return Poll::Ready(None);
         };
         let answer = std::task::ready!(in_flight.answer.as_mut().poll(cx));
         in_flight.answered = true;
+        let ours_before = in_flight.ours_before;
         *slot = None;
-        Poll::Ready(Some(answer))
+        Poll::Ready(Some(Late {
+            answer,
+            ours_before,
+        }))
     }
 
     /// Feeds the late answer of a Pause that was in flight.
-    fn answered(&mut self, answer: &Answer) {
-        self.state = self.state.next(Event::Answered(&answer.1));
+    fn answered(&mut self, late: &Late) {
+        self.state = self.state.next(Event::Answered {
+            outcome: &late.answer.1,
+            ours_before: late.ours_before,
+        });
         if self.state.in_doubt {
             self.unanswered = true;
         }
@@ -279,13 +296,14 @@ async fn send_pause(
         answer: Box::pin(answer),
         connection: connection.clone(),
         wait,
+        ours_before: pod.state.may_hold(),
         answered: false,
     };
     // An earlier Pause still in flight was retired before this one was sent
     // (`Fleet::retire_in_flight`); one left here is given up.
     drop(pod.in_flight().replace(in_flight));
     match std::future::poll_fn(|cx| pod.poll_answer(cx)).await {
-        Some(answer) => answer,
+        Some(late) => late.answer,
         // Taken by nobody else while this call runs; should it happen, the call failed.
         None => (
             None,
@@ -745,7 +763,9 @@ impl Fleet {
     /// is named in [`Rollback::may_land_late`].
     ///
     /// [`Rollback::unpaused`] lists only the pods a CheckPaused confirmed unpaused; any
-    /// other is in [`Rollback::stuck`]. Safe to call at any time, and again.
+    /// other is in [`Rollback::stuck`]. Safe to call at any time, and again: a pod whose
+    /// Unpause an earlier, cut-short rollback sent and never checked is checked (not
+    /// unpaused again), and listed as either.
     ///
     /// # Cancel safety
     ///
@@ -765,8 +785,14 @@ impl Fleet {
         let budget = self.config.rollback_budget_value();
         let deadline = deadline_in(budget);
         let watch = self.config.rollback_watch_value();
+        // Every pod this run may hold, and every pod whose Unpause of this run was
+        // answered OK and never checked (a rollback cut short by a cancel): checked, so
+        // that none is called unpaused, or left unnamed, without a CheckPaused behind it.
         let mut pending: Vec<usize> = (0..self.pods.len())
-            .filter(|&i| self.pods[i].state.may_hold())
+            .filter(|&i| {
+                let state = self.pods[i].state;
+                state.may_hold() || state.is_released_unconfirmed()
+            })
             .collect();
         // Pauses of this run still in flight: their answers are waited for, until
         // `answers_by`, and each pod is unpaused (again) after its own.
@@ -849,7 +875,7 @@ impl Fleet {
                     waiting.retain(|&w| w != i);
                     if let Some(answer) = answer {
                         let pod = &mut self.pods[i];
-                        debug!(pod = %pod.target, outcome = ?answer.1, "a Pause in flight answered");
+                        debug!(pod = %pod.target, outcome = ?answer.answer.1, "a Pause in flight answered");
                         pod.answered(&answer);
                         if pod.state.may_hold() && !pending.contains(&i) {
                             pending.push(i);

@@ -104,7 +104,12 @@ pub(crate) enum Event<'a> {
     /// The answer of a Pause of this run that was still in flight when its call was
     /// given up (its deadline, a cancel), read later by the rollback. Unless it says
     /// nothing of what the Pause did, nothing more of that Pause can land.
-    Answered(&'a Result<Reply, CallError>),
+    /// `ours_before`: whether this run held the pod, or was in doubt, when that Pause
+    /// was sent; otherwise the earlier pause an answer speaks of is someone else's.
+    Answered {
+        outcome: &'a Result<Reply, CallError>,
+        ours_before: bool,
+    },
     /// An Unpause of this run ended.
     Unpaused(&'a Result<Reply, CallError>),
     /// The rollback watched a pod in doubt long enough after it was seen open: a Pause
@@ -227,7 +232,10 @@ impl PodState {
                     },
                 };
             }
-            Event::Answered(outcome) => {
+            Event::Answered {
+                outcome,
+                ours_before,
+            } => {
                 return match effect(Some(outcome)) {
                     // Never reached the handler: what was seen since stands.
                     Effect::Nothing => Self {
@@ -235,9 +243,24 @@ impl PodState {
                         in_doubt: false,
                     },
                     // The gate closed when the answer was sent: whatever Unpause came
-                    // before may have come first, so another follows.
-                    Effect::Closed | Effect::EarlierPause | Effect::InProgress => Self {
+                    // before may have come first, so another follows. So for an earlier
+                    // pause that was this run's when this Pause was sent.
+                    Effect::Closed => Self {
                         holder: Holder::Us,
+                        in_doubt: false,
+                    },
+                    Effect::EarlierPause | Effect::InProgress if ours_before => Self {
+                        holder: Holder::Us,
+                        in_doubt: false,
+                    },
+                    // Someone else's pause holds the gate, taken since this run last
+                    // saw it (its Unpause may have opened it): not this run's to end.
+                    Effect::EarlierPause => Self {
+                        holder: Holder::Others(Kept::EarlierPause),
+                        in_doubt: false,
+                    },
+                    Effect::InProgress => Self {
+                        holder: Holder::Others(Kept::PauseInProgress),
                         in_doubt: false,
                     },
                     Effect::Reopened => Self {
@@ -279,6 +302,13 @@ impl PodState {
             Holder::Others(_) => Settle::Kept,
             _ => Settle::Pending,
         }
+    }
+
+    /// Whether an Unpause of this run was answered OK and no CheckPaused has said since
+    /// whether the gate opened: a rollback checks it (and never unpauses it again: a
+    /// pause seen since is someone else's).
+    pub(crate) fn is_released_unconfirmed(self) -> bool {
+        self.holder == Holder::Released
     }
 
     /// Whether this run may hold the pod paused: what a rollback unpauses.
@@ -408,7 +438,10 @@ mod tests {
         let waiting = paused(OPEN, Some(&timeout))
             .next(Event::Unpaused(&ok))
             .next(Event::Observed(false));
-        let closed = waiting.next(Event::Answered(&ok));
+        let closed = waiting.next(Event::Answered {
+            outcome: &ok,
+            ours_before: false,
+        });
         assert!(
             !closed.in_doubt && closed.needs_unpause(),
             "unpaused after it"
@@ -418,10 +451,63 @@ mod tests {
             .next(Event::Observed(false));
         assert_eq!(after.settle(false), Settle::Confirmed, "no watch needed");
         let reopened = status(Code::FailedPrecondition, reason::TIMED_OUT);
-        assert!(waiting.next(Event::Answered(&reopened)).is_settled_open());
+        assert!(
+            waiting
+                .next(Event::Answered {
+                    outcome: &reopened,
+                    ours_before: false
+                })
+                .is_settled_open()
+        );
         // An answer that says nothing of what the Pause did leaves the doubt.
         let broken = Err(CallError::new(Operation::Pause, CallErrorKind::Transport));
-        assert!(waiting.next(Event::Answered(&broken)).in_doubt);
+        assert!(
+            waiting
+                .next(Event::Answered {
+                    outcome: &broken,
+                    ours_before: false
+                })
+                .in_doubt
+        );
+    }
+
+    /// A Pause to an open pod times out (its handler queued); the rollback unpauses the
+    /// pod and sees it open; someone else pauses it; then the queued handler answers that
+    /// a pause is in progress, or that an earlier pause keeps the gate: that pause is
+    /// theirs, and the rollback must not unpause it. Had this run held the pod when the
+    /// Pause was sent, the earlier pause would be its own.
+    #[test]
+    fn a_late_answer_names_an_earlier_pause_ours_only_if_it_was_ours_when_sent() {
+        let timeout = Err(CallError::new(
+            Operation::Pause,
+            CallErrorKind::Timeout(Default::default()),
+        ));
+        let ok = Ok(Reply::Done);
+        let ours_before = OPEN.may_hold();
+        let seen_open = paused(OPEN, Some(&timeout))
+            .next(Event::Unpaused(&ok))
+            .next(Event::Observed(false));
+        let in_progress = status(Code::Aborted, reason::PAUSE_IN_PROGRESS);
+        let still = status(Code::FailedPrecondition, reason::TIMED_OUT_STILL_PAUSED);
+        for (answer, why) in [
+            (&in_progress, Kept::PauseInProgress),
+            (&still, Kept::EarlierPause),
+        ] {
+            let late = seen_open.next(Event::Answered {
+                outcome: answer,
+                ours_before,
+            });
+            assert!(!late.needs_unpause() && !late.may_hold(), "{why:?}");
+            assert_eq!(late.kept(), Some(why));
+            assert_eq!(late.settle(false), Settle::Kept);
+            // Sent while this run held the pod: the earlier pause is its own.
+            let held = paused(OPEN, Some(&ok));
+            let ours = held.next(Event::Answered {
+                outcome: answer,
+                ours_before: held.may_hold(),
+            });
+            assert!(ours.needs_unpause(), "{why:?}");
+        }
     }
 
     #[test]

@@ -1074,8 +1074,9 @@ pub trait Guard {
     /// goes to. An error stops the window with nothing sent ([`Error::Guard`]).
     fn arm(&mut self, attempt: usize, pods: &[Target]) -> impl Future<Output = Result<(), String>>;
 
-    /// Called when an attempt's Pause failed or was interrupted, before its rollback
-    /// starts, with the pods that may hold this run's pause: those that answered that
+    /// Called when an armed attempt's Pause failed or was interrupted, before its
+    /// rollback starts (an attempt interrupted before its arming is not narrowed), with
+    /// the pods that may hold this run's pause: those that answered that
     /// someone else's pause holds them are no longer this attempt's. Does nothing by
     /// default.
     fn narrow(&mut self, attempt: usize, holding: &[Target]) -> impl Future<Output = ()> {
@@ -1165,7 +1166,11 @@ impl<G: Guard> PauseGuard for AttemptGuard<'_, G> {
     }
 
     async fn narrow(&mut self, holding: &[Target]) {
-        self.guard.narrow(self.attempt, holding).await;
+        // Only what this attempt armed: a cancel before the arming narrows nothing (an
+        // earlier attempt's pods the guard still holds are not this attempt's).
+        if *self.armed {
+            self.guard.narrow(self.attempt, holding).await;
+        }
     }
 }
 

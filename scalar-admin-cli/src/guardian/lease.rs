@@ -5,13 +5,20 @@
 //! named `scalar-admin-lease/<address>/<uid>/<its pid>-<random token>`: unique per
 //! guardian, so that two leases on one pod never share (or steal) a name. A PAUSE,
 //! UNPAUSE or WINDOW of this tool finds every lease on its pods in `/proc/net/unix` and
-//! connects to each of its own user's before it touches them; the guardian lets go of
-//! that pod and answers `ok`, or `end` once its lease is ending. Both sides check that
-//! the other runs as the same user (`SO_PEERCRED`), so another user can neither revoke
-//! a lease nor answer for one. Another user's lease (by the uid in its name, or by the
+//! revokes each of its own user's before it touches them. Both sides check that the
+//! other runs as the same user (`SO_PEERCRED`), so another user can neither revoke a
+//! lease nor answer for one. Another user's lease (by the uid in its name, or by the
 //! listener's credentials) cannot be revoked, and its guardian could end a later pause:
 //! PAUSE and WINDOW refuse with nothing sent (an UNPAUSE goes on). A lease that cannot
 //! listen on every pod is no lease: the hand-over fails, and the tool unpauses.
+//!
+//! Revocation has two phases, so that a command that is refused revokes nothing:
+//! [`prepare`] connects to every lease and has each say that it is there (`hi`), or
+//! ending (`end`), revoking nothing; only once every lease answered, and everything else
+//! that can refuse the pause did not, [`Prepared::commit`] sends each one byte, and
+//! then only does a lease let go of its pod (`ok`, or `end` once it is ending). A
+//! revoker that goes away before the commit (refused, cancelled, killed) closes its
+//! connections, and the leases hold on.
 //!
 //! Revocations are answered by the listeners themselves, under one lock shared with
 //! the lease's end, never behind a pod call: a revocation answered `ok` is honoured
@@ -23,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use scalar_admin::{Fleet, Target};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 use super::{Armed, Signals, Unpause};
@@ -31,8 +38,22 @@ use super::{Armed, Signals, Unpause};
 /// The start of every lease's socket name.
 const PREFIX: &str = "scalar-admin-lease/";
 
-/// How long the commands that revoke leases wait for every answer, all pods together.
+/// How long the commands that revoke leases wait for every answer, all pods together,
+/// in each phase.
 const REVOKE_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long a lease waits for a revoker's commit once it said it is there: longer than
+/// what may come between the phases (the guardian's answer to the attempt's arming, 5 s).
+const COMMIT_WITHIN: Duration = Duration::from_secs(10);
+
+/// What a lease says: it is there and holds its pod (phase 1); it let go (phase 2); it is
+/// ending (either phase), and may be unpausing its pods.
+const HERE: &[u8] = b"hi\n";
+const LET_GO: &[u8] = b"ok\n";
+const ENDING: &[u8] = b"end\n";
+
+/// The byte a revoker sends to commit.
+const REVOKE: u8 = b'r';
 
 /// How often a lease checks whether its pods are still paused.
 const POLL: Duration = Duration::from_millis(250);
@@ -97,7 +118,7 @@ pub(super) async fn listen(pods: &[Target]) -> Result<Shared, String> {
                 loop {
                     // An error (out of files for a moment) must not drop the listener:
                     // its name is what makes the lease revocable.
-                    let Ok((mut stream, _)) = listener.accept().await else {
+                    let Ok((stream, _)) = listener.accept().await else {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     };
@@ -105,24 +126,43 @@ pub(super) async fn listen(pods: &[Target]) -> Result<Shared, String> {
                     if !same_user {
                         continue;
                     }
-                    let word: &[u8] = {
-                        let mut revoked = lock(&shared);
-                        if revoked.ending {
-                            b"end\n"
-                        } else {
-                            revoked.addresses.insert(pod.clone());
-                            b"ok\n"
-                        }
-                    };
-                    if word == b"ok\n" {
-                        tracing::info!(pod = %pod, "lease revoked by another command");
-                    }
-                    let _ = tokio::time::timeout(REVOKE_WITHIN, stream.write_all(word)).await;
+                    // Each revoker on a task of its own: it holds its connection between
+                    // its two phases, and others must not wait behind it.
+                    tokio::spawn(answer(stream, pod.clone(), shared.clone()));
                 }
             });
         }
     }
     Ok(shared)
+}
+
+/// One revoker of this user: says the lease is here, and lets go of `pod` only on the
+/// revoker's commit. A revoker that closes its connection first revokes nothing.
+async fn answer(mut stream: tokio::net::UnixStream, pod: String, shared: Shared) {
+    let ending = lock(&shared).ending;
+    let hello = if ending { ENDING } else { HERE };
+    let said = tokio::time::timeout(REVOKE_WITHIN, stream.write_all(hello)).await;
+    if ending || !matches!(said, Ok(Ok(()))) {
+        return;
+    }
+    let mut byte = [0u8; 1];
+    let committed = tokio::time::timeout(COMMIT_WITHIN, stream.read_exact(&mut byte)).await;
+    if !matches!(committed, Ok(Ok(_))) || byte[0] != REVOKE {
+        return;
+    }
+    let word = {
+        let mut revoked = lock(&shared);
+        if revoked.ending {
+            ENDING
+        } else {
+            revoked.addresses.insert(pod.clone());
+            LET_GO
+        }
+    };
+    if word == LET_GO {
+        tracing::info!(pod = %pod, "lease revoked by another command");
+    }
+    let _ = tokio::time::timeout(REVOKE_WITHIN, stream.write_all(word)).await;
 }
 
 /// A plain pause's lease: check the pods every [`POLL`], let go of those seen unpaused or
@@ -185,32 +225,58 @@ pub(super) async fn hold(held: Armed, revoked: Shared, unpause: &Unpause, signal
 }
 
 /// Makes every plain-pause lease a guardian of this tool holds on these pods let go,
-/// before this command touches them: a later pause is not the lease's to end, and an
-/// UNPAUSE ends it. Reaches the guardians of this network namespace (an ops pod, one
-/// host) that run as this user. Fails, within twice [`REVOKE_WITHIN`], when a lease did
-/// not answer that it let go (it may be ending, unpausing its pods): a Pause must not
-/// start then.
+/// before this command touches them (an UNPAUSE ends a lease's pause whatever the lease
+/// says): the leases that answered are revoked even when others did not, and the error
+/// names those.
 pub(crate) async fn revoke(pods: &[Target]) -> Result<(), String> {
+    let (prepared, problems) = find_and_prepare(pods).await;
+    let committed = prepared.commit(&mut Vec::new()).await;
+    let errors: Vec<String> = problems.into_iter().chain(committed.err()).collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Phase 1 of revoking the plain-pause leases this tool's guardians hold on these pods,
+/// before a Pause: connects to each and has it say it is there, revoking nothing.
+/// Reaches the guardians of this network namespace (an ops pod, one host) that run as
+/// this user. Fails, within twice [`REVOKE_WITHIN`], when a lease is another user's or
+/// did not answer that it is there (it may be ending, unpausing its pods): a Pause must
+/// not start then. Dropped uncommitted, it revokes nothing.
+pub(crate) async fn prepare(pods: &[Target]) -> Result<Prepared, String> {
+    let (prepared, problems) = find_and_prepare(pods).await;
+    if problems.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The leases of these pods, each connected to and answered `hi`, and what kept the
+/// others from being so.
+async fn find_and_prepare(pods: &[Target]) -> (Prepared, Vec<String>) {
     // The usual case, no lease in this network namespace, costs one read of a file.
     let Some(here) = leases_here() else {
         tracing::warn!("cannot read /proc/net/unix: a pause lease on these pods cannot be found");
-        return Ok(());
+        return (Prepared::default(), Vec::new());
     };
     if here.is_empty() {
-        return Ok(());
+        return (Prepared::default(), Vec::new());
     }
     let addresses = futures::future::join_all(pods.iter().map(addresses_of)).await;
-    let leased: Vec<(String, String)> = pods
+    let leased: Vec<(Target, String)> = pods
         .iter()
         .zip(addresses)
         .flat_map(|(pod, addresses)| {
-            let names: Vec<(String, String)> = addresses
+            let names: Vec<(Target, String)> = addresses
                 .iter()
                 .flat_map(|address| {
                     let prefix = format!("{PREFIX}{address}/");
                     here.iter()
                         .filter(move |name| name.starts_with(&prefix))
-                        .map(|name| (pod.to_string(), name.clone()))
+                        .map(|name| (pod.clone(), name.clone()))
                         .collect::<Vec<_>>()
                 })
                 .collect();
@@ -218,19 +284,128 @@ pub(crate) async fn revoke(pods: &[Target]) -> Result<(), String> {
         })
         .collect();
     if leased.is_empty() {
-        return Ok(());
+        return (Prepared::default(), Vec::new());
     }
     // Blocking calls (a connect to a full backlog) run aside, and are abandoned a second
-    // after the answers' own deadline.
-    let revoke = tokio::task::spawn_blocking(move || revoke_blocking(&leased));
+    // after the answers' own deadline. Abandoned, their connections close when they
+    // end, uncommitted: nothing is revoked.
+    let prepare = tokio::task::spawn_blocking(move || prepare_blocking(leased));
     let backstop = REVOKE_WITHIN.saturating_mul(2);
-    match tokio::time::timeout(backstop, revoke).await {
-        Ok(Ok(result)) => result,
-        _ => Err(format!(
-            "a pause lease on these pods did not answer within {} s",
-            backstop.as_secs()
-        )),
+    match tokio::time::timeout(backstop, prepare).await {
+        Ok(Ok(prepared)) => prepared,
+        _ => (
+            Prepared::default(),
+            vec![format!(
+                "a pause lease on these pods did not answer within {} s",
+                backstop.as_secs()
+            )],
+        ),
     }
+}
+
+/// The leases of a command's pods, connected to, each of which said it is there: what
+/// [`commit`](Self::commit) revokes.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    leases: Vec<(Target, std::os::unix::net::UnixStream)>,
+}
+
+impl Prepared {
+    /// Phase 2: revokes every lease prepared. The revocations leave all at once, within
+    /// one poll (a cancel cannot split them), and each pod whose lease may have let go is
+    /// added to `let_go` before any answer is awaited: whatever happens next, the caller
+    /// knows which pods no lease holds any more. Fails when a lease did not answer that
+    /// it let go (it may be ending, unpausing its pod).
+    pub(crate) async fn commit(self, let_go: &mut Vec<Target>) -> Result<(), String> {
+        use std::io::Write as _;
+        if self.leases.is_empty() {
+            return Ok(());
+        }
+        let mut sent = Vec::with_capacity(self.leases.len());
+        for (pod, mut stream) in self.leases {
+            // One byte on a connection nothing else was written to: never blocks.
+            if stream.write_all(&[REVOKE]).is_ok() {
+                if !let_go.contains(&pod) {
+                    let_go.push(pod.clone());
+                }
+                sent.push((pod, stream));
+            }
+        }
+        let read = tokio::task::spawn_blocking(move || answers_blocking(sent));
+        let backstop = REVOKE_WITHIN.saturating_mul(2);
+        let (ending, unanswered) = match tokio::time::timeout(backstop, read).await {
+            Ok(Ok(answers)) => answers,
+            _ => {
+                return Err(format!(
+                    "a pause lease on these pods did not answer within {} s",
+                    backstop.as_secs()
+                ));
+            }
+        };
+        // A lease that answered that it is ending did not let go: its guardian unpauses
+        // its pods itself. Pods another lease let go of stay named.
+        for pod in &ending {
+            if !unanswered.contains(pod) {
+                let_go.retain(|p| p != pod);
+            }
+        }
+        let not_let_go: Vec<String> = ending
+            .iter()
+            .chain(&unanswered)
+            .map(ToString::to_string)
+            .collect();
+        if not_let_go.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "a pause lease on {} did not let go (its guardian may be unpausing it)",
+                not_let_go.join(", ")
+            ))
+        }
+    }
+}
+
+/// Reads one short line (`hi`, `ok`, `end`) by `deadline`.
+fn read_word(stream: &mut std::os::unix::net::UnixStream, deadline: std::time::Instant) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut word = Vec::new();
+    let mut byte = [0u8; 1];
+    while word.len() < 8 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .is_err()
+        {
+            break;
+        }
+        match stream.read(&mut byte) {
+            Ok(1) => {
+                word.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    word
+}
+
+/// Each committed lease's answer, all by one shared deadline: the pods whose lease said
+/// it is ending, and those whose lease did not answer.
+fn answers_blocking(
+    sent: Vec<(Target, std::os::unix::net::UnixStream)>,
+) -> (Vec<Target>, Vec<Target>) {
+    let deadline = std::time::Instant::now() + REVOKE_WITHIN;
+    let (mut ending, mut unanswered) = (Vec::new(), Vec::new());
+    for (pod, mut stream) in sent {
+        match read_word(&mut stream, deadline).as_slice() {
+            LET_GO => tracing::info!(pod = %pod, "a pause lease on the pod let go of it"),
+            ENDING => ending.push(pod),
+            _ => unanswered.push(pod),
+        }
+    }
+    (ending, unanswered)
 }
 
 /// The lease names bound in this network namespace, from `/proc/net/unix`; `None` when it
@@ -248,29 +423,28 @@ fn leases_here() -> Option<HashSet<String>> {
     )
 }
 
-/// Revokes each `(pod, lease name)` of this user, each answer awaited until one shared
-/// deadline. Another user's lease (by the uid its name says, never connected to, or by
-/// the credentials of a listener whose name claims this user) is not revoked, and makes
-/// this fail: its guardian could end a later pause.
-fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
-    use std::io::Read as _;
+/// Connects to each `(pod, lease name)` of this user and reads its `hi`, each by one
+/// shared deadline, revoking nothing. Another user's lease (by the uid its name says,
+/// never connected to, or by the credentials of a listener whose name claims this user)
+/// cannot be revoked: a problem, since its guardian could end a later pause; so is a
+/// lease that did not say it is there.
+fn prepare_blocking(leased: Vec<(Target, String)>) -> (Prepared, Vec<String>) {
     use std::os::linux::net::SocketAddrExt as _;
     use std::os::unix::net::{SocketAddr, UnixStream};
     let deadline = std::time::Instant::now() + REVOKE_WITHIN;
     let uid = rustix::process::getuid();
+    let mut prepared = Prepared::default();
     let mut unanswered = Vec::new();
-    // Another user's leases first, before anything is revoked: a command that is refused
-    // for them leaves this user's leases as they were.
     let mut foreign: Vec<String> = leased
         .iter()
         .filter(|(_, name)| owner(name) != Some(uid.as_raw()))
         .map(|(pod, name)| format!("{pod} ({name})"))
         .collect();
-    if !foreign.is_empty() {
-        return Err(foreign_error(&foreign));
-    }
     for (pod, name) in leased {
-        let Ok(address) = SocketAddr::from_abstract_name(name) else {
+        if owner(&name) != Some(uid.as_raw()) {
+            continue;
+        }
+        let Ok(address) = SocketAddr::from_abstract_name(&name) else {
             continue;
         };
         // No lease (any more): refused at once.
@@ -284,30 +458,23 @@ fn revoke_blocking(leased: &[(String, String)]) -> Result<(), String> {
                 continue;
             }
         }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        let mut answer = [0u8; 3];
-        if stream.read_exact(&mut answer).is_ok() && &answer == b"ok\n" {
-            tracing::info!(pod = %pod, "a pause lease on the pod let go of it");
+        if read_word(&mut stream, deadline) == HERE {
+            prepared.leases.push((pod, stream));
         } else {
-            unanswered.push(pod.clone());
+            unanswered.push(pod.to_string());
         }
     }
-    let mut errors = Vec::new();
+    let mut problems = Vec::new();
     if !foreign.is_empty() {
-        errors.push(foreign_error(&foreign));
+        problems.push(foreign_error(&foreign));
     }
     if !unanswered.is_empty() {
-        errors.push(format!(
+        problems.push(format!(
             "a pause lease on {} did not let go (its guardian may be unpausing it)",
             unanswered.join(", ")
         ));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    (prepared, problems)
 }
 
 fn foreign_error(foreign: &[String]) -> String {

@@ -212,7 +212,7 @@ impl Guardian {
     /// The attempt's Pause failed: only `holding` may hold it now (a pod that answered
     /// that someone else's pause holds it is not this run's to unpause, even if this
     /// process dies during its rollback).
-    async fn narrow(&mut self, holding: &[Target]) {
+    pub(crate) async fn narrow(&mut self, holding: &[Target]) {
         let message = ToGuardian::Narrow {
             pods: pods_of(holding),
         };
@@ -271,26 +271,61 @@ impl Guardian {
 pub(crate) struct PauseWatch<'a> {
     guardian: &'a mut Option<Guardian>,
     attempt: usize,
+    /// The pods whose lease let go of them for this attempt ([`lease::Prepared::commit`]):
+    /// those this attempt's Pause then does not take are left paused by the earlier
+    /// pause with no lease to end it, and must be named ([`crate::recovery::unleased`]).
+    let_go: &'a mut Vec<Target>,
+    /// Whether [`arm`](scalar_admin::PauseGuard::arm) was called: only then is there
+    /// anything of this attempt's to narrow.
+    armed: bool,
 }
 
 impl<'a> PauseWatch<'a> {
-    pub(crate) fn new(guardian: &'a mut Option<Guardian>, attempt: usize) -> Self {
-        Self { guardian, attempt }
+    pub(crate) fn new(
+        guardian: &'a mut Option<Guardian>,
+        attempt: usize,
+        let_go: &'a mut Vec<Target>,
+    ) -> Self {
+        Self {
+            guardian,
+            attempt,
+            let_go,
+            armed: false,
+        }
     }
 }
 
 impl scalar_admin::PauseGuard for PauseWatch<'_> {
     async fn arm(&mut self, pods: &[Target]) -> Result<(), String> {
-        revoke_leases(pods).await?;
-        match self.guardian.as_mut() {
-            Some(guardian) => guardian.arm(self.attempt, pods).await,
-            None => Ok(()),
+        // Everything that can refuse comes before any lease lets go: a refused pause
+        // leaves each lease holding its pod. The leases are asked first (nothing is
+        // revoked yet), then the guardian takes the pods, and only then do the leases
+        // let go, right before the Pause leaves.
+        self.armed = true;
+        let prepared = lease::prepare(pods).await?;
+        if let Some(guardian) = self.guardian.as_mut() {
+            guardian.arm(self.attempt, pods).await?;
         }
+        prepared.commit(self.let_go).await
     }
 
     async fn narrow(&mut self, holding: &[Target]) {
+        // A cancel before the arming has nothing of this attempt's to narrow, and must
+        // not narrow away pods the guardian still holds for an earlier one (`Retry`).
+        if !self.armed {
+            return;
+        }
         if let Some(guardian) = self.guardian.as_mut() {
             guardian.narrow(holding).await;
+        }
+    }
+}
+
+/// Adds to `pods` the ones handed over for a retry (`retried`) that it lacks.
+fn keep_retried(pods: &mut Vec<Target>, retried: &[Target]) {
+    for pod in retried {
+        if !pods.iter().any(|p| p.address() == pod.address()) {
+            pods.push(pod.clone());
         }
     }
 }
@@ -426,8 +461,10 @@ async fn serve(
         return ExitCode::FAILURE;
     }
     let mut armed: Option<Armed> = None;
-    // Whether the tool handed over pods it could not confirm unpaused (`Retry`).
-    let mut retry = false;
+    // The pods the tool handed over as not confirmed unpaused (`Retry`): held, and tried
+    // once more when the tool exits; a later attempt's `Arm`, `Narrow` or `Disarm` does
+    // not drop them.
+    let mut retry: Vec<Target> = Vec::new();
     let mut exec: Option<Pid> = None;
     let ended = loop {
         let until = armed.as_ref().map_or_else(far_future, |a| a.until);
@@ -438,8 +475,9 @@ async fn serve(
                     answer = Some(ToTool::Refused { why: "set up already".to_owned() });
                 }
                 Some(Ok(Some(ToGuardian::Arm { attempt, lease_ms, pods }))) => match Armed::new(lease_ms, &pods) {
-                    Ok(taken) => {
+                    Ok(mut taken) => {
                         tracing::debug!(attempt, pods = taken.pods.len(), "guardian armed");
+                        keep_retried(&mut taken.pods, &retry);
                         armed = Some(taken);
                         answer = Some(ToTool::Ready);
                     }
@@ -457,6 +495,7 @@ async fn serve(
                     // not this run's, whatever happens next.
                     if let (Some(a), Ok(holding)) = (&mut armed, targets_of(&pods)) {
                         a.pods.retain(|p| holding.iter().any(|h| h.address() == p.address()));
+                        keep_retried(&mut a.pods, &retry);
                     }
                     answer = Some(ToTool::Ready);
                 }
@@ -464,13 +503,19 @@ async fn serve(
                     if let (Some(a), Ok(pods)) = (&mut armed, targets_of(&pods)) {
                         a.pods = pods;
                         a.answered = false;
-                        retry = true;
+                        retry = a.pods.clone();
                     }
                     exec = None;
                     answer = Some(ToTool::Ready);
                 }
                 Some(Ok(Some(ToGuardian::Disarm))) => {
-                    armed = None;
+                    // The attempt is over; the pods of an earlier one that were not
+                    // confirmed unpaused are still tried at the end.
+                    armed = armed.take().filter(|_| !retry.is_empty()).map(|mut a| {
+                        a.pods.clone_from(&retry);
+                        a.answered = false;
+                        a
+                    });
                     exec = None;
                     answer = Some(ToTool::Ready);
                 }
@@ -532,7 +577,7 @@ async fn serve(
         return ExitCode::from(status);
     }
     let why = match &ended {
-        Ended::ToolGone if retry => {
+        Ended::ToolGone if !retry.is_empty() => {
             "the tool ended with pods it could not confirm unpaused; trying once more".to_owned()
         }
         Ended::ToolGone => "the tool's process ended while its window was open".to_owned(),
