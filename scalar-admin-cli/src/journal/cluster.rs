@@ -700,9 +700,20 @@ mod tests {
 
     #[test]
     fn a_namespace_is_checked_as_kubernetes_names_it() {
-        assert!(Place::new("ns-scalar", None, None).is_ok());
-        assert!(Place::new("", None, None).is_ok());
-        for bad in ["NS", "-ns", "ns-", "a/b", &"x".repeat(64)] {
+        for good in ["ns-scalar", "", "ns-scalar/ledger", "/ledger"] {
+            assert!(Place::new(good, None, None).is_ok(), "{good}");
+        }
+        let long_name = format!("ns/{}", "x".repeat(41));
+        for bad in [
+            "NS",
+            "-ns",
+            "ns-",
+            "ns/",
+            "ns/Ledger",
+            "ns/a/b",
+            &"x".repeat(64),
+            &long_name,
+        ] {
             assert!(Place::new(bad, None, None).is_err(), "{bad}");
         }
     }
