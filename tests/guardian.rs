@@ -1172,6 +1172,73 @@ async fn a_pod_that_reports_someone_elses_pause_leaves_the_guardian_before_the_r
     .await
 }
 
+/// A pod that answers that someone else's pause holds it leaves the guardian the moment
+/// its answer is in, not when the whole fan-out ends: the tool SIGKILLed while another
+/// pod's Pause still drains leaves that pod to its owner, and the guardian unpauses only
+/// the other.
+#[tokio::test]
+async fn a_pod_that_reports_someone_elses_pause_leaves_the_guardian_as_its_answer_arrives() {
+    use tokio::io::AsyncBufReadExt as _;
+    bounded(async {
+        let draining = Pod::start().await;
+        let work = draining.begin_work();
+        let mut foreign = HostilePod::start(Fault::ForeignPauseInProgress).await;
+        let list = format!("{},{}", draining.addr(), foreign.addr());
+        let mut child = crate::util::start_scalar_admin_env(
+            &[
+                "-c",
+                "window",
+                "-a",
+                &list,
+                "--duration",
+                "1s",
+                "--attempts",
+                "1",
+            ],
+            &[("RUST_LOG", "scalar_admin=debug")],
+        );
+        let mut lines = tokio::io::BufReader::new(child.take_stderr()).lines();
+        let foreign_addr = foreign.addr().to_string();
+        // The guardian's own word that it let go of the foreign pod.
+        let mut seen = String::new();
+        loop {
+            let Some(line) = lines.next_line().await.unwrap() else {
+                panic!("the guardian never let go of {foreign_addr}:\n{seen}");
+            };
+            if line.contains("guardian: not this run's to unpause") && line.contains(&foreign_addr)
+            {
+                break;
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        kill(child.pid(), "KILL");
+        drop(work);
+        let mut rest = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        child.wait().await;
+        assert!(rest.contains("guardian: rolled back"), "{rest}");
+        assert_eq!(
+            foreign
+                .take_calls()
+                .iter()
+                .filter(|c| **c == Call::Unpause)
+                .count(),
+            0,
+            "{rest}"
+        );
+        assert!(
+            foreign.is_paused(),
+            "someone else's pause was ended\n{rest}"
+        );
+        assert!(!draining.gate().is_paused(), "{rest}");
+    })
+    .await
+}
+
 /// The guardian reaches a TLS pod with the CA the tool read once (`<(cat ca.pem)`),
 /// from its link: SIGKILL during the hold, and the pod is unpaused, confirmed.
 #[tokio::test]

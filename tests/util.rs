@@ -115,6 +115,11 @@ pub(crate) fn start_scalar_admin(args: &[&str]) -> Child {
     start(env!("CARGO_BIN_EXE_scalar-admin"), args, &[])
 }
 
+/// Starts the `scalar-admin` binary with these environment variables too.
+pub(crate) fn start_scalar_admin_env(args: &[&str], env: &[(&str, &str)]) -> Child {
+    start(env!("CARGO_BIN_EXE_scalar-admin"), args, env)
+}
+
 /// Starts any program, as `start_scalar_admin` does.
 pub(crate) fn start_program(program: &str, args: &[&str]) -> Child {
     start(program, args, &[])
@@ -140,8 +145,8 @@ pub(crate) async fn scalar_admin_env(args: &[&str], env: &[(&str, &str)]) -> Run
 fn start(program: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
     let child = tokio::process::Command::new(program)
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -354,6 +354,12 @@ impl scalar_admin::window::Guard for Watch<'_> {
         }
     }
 
+    fn leave(&mut self, _: usize, pod: &Target) {
+        if let Some(guardian) = self.guardian.as_ref() {
+            guardian.leave(pod);
+        }
+    }
+
     async fn released(&mut self, _: usize, rollback: &scalar_admin::Rollback) {
         self.released = true;
         if let Some(guardian) = self.guardian.as_mut() {

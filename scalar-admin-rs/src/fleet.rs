@@ -673,7 +673,8 @@ impl Fleet {
         let all: Vec<usize> = (0..self.pods.len()).collect();
         self.retire_in_flight();
         let call = Call::Pause(options.request(), options.answer_wait());
-        let report = self.fan_out(call, deadline, &all).await;
+        let left = |pod: &Target| guard.leave(pod);
+        let (report, _) = self.fan_out_timed(call, deadline, &all, left).await;
         if report.is_success() {
             info!(spread = ?report.reply_spread(), "pause completed");
             return Ok(report);
@@ -904,7 +905,7 @@ impl Fleet {
                         interrupted = true;
                         None
                     }
-                    check = self.fan_out_timed(Call::CheckPaused, limit, &pending) => Some(check),
+                    check = self.check_timed(limit, &pending) => Some(check),
                 }
             };
             // Interrupted: one last, short check, so that what did unpause is said so.
@@ -912,7 +913,7 @@ impl Fleet {
                 Some(check) => check,
                 None => {
                     let limit = limit.min(LAST_CHECK);
-                    self.fan_out_timed(Call::CheckPaused, limit, &pending).await
+                    self.check_timed(limit, &pending).await
                 }
             };
             let last_round = interrupted || Instant::now() >= deadline;
@@ -1179,7 +1180,13 @@ impl Fleet {
 
     /// [`fan_out_timed`](Self::fan_out_timed)'s report alone.
     async fn fan_out(&mut self, call: Call, limit: Duration, which: &[usize]) -> Report {
-        self.fan_out_timed(call, limit, which).await.0
+        self.fan_out_timed(call, limit, which, |_| {}).await.0
+    }
+
+    /// A CheckPaused of the pods at `which`, with when each answered.
+    async fn check_timed(&mut self, limit: Duration, which: &[usize]) -> (Report, Vec<Instant>) {
+        self.fan_out_timed(Call::CheckPaused, limit, which, |_| {})
+            .await
     }
 
     fn unsent_pause(&self, error: impl Fn(&Pod) -> Option<&CallError>) -> Report {
@@ -1197,12 +1204,15 @@ impl Fleet {
     /// after its GOAWAY) is sent once more on a fresh connection within the same
     /// deadline. A panic in one pod's call becomes that pod's failure: the others still
     /// finish, and the rollback rule still applies. Returns, beside the report, when each
-    /// pod answered (or its call ended), in the same order.
+    /// pod answered (or its call ended), in the same order. A Pause's answer that leaves
+    /// its pod not this run's to unpause (someone else's pause holds it, or its gate
+    /// reopened) is told to `left` the moment it is in, before the others.
     async fn fan_out_timed(
         &mut self,
         call: Call,
         limit: Duration,
         which: &[usize],
+        mut left: impl FnMut(&Target),
     ) -> (Report, Vec<Instant>) {
         // No answer may be folded before a Pause of this run that was abandoned earlier.
         self.fold_abandoned();
@@ -1242,7 +1252,8 @@ impl Fleet {
                 }
             }
         });
-        let results = all_within(calls, deadline, |k| {
+        let take_over = self.take_over;
+        let expired = |k: usize| {
             // Still waiting at the deadline: the request may have reached the pod.
             Outcome {
                 report: PodReport {
@@ -1254,10 +1265,22 @@ impl Fleet {
                 answered: Instant::now(),
                 fresh: None,
             }
-        })
-        .await;
+        };
+        let each = |k: usize, outcome: &Outcome| {
+            let pod = &pods[which[k]];
+            if let Call::Pause(..) = call {
+                let after = pod.state.next(Event::Paused {
+                    written: pod.written.load(Ordering::Acquire),
+                    outcome: Some(&outcome.report.outcome),
+                    take_over,
+                });
+                if !after.may_hold() {
+                    left(&pod.target);
+                }
+            }
+        };
+        let results = all_within_each(calls, deadline, expired, each).await;
         let completed_at = clock.now();
-        let take_over = self.take_over;
         let watch = self.config.rollback_watch_value();
         let mut reports = Vec::with_capacity(results.len());
         let mut answers = Vec::with_capacity(results.len());
@@ -1317,6 +1340,15 @@ pub trait PauseGuard {
     fn narrow(&mut self, holding: &[Target]) -> impl Future<Output = ()> {
         let _ = holding;
         async {}
+    }
+
+    /// A pod's answer to the Pause, the moment it is in, says that this run does not
+    /// hold it (someone else's pause does, or its gate reopened): it must not be
+    /// unpaused for this run, even if this process dies before the fan-out ends. Called
+    /// during the fan-out, so it must not wait: a guard in another process sends word
+    /// and goes on. Does nothing by default.
+    fn leave(&mut self, pod: &Target) {
+        let _ = pod;
     }
 }
 
@@ -1459,6 +1491,16 @@ async fn all_within<F: Future>(
     deadline: Instant,
     expired: impl Fn(usize) -> F::Output,
 ) -> Vec<F::Output> {
+    all_within_each(futures, deadline, expired, |_, _| {}).await
+}
+
+/// [`all_within`], calling `each` with every output the moment it is in.
+async fn all_within_each<F: Future>(
+    futures: impl IntoIterator<Item = F>,
+    deadline: Instant,
+    expired: impl Fn(usize) -> F::Output,
+    mut each: impl FnMut(usize, &F::Output),
+) -> Vec<F::Output> {
     let mut pending: FuturesUnordered<_> = futures
         .into_iter()
         .enumerate()
@@ -1473,7 +1515,10 @@ async fn all_within<F: Future>(
         tokio::select! {
             biased;
             next = pending.next() => match next {
-                Some((i, output)) => outputs[i] = Some(output),
+                Some((i, output)) => {
+                    each(i, &output);
+                    outputs[i] = Some(output);
+                }
                 None => break,
             },
             () = &mut timer => break,

@@ -1084,6 +1084,13 @@ pub trait Guard {
         async {}
     }
 
+    /// Called during an armed attempt's Pause, the moment a pod's answer says that this
+    /// run does not hold it ([`PauseGuard::leave`]): it must not wait. Does nothing by
+    /// default.
+    fn leave(&mut self, attempt: usize, pod: &Target) {
+        let _ = (attempt, pod);
+    }
+
     /// Called as soon as an attempt's window was released (its Unpause confirmed, or
     /// not: `rollback` says which pods may still be paused), before the comparison
     /// that follows the Unpause; [`disarm`](Self::disarm) comes once the attempt has
@@ -1170,6 +1177,12 @@ impl<G: Guard> PauseGuard for AttemptGuard<'_, G> {
         // earlier attempt's pods the guard still holds are not this attempt's).
         if *self.armed {
             self.guard.narrow(self.attempt, holding).await;
+        }
+    }
+
+    fn leave(&mut self, pod: &Target) {
+        if *self.armed {
+            self.guard.leave(self.attempt, pod);
         }
     }
 }

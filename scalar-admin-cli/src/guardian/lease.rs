@@ -322,6 +322,9 @@ impl Prepared {
             return Ok(());
         }
         let mut sent = Vec::with_capacity(self.leases.len());
+        // A lease that closed its end (it waited too long for the byte, or it is ending)
+        // may still hold its pod: that is a lease that did not let go, never none.
+        let mut unwritten = Vec::new();
         for (pod, mut stream) in self.leases {
             // One byte on a connection nothing else was written to: never blocks.
             if stream.write_all(&[REVOKE]).is_ok() {
@@ -329,8 +332,11 @@ impl Prepared {
                     let_go.push(pod.clone());
                 }
                 sent.push((pod, stream));
+            } else {
+                unwritten.push(pod);
             }
         }
+        let sent_to: Vec<Target> = sent.iter().map(|(pod, _)| pod.clone()).collect();
         let read = tokio::task::spawn_blocking(move || answers_blocking(sent));
         let backstop = REVOKE_WITHIN.saturating_mul(2);
         let (ending, unanswered) = match tokio::time::timeout(backstop, read).await {
@@ -343,15 +349,19 @@ impl Prepared {
             }
         };
         // A lease that answered that it is ending did not let go: its guardian unpauses
-        // its pods itself. Pods another lease let go of stay named.
+        // its pods itself. A pod another lease of it let go of (answered `ok`) stays
+        // named.
+        let count = |pods: &[Target], pod: &Target| pods.iter().filter(|p| *p == pod).count();
         for pod in &ending {
-            if !unanswered.contains(pod) {
+            let others = count(&ending, pod) + count(&unanswered, pod);
+            if count(&sent_to, pod) <= others {
                 let_go.retain(|p| p != pod);
             }
         }
         let not_let_go: Vec<String> = ending
             .iter()
             .chain(&unanswered)
+            .chain(&unwritten)
             .map(ToString::to_string)
             .collect();
         if not_let_go.is_empty() {

@@ -114,7 +114,7 @@ pub(super) fn targets_of(pods: &[Pod]) -> Result<Vec<Target>, String> {
 }
 
 /// What the tool tells its guardian. Setup, Arm, Narrow, Retry, Disarm and Detach are answered
-/// (Ready, or Refused).
+/// (Ready, or Refused); Answered, Leave and Exec are not, so that they never wait.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum ToGuardian {
@@ -129,6 +129,8 @@ pub(super) enum ToGuardian {
     },
     /// Every pod answered the attempt's Pause: no Pause of it can land later.
     Answered,
+    /// A pod's answer to the attempt's Pause says this run does not hold it.
+    Leave { pod: Pod },
     /// The attempt's Pause failed: only these pods may hold it, before its rollback.
     Narrow { pods: Vec<Pod> },
     /// The `--exec` command's process group started (`Some`), or ended (`None`).

@@ -221,6 +221,13 @@ impl Guardian {
         }
     }
 
+    /// A pod's answer to the Pause says that this run does not hold it: the guardian
+    /// drops it at once, unanswered, so that this process dying before the fan-out ends
+    /// cannot make the guardian unpause it.
+    pub(crate) fn leave(&self, pod: &Target) {
+        let _ = self.to.send(ToGuardian::Leave { pod: Pod::of(pod) });
+    }
+
     /// The attempt's rollback (`Fleet::release`) is over: the guardian lets go, except of
     /// the pods `rollback` could not confirm unpaused (and that may be this run's), which
     /// it tries once more when this process exits.
@@ -317,6 +324,12 @@ impl scalar_admin::PauseGuard for PauseWatch<'_> {
         }
         if let Some(guardian) = self.guardian.as_mut() {
             guardian.narrow(holding).await;
+        }
+    }
+
+    fn leave(&mut self, pod: &Target) {
+        if let (true, Some(guardian)) = (self.armed, self.guardian.as_ref()) {
+            guardian.leave(pod);
         }
     }
 }
@@ -490,6 +503,16 @@ async fn serve(
                     }
                 }
                 Some(Ok(Some(ToGuardian::Exec { pgid }))) => exec = pgid.and_then(Pid::from_raw),
+                Some(Ok(Some(ToGuardian::Leave { pod }))) => {
+                    // Someone else's pause, or a reopened gate: never this run's to end.
+                    if let (Some(a), Ok(pod)) = (&mut armed, pod.target()) {
+                        let retried = retry.iter().any(|r| r.address() == pod.address());
+                        if !retried {
+                            a.pods.retain(|p| p.address() != pod.address());
+                            tracing::debug!(%pod, "guardian: not this run's to unpause");
+                        }
+                    }
+                }
                 Some(Ok(Some(ToGuardian::Narrow { pods }))) => {
                     // The Pause failed: the pods that reported someone else's pause are
                     // not this run's, whatever happens next.
