@@ -314,6 +314,19 @@ async fn a_rollback_cut_short_after_an_unpause_still_checks_that_pod() {
             rollback.maybe_paused().contains(&&hangs.target()),
             "left out of the rollback: {err}"
         );
+        // Named for what it is, so that a guardian never unpauses it again either.
+        let stuck = rollback
+            .stuck()
+            .iter()
+            .find(|s| s.target() == &hangs.target());
+        assert!(
+            matches!(
+                stuck.map(|s| s.why()),
+                Some(scalar_admin::Unconfirmed::UnpausedUnchecked)
+            ),
+            "{err}: {:?}",
+            stuck.map(|s| s.why())
+        );
         // Checked again, never unpaused again.
         let calls = hangs.take_calls();
         assert!(calls.contains(&Call::CheckPaused), "{calls:?}");

@@ -963,7 +963,11 @@ impl Fleet {
             .collect();
         for &i in &pending {
             let pod = &self.pods[i];
+            // Its Unpause answered OK: whatever its checks did, it is not to be unpaused
+            // again for this run.
+            let unpaused = pod.state.is_released_unconfirmed() && !pod.state.in_doubt;
             let why = match last_failure(&rollback, &pod.target) {
+                _ if unpaused => Unconfirmed::UnpausedUnchecked,
                 Some(e) => Unconfirmed::Failed(e.clone()),
                 None if pod.state.holder == Holder::Us => Unconfirmed::StillPaused,
                 None if pod.state.holder == Holder::Nobody => Unconfirmed::NotWatched,

@@ -193,6 +193,11 @@ pub enum Unconfirmed {
     Failed(CallError),
     /// No check answered before the rollback was interrupted or ran out of time.
     Unchecked,
+    /// Its Unpause answered OK, and no check confirmed it (none answered, or one
+    /// failed) before the rollback was interrupted or ran out of time: most likely
+    /// unpaused, and a pause seen on it later is someone else's, so it is never unpaused
+    /// again for this run (a guardian does not retry it either).
+    UnpausedUnchecked,
     /// Seen unpaused, but a Pause of this run to it has no known outcome and the
     /// rollback ended before its watch did: that Pause may still land.
     NotWatched,
@@ -209,6 +214,9 @@ impl fmt::Display for Unconfirmed {
             Unconfirmed::StillPaused => f.write_str("still reports paused after Unpause"),
             Unconfirmed::Failed(e) => write!(f, "{}: {}", e.operation(), e.chain()),
             Unconfirmed::Unchecked => f.write_str("Unpause not confirmed by any check"),
+            Unconfirmed::UnpausedUnchecked => {
+                f.write_str("Unpause answered OK, not confirmed by any check")
+            }
             Unconfirmed::NotWatched => f.write_str(
                 "seen unpaused, but a Pause of this run to it may still land (the rollback ended before its watch)",
             ),

@@ -236,7 +236,14 @@ impl Guardian {
             .map(|r| r.stuck())
             .unwrap_or_default()
             .iter()
-            .filter(|s| !matches!(s.why(), Unconfirmed::PausedAgain))
+            // Unpaused by this run (its Unpause answered OK): a pause seen on it later is
+            // someone else's, which the guardian must not end.
+            .filter(|s| {
+                !matches!(
+                    s.why(),
+                    Unconfirmed::PausedAgain | Unconfirmed::UnpausedUnchecked
+                )
+            })
             .map(|s| s.target().clone())
             .collect();
         let message = if stuck.is_empty() {
