@@ -924,12 +924,38 @@ async fn windows_are_kept_as_configmaps_retained_and_read_back_by_history() {
     .await
 }
 
+/// Starts a WINDOW over `list` with the namespace's journal and `extra` flags, as its
+/// admin, and waits (on a watch, not a poll) until its window's object is created.
+async fn start_window_seen_open(
+    ns: &TestNamespace,
+    list: &str,
+    extra: &[&str],
+) -> (crate::util::Child, ConfigMap) {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use scalar_admin_rig::kube_rs::api::{WatchEvent, WatchParams};
+    let mut events = ns
+        .api::<ConfigMap>()
+        .watch(&WatchParams::default().labels(WINDOWS), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let (journal, kubeconfig) = (format!("k8s:{}", ns.name()), ns.kubeconfig(User::Admin));
+    let mut args = vec!["--kubeconfig", kubeconfig.to_str().unwrap(), "-c", "window"];
+    args.extend_from_slice(&["-a", list, "--journal", &journal]);
+    args.extend_from_slice(extra);
+    let child = crate::util::start_scalar_admin(&args);
+    let opened = loop {
+        if let Some(WatchEvent::Added(object)) = events.try_next().await.unwrap() {
+            break object;
+        }
+    };
+    (child, opened)
+}
+
 /// Two windows at once on one journal: each writes only its own object, and the second
 /// one's retention (one window) does not delete the first while it may still hold it.
 #[tokio::test]
 async fn two_concurrent_windows_are_both_recorded_and_a_held_one_outlives_the_others_retention() {
-    use futures::{StreamExt as _, TryStreamExt as _};
-    use scalar_admin_rig::kube_rs::api::{WatchEvent, WatchParams};
     bounded(async {
         let Some((cluster, ns)) = setup("k8s-journal-two").await else {
             return;
@@ -937,31 +963,8 @@ async fn two_concurrent_windows_are_both_recorded_and_a_held_one_outlives_the_ot
         let pods = cluster.admin_pods(4).await;
         let (a, b) = (crate::exec::list(&pods[..2]), crate::exec::list(&pods[2..]));
         let journal = format!("k8s:{}", ns.name());
-        let kubeconfig = ns.kubeconfig(User::Admin);
-        let mut events = ns
-            .api::<ConfigMap>()
-            .watch(&WatchParams::default().labels(WINDOWS), "0")
-            .await
-            .unwrap()
-            .boxed();
         // The first holds until told to stop.
-        let first = crate::util::start_scalar_admin(&[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "-c",
-            "window",
-            "-a",
-            &a,
-            "--duration",
-            "10m",
-            "--journal",
-            &journal,
-        ]);
-        let held = loop {
-            if let Some(WatchEvent::Added(object)) = events.try_next().await.unwrap() {
-                break object;
-            }
-        };
+        let (first, held) = start_window_seen_open(&ns, &a, &["--duration", "10m"]).await;
         let args = [
             "-c",
             "window",
@@ -1001,8 +1004,6 @@ async fn two_concurrent_windows_are_both_recorded_and_a_held_one_outlives_the_ot
 /// HISTORY and by the next WINDOW.
 #[tokio::test]
 async fn a_window_left_open_by_a_killed_tool_and_guardian_is_reported_once_its_bound_passes() {
-    use futures::{StreamExt as _, TryStreamExt as _};
-    use scalar_admin_rig::kube_rs::api::{WatchEvent, WatchParams};
     bounded(async {
         let Some((cluster, ns)) = setup("k8s-journal-open").await else {
             return;
@@ -1010,32 +1011,8 @@ async fn a_window_left_open_by_a_killed_tool_and_guardian_is_reported_once_its_b
         let pods = cluster.admin_pods(2).await;
         let (list, next) = (crate::exec::list(&pods[..1]), crate::exec::list(&pods[1..]));
         let journal = format!("k8s:{}", ns.name());
-        let kubeconfig = ns.kubeconfig(User::Admin);
-        let mut events = ns
-            .api::<ConfigMap>()
-            .watch(&WatchParams::default().labels(WINDOWS), "0")
-            .await
-            .unwrap()
-            .boxed();
-        let child = crate::util::start_scalar_admin(&[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "-c",
-            "window",
-            "-a",
-            &list,
-            "--duration",
-            "6s",
-            "--max-hold",
-            "7s",
-            "--journal",
-            &journal,
-        ]);
-        let opened = loop {
-            if let Some(WatchEvent::Added(object)) = events.try_next().await.unwrap() {
-                break object;
-            }
-        };
+        let extra = ["--duration", "6s", "--max-hold", "7s"];
+        let (child, opened) = start_window_seen_open(&ns, &list, &extra).await;
         assert_eq!(label(&opened, "scalar-admin/verdict"), "OPEN");
         // Neither may act: the tool stopped first, then the guardian and the tool killed.
         let tool = child.pid();
