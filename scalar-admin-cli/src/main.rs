@@ -350,12 +350,15 @@ impl scalar_admin::window::Guard for Watch<'_> {
     async fn narrow(&mut self, _: usize, holding: &[Target]) {
         // The window calls this only for an attempt it armed.
         if let Some(guardian) = self.guardian.as_mut() {
-            guardian.narrow(holding).await;
+            guardian
+                .narrow(&guardian::with_let_go(holding, &self.let_go))
+                .await;
         }
     }
 
     fn leave(&mut self, _: usize, pod: &Target) {
-        if let Some(guardian) = self.guardian.as_ref() {
+        // A pod a lease let go of for this attempt stays the guardian's.
+        if let (false, Some(guardian)) = (self.let_go.contains(pod), self.guardian.as_ref()) {
             guardian.leave(pod);
         }
     }

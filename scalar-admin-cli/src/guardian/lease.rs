@@ -349,12 +349,12 @@ impl Prepared {
             }
         };
         // A lease that answered that it is ending did not let go: its guardian unpauses
-        // its pods itself. A pod another lease of it let go of (answered `ok`) stays
-        // named.
+        // its pods itself. A pod another lease of it may have let go of (answered `ok`,
+        // or nothing) stays named.
         let count = |pods: &[Target], pod: &Target| pods.iter().filter(|p| *p == pod).count();
+        // One whose revocation went unanswered may have let go: named too.
         for pod in &ending {
-            let others = count(&ending, pod) + count(&unanswered, pod);
-            if count(&sent_to, pod) <= others {
+            if count(&sent_to, pod) <= count(&ending, pod) {
                 let_go.retain(|p| p != pod);
             }
         }

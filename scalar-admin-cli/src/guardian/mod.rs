@@ -330,15 +330,32 @@ impl scalar_admin::PauseGuard for PauseWatch<'_> {
             return;
         }
         if let Some(guardian) = self.guardian.as_mut() {
-            guardian.narrow(holding).await;
+            guardian.narrow(&with_let_go(holding, self.let_go)).await;
         }
     }
 
     fn leave(&mut self, pod: &Target) {
+        // A pod a lease let go of for this pause is the forced pause's own: if this
+        // process dies, the guardian unpauses it, since no lease will any more.
+        if self.let_go.contains(pod) {
+            return;
+        }
         if let (true, Some(guardian)) = (self.armed, self.guardian.as_ref()) {
             guardian.leave(pod);
         }
     }
+}
+
+/// `holding` and the pods whose lease let go of them for this pause (a forced pause's
+/// own, which no lease ends any more).
+pub(crate) fn with_let_go(holding: &[Target], let_go: &[Target]) -> Vec<Target> {
+    let mut pods = holding.to_vec();
+    for pod in let_go {
+        if !pods.contains(pod) {
+            pods.push(pod.clone());
+        }
+    }
+    pods
 }
 
 /// Adds to `pods` the ones handed over for a retry (`retried`) that it lacks.
