@@ -1,11 +1,12 @@
-//! `--journal k8s:[NAMESPACE]`: the windows kept in the cluster, where the CronJob that
-//! makes them has no writable disk, one ConfigMap per window attempt.
+//! `--journal k8s:[NAMESPACE][/NAME]`: the windows kept in the cluster, where the CronJob
+//! that makes them has no writable disk, one ConfigMap per window attempt.
 //!
 //! # The objects
 //!
-//! `scalar-admin-window-{run}-{attempt}`, labelled `app.kubernetes.io/managed-by:
-//! scalar-admin` and `app.kubernetes.io/component: backup-window` ([`SELECTOR`]), so
-//! that `kubectl get configmaps -l ... -L scalar-admin/verdict -L
+//! `scalar-admin-{name}-{run}-{attempt}`, labelled `app.kubernetes.io/managed-by:
+//! scalar-admin`, `app.kubernetes.io/component: backup-window` ([`SELECTOR`]) and
+//! `scalar-admin/journal: {name}` (two products backed up apart keep two journals in one
+//! namespace), so that `kubectl get configmaps -l ... -L scalar-admin/verdict -L
 //! scalar-admin/restore-point` lists the windows with their verdict and restore point.
 //! The data holds the journal's two entries as JSON (`open`, then `close`), the open one
 //! with the pod count and the snapshot's digest instead of the pod list, so that an
