@@ -771,6 +771,14 @@ fn label(object: &ConfigMap, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Each object's verdict label, in order.
+fn verdicts(objects: &[ConfigMap]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| label(o, "scalar-admin/verdict"))
+        .collect()
+}
+
 fn entry(object: &ConfigMap, name: &str) -> Value {
     object
         .data
@@ -827,11 +835,7 @@ async fn windows_are_kept_as_configmaps_retained_and_read_back_by_history() {
         let names: Vec<_> = objects.iter().map(|o| o.metadata.name.clone()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(!names.contains(&first[0].metadata.name), "{names:?}");
-        let verdicts: Vec<String> = objects
-            .iter()
-            .map(|o| label(o, "scalar-admin/verdict"))
-            .collect();
-        assert_eq!(verdicts, ["INVALID", "VALID"]);
+        assert_eq!(verdicts(&objects), ["INVALID", "VALID"]);
         assert_eq!(
             label(&objects[0], "scalar-admin/restore-point"),
             "",
@@ -979,21 +983,13 @@ async fn two_concurrent_windows_are_both_recorded_and_a_held_one_outlives_the_ot
         ];
         cli(&ns, User::Admin, &args).await.success();
         let objects = window_objects(&ns).await;
-        let verdicts: Vec<String> = objects
-            .iter()
-            .map(|o| label(o, "scalar-admin/verdict"))
-            .collect();
-        assert_eq!(verdicts, ["OPEN", "VALID"], "{objects:?}");
+        assert_eq!(verdicts(&objects), ["OPEN", "VALID"], "{objects:?}");
         assert_eq!(objects[0].metadata.name, held.metadata.name);
 
         first.signal("TERM");
         first.wait().await.assert_status(1);
         let objects = window_objects(&ns).await;
-        let verdicts: Vec<String> = objects
-            .iter()
-            .map(|o| label(o, "scalar-admin/verdict"))
-            .collect();
-        assert_eq!(verdicts, ["FAILED", "VALID"], "{objects:?}");
+        assert_eq!(verdicts(&objects), ["FAILED", "VALID"], "{objects:?}");
         assert_eq!(paused(&pods), 0);
     })
     .await

@@ -332,41 +332,40 @@ fn maybe_held(object: &ConfigMap, now: jiff::Timestamp) -> bool {
     is_open(object) && held_until(object).is_some_and(|until| now <= until)
 }
 
-/// Reads every window and says on stderr which were left open: `-c HISTORY`, and a
-/// WINDOW before it pauses anything.
-fn report(store: &Store, objects: &[ConfigMap]) {
+/// Reads every window's entries, each object parsed once, and says on stderr which
+/// objects hold none and which windows were left open: `-c HISTORY`, and a WINDOW
+/// before it pauses anything.
+fn report(store: &Store, objects: &[ConfigMap]) -> Vec<Line> {
     let now = jiff::Timestamp::now();
-    for object in objects.iter().filter(|o| lines_of(o).is_empty()) {
+    let journal = store.name();
+    let mut all = Vec::new();
+    for object in objects {
         let name = object.metadata.name.as_deref().unwrap_or("?");
-        tell!(
-            "warning: journal {} configmap {name}: not a journal entry, skipped",
-            store.name()
-        );
-    }
-    for object in objects.iter().filter(|o| is_open(o)) {
-        let name = object.metadata.name.as_deref().unwrap_or("?");
-        let at = lines_of(object)
-            .first()
-            .and_then(|l| {
-                l.value
-                    .get("pause_completed_at")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "?".to_owned());
-        let journal = store.name();
-        match held_until(object) {
-            Some(until) if now <= until => tell!(
-                "note: journal {journal} configmap {name}: the window opened at {at} is still \
-                 open: the run that opened it may hold it until {until}"
-            ),
-            _ => tell!(
-                "warning: journal {journal} configmap {name}: the window opened at {at} was \
-                 never closed: the tool died during it; its pods may have been left paused, and \
-                 it is no restore point"
-            ),
+        let lines = lines_of(object);
+        if lines.is_empty() {
+            tell!("warning: journal {journal} configmap {name}: not a journal entry, skipped");
+            continue;
         }
+        if is_open(object) {
+            let at = lines
+                .iter()
+                .find_map(|l| l.value.get("pause_completed_at").and_then(Value::as_str))
+                .unwrap_or("?");
+            match held_until(object) {
+                Some(until) if now <= until => tell!(
+                    "note: journal {journal} configmap {name}: the window opened at {at} is \
+                     still open: the run that opened it may hold it until {until}"
+                ),
+                _ => tell!(
+                    "warning: journal {journal} configmap {name}: the window opened at {at} \
+                     was never closed: the tool died during it; its pods may have been left \
+                     paused, and it is no restore point"
+                ),
+            }
+        }
+        all.extend(lines);
     }
+    all
 }
 
 /// How long HISTORY waits for the whole journal: up to [`MAX_RETAINED`] objects.
@@ -383,9 +382,7 @@ pub(super) fn read(place: &Place) -> Result<Vec<Line>, String> {
     runtime.block_on(async {
         let work = async {
             let store = Store::connect(place).await?;
-            let objects = store.list(false).await?;
-            report(&store, &objects);
-            Ok(objects.iter().flat_map(lines_of).collect())
+            Ok(report(&store, &store.list(false).await?))
         };
         tokio::time::timeout(READ_BOUND, work)
             .await

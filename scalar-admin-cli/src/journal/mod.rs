@@ -629,13 +629,18 @@ impl Journal {
         })
     }
 
-    fn submit(&self, job: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Job) -> Pending {
+    /// Hands a job to the writer; the window waits for it at most `bound`.
+    fn submit(
+        &self,
+        bound: Duration,
+        job: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Job,
+    ) -> Pending {
         let (done, receiver) = oneshot::channel();
         // A writer that stopped drops `done`: the wait says so.
         let _ = self.jobs.send(job(done));
         Pending {
             journal: self.name.clone(),
-            bound: CLOSE_BOUND,
+            bound,
             done: Some(receiver),
         }
     }
@@ -651,15 +656,12 @@ impl Journal {
             };
         }
         let entries = entries.to_vec();
-        let pending = self.submit(|done| Job::Append {
+        let bound = if opens { BOUND } else { CLOSE_BOUND };
+        self.submit(bound, |done| Job::Append {
             entries,
             opens,
             done,
-        });
-        Pending {
-            bound: if opens { BOUND } else { CLOSE_BOUND },
-            ..pending
-        }
+        })
     }
 
     /// The window is open: every pod paused.
@@ -734,7 +736,7 @@ impl Journal {
     /// The run's last step: keeps the last `keep` windows (and those other runs still
     /// hold), then lets go of this run's run file.
     pub(crate) fn finish(self) -> Pending {
-        self.submit(Job::Finish)
+        self.submit(CLOSE_BOUND, Job::Finish)
     }
 }
 
