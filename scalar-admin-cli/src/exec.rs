@@ -133,7 +133,10 @@ impl Drop for GroupKill {
 struct PodsFile(PathBuf);
 
 impl PodsFile {
-    fn write(paused: &Paused) -> std::io::Result<PodsFile> {
+    /// Writes the pods file on a blocking thread, at most `within`: the hold's timers and
+    /// signals run on this thread, and a temporary directory on a hung disk must not
+    /// stall them.
+    async fn write(paused: &Paused, within: Duration) -> std::io::Result<PodsFile> {
         use std::io::Write as _;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -149,19 +152,27 @@ impl PodsFile {
             "pause_completed_at_us": unix_micros(paused.pause_completed_at()),
             "groups": paused.groups(),
         });
-        // `create_new`: never through a link someone left in the temporary directory.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let file_guard = PodsFile(path);
-        file.write_all(
-            serde_json::to_string_pretty(&doc)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
-        file.write_all(b"\n")?;
-        Ok(file_guard)
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            // `create_new`: never through a link someone left in the temporary directory.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)?;
+            let file_guard = PodsFile(target);
+            file.write_all(text.as_bytes())?;
+            Ok(file_guard)
+        });
+        match tokio::time::timeout(within, written).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} not written within {within:?}", path.display()),
+            )),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -204,7 +215,9 @@ async fn run_inner(
     result: &mut ExecResult,
 ) -> Result<(), String> {
     use std::os::unix::process::ExitStatusExt as _;
-    let pods = PodsFile::write(paused).map_err(|e| format!("cannot write the pods file: {e}"))?;
+    let pods = PodsFile::write(paused, exec.timeout)
+        .await
+        .map_err(|e| format!("cannot write the pods file: {e}"))?;
     let (name, mut command) = match &exec.program {
         Program::Shell(script) => {
             let mut c = tokio::process::Command::new("sh");
